@@ -1,0 +1,65 @@
+/**
+ * The one table of errors Outpost can answer with.
+ *
+ * Each entry maps an internal kind to the wire code of the OCI Distribution Spec
+ * (https://github.com/opencontainers/distribution-spec/blob/main/spec.md#error-codes),
+ * its HTTP status and a default message. A few kinds share a wire code but need a
+ * different status (a manifest over the size cap is SIZE_INVALID with 413, an
+ * unsatisfiable range is 416), which is why the table is keyed by kind, not by code.
+ * Wire codes stay within the spec's list, so clients that switch on them keep working.
+ *
+ * Everything in core throws `OciError`; `http/errors.ts` is the only place that turns
+ * one into `{"errors":[{code,message,detail}]}`.
+ */
+export const ERRORS = {
+  BLOB_UNKNOWN: { code: 'BLOB_UNKNOWN', status: 404, message: 'blob unknown to registry' },
+  BLOB_UPLOAD_INVALID: { code: 'BLOB_UPLOAD_INVALID', status: 400, message: 'blob upload invalid' },
+  BLOB_UPLOAD_UNKNOWN: { code: 'BLOB_UPLOAD_UNKNOWN', status: 404, message: 'blob upload unknown to registry' },
+  DIGEST_INVALID: { code: 'DIGEST_INVALID', status: 400, message: 'provided digest did not match uploaded content' },
+  MANIFEST_BLOB_UNKNOWN: { code: 'MANIFEST_BLOB_UNKNOWN', status: 400, message: 'manifest references a manifest or blob unknown to registry' },
+  MANIFEST_INVALID: { code: 'MANIFEST_INVALID', status: 400, message: 'manifest invalid' },
+  MANIFEST_UNKNOWN: { code: 'MANIFEST_UNKNOWN', status: 404, message: 'manifest unknown to registry' },
+  MANIFEST_TOO_LARGE: { code: 'SIZE_INVALID', status: 413, message: 'manifest too large' },
+  NAME_INVALID: { code: 'NAME_INVALID', status: 400, message: 'invalid repository name' },
+  NAME_UNKNOWN: { code: 'NAME_UNKNOWN', status: 404, message: 'repository name not known to registry' },
+  SIZE_INVALID: { code: 'SIZE_INVALID', status: 400, message: 'provided length did not match content length' },
+  REFERENCE_INVALID: { code: 'MANIFEST_INVALID', status: 400, message: 'invalid tag or digest reference' },
+  QUERY_INVALID: { code: 'UNSUPPORTED', status: 400, message: 'invalid query parameter' },
+  RANGE_INVALID: { code: 'BLOB_UPLOAD_INVALID', status: 416, message: 'chunk does not start at the current upload offset' },
+  RANGE_NOT_SATISFIABLE: { code: 'BLOB_UNKNOWN', status: 416, message: 'requested range not satisfiable' },
+  UNAUTHORIZED: { code: 'UNAUTHORIZED', status: 401, message: 'authentication required' },
+  DENIED: { code: 'DENIED', status: 403, message: 'requested access to the resource is denied' },
+  UNSUPPORTED: { code: 'UNSUPPORTED', status: 415, message: 'the operation is unsupported' },
+  METHOD_NOT_ALLOWED: { code: 'UNSUPPORTED', status: 405, message: 'method not allowed for this route' },
+  ROUTE_UNKNOWN: { code: 'UNSUPPORTED', status: 404, message: 'no such route in the distribution API' },
+  TOO_MANY_REQUESTS: { code: 'TOOMANYREQUESTS', status: 429, message: 'too many requests' },
+} as const satisfies Record<string, { code: string; status: number; message: string }>;
+
+export type ErrorKind = keyof typeof ERRORS;
+
+export class OciError extends Error {
+  readonly kind: ErrorKind;
+  readonly detail: unknown;
+  /** Extra response headers the error needs (e.g. `Content-Range` on 416, `Range` on an upload offset mismatch). */
+  readonly headers: Record<string, string>;
+
+  constructor(kind: ErrorKind, message?: string, detail?: unknown, headers: Record<string, string> = {}) {
+    super(message ?? ERRORS[kind].message);
+    this.name = 'OciError';
+    this.kind = kind;
+    this.detail = detail;
+    this.headers = headers;
+  }
+
+  get code(): string {
+    return ERRORS[this.kind].code;
+  }
+
+  get status(): number {
+    return ERRORS[this.kind].status;
+  }
+}
+
+export function isOciError(err: unknown): err is OciError {
+  return err instanceof OciError;
+}

@@ -1,0 +1,204 @@
+import { tryParseDigest } from './digest.js';
+import {
+  IMAGE_MANIFEST_TYPES,
+  INDEX_MANIFEST_TYPES,
+  MediaType,
+  SCHEMA1_TYPES,
+  essence,
+  isValidMediaType,
+} from './media-types.js';
+import { OciError } from '../errors.js';
+
+/**
+ * Manifest parsing and validation, as a pure decision: `parseManifest` returns a tagged
+ * result and `manifestError` is the one exhaustive switch from reasons to wire errors.
+ */
+
+/**
+ * Manifests are read whole into memory to be parsed, so their size is capped. 4 MiB is the
+ * limit the distribution spec names as the minimum a registry should accept
+ * (spec.md#pushing-manifests); anything larger is refused before it is buffered, which
+ * prevents a memory exhaustion attack through manifest PUTs.
+ */
+export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
+
+export interface Descriptor {
+  mediaType: string;
+  digest: string;
+  size: number;
+  artifactType?: string;
+  annotations?: Record<string, string>;
+  urls?: string[];
+  platform?: unknown;
+}
+
+export interface ParsedManifest {
+  mediaType: string;
+  kind: 'image' | 'index';
+  /** image manifests: the config descriptor */
+  config?: Descriptor;
+  /** image manifests: blobs it references (the layers) */
+  layers: Descriptor[];
+  /** indexes: manifests it references */
+  manifests: Descriptor[];
+  subject?: Descriptor;
+  /** `artifactType`, else the config media type of an image manifest (spec.md#listing-referrers). */
+  artifactType?: string;
+  annotations?: Record<string, string>;
+}
+
+export type ManifestRejection =
+  | { reason: 'not-json' }
+  | { reason: 'not-object' }
+  | { reason: 'schema1' }
+  | { reason: 'schema-version'; found: unknown }
+  | { reason: 'media-type-mismatch'; header: string; body: string }
+  | { reason: 'unknown-media-type'; mediaType: string | undefined }
+  | { reason: 'bad-descriptor'; field: string; why: string }
+  | { reason: 'bad-field'; field: string; why: string };
+
+export type ManifestParse = { ok: true; manifest: ParsedManifest } | ({ ok: false } & ManifestRejection);
+
+/** Content-Types that do not name a manifest type, so the body's own mediaType decides. */
+const GENERIC_CONTENT_TYPES = new Set(['application/json', 'application/octet-stream']);
+
+export function parseManifest(bytes: Uint8Array, contentType: string | undefined): ManifestParse {
+  const header = essence(contentType);
+  if (header && SCHEMA1_TYPES.has(header)) return { ok: false, reason: 'schema1' };
+  let doc: unknown;
+  try {
+    doc = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch {
+    return { ok: false, reason: 'not-json' };
+  }
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return { ok: false, reason: 'not-object' };
+  const m = doc as Record<string, unknown>;
+  if (m.schemaVersion === 1) return { ok: false, reason: 'schema1' };
+  if (m.schemaVersion !== 2) return { ok: false, reason: 'schema-version', found: m.schemaVersion };
+
+  const bodyType = typeof m.mediaType === 'string' ? m.mediaType : undefined;
+  if (m.mediaType !== undefined && bodyType === undefined) {
+    return { ok: false, reason: 'bad-field', field: 'mediaType', why: 'must be a string' };
+  }
+  if (bodyType && SCHEMA1_TYPES.has(bodyType)) return { ok: false, reason: 'schema1' };
+  const namedHeader = header && !GENERIC_CONTENT_TYPES.has(header) ? header : undefined;
+  if (namedHeader && bodyType && namedHeader !== bodyType) {
+    return { ok: false, reason: 'media-type-mismatch', header: namedHeader, body: bodyType };
+  }
+  // OCI manifests may omit mediaType (it is a SHOULD); then the structure decides.
+  const mediaType = namedHeader ?? bodyType ?? (Array.isArray(m.manifests) ? MediaType.OciIndex : MediaType.OciManifest);
+
+  const annotations = stringMap(m.annotations);
+  if (annotations === null) return { ok: false, reason: 'bad-field', field: 'annotations', why: 'must map strings to strings' };
+  let artifactType: string | undefined;
+  if (m.artifactType !== undefined) {
+    if (typeof m.artifactType !== 'string' || !isValidMediaType(m.artifactType)) {
+      return { ok: false, reason: 'bad-field', field: 'artifactType', why: 'must be a media type' };
+    }
+    artifactType = m.artifactType;
+  }
+  let subject: Descriptor | undefined;
+  if (m.subject !== undefined) {
+    const parsed = descriptor(m.subject, 'subject');
+    if ('reason' in parsed) return { ok: false, ...parsed };
+    subject = parsed;
+  }
+
+  if (IMAGE_MANIFEST_TYPES.has(mediaType)) {
+    const config = descriptor(m.config, 'config');
+    if ('reason' in config) return { ok: false, ...config };
+    if (!Array.isArray(m.layers)) return { ok: false, reason: 'bad-field', field: 'layers', why: 'must be an array' };
+    const layers: Descriptor[] = [];
+    for (const [i, layer] of m.layers.entries()) {
+      const parsed = descriptor(layer, `layers[${i}]`);
+      if ('reason' in parsed) return { ok: false, ...parsed };
+      layers.push(parsed);
+    }
+    return {
+      ok: true,
+      manifest: {
+        mediaType,
+        kind: 'image',
+        config,
+        layers,
+        manifests: [],
+        subject,
+        artifactType: artifactType ?? config.mediaType,
+        annotations,
+      },
+    };
+  }
+  if (INDEX_MANIFEST_TYPES.has(mediaType)) {
+    if (!Array.isArray(m.manifests)) return { ok: false, reason: 'bad-field', field: 'manifests', why: 'must be an array' };
+    const manifests: Descriptor[] = [];
+    for (const [i, child] of m.manifests.entries()) {
+      const parsed = descriptor(child, `manifests[${i}]`);
+      if ('reason' in parsed) return { ok: false, ...parsed };
+      manifests.push(parsed);
+    }
+    return { ok: true, manifest: { mediaType, kind: 'index', layers: [], manifests, subject, artifactType, annotations } };
+  }
+  return { ok: false, reason: 'unknown-media-type', mediaType };
+}
+
+export function manifestError(rejection: ManifestRejection): OciError {
+  switch (rejection.reason) {
+    case 'not-json':
+      return new OciError('MANIFEST_INVALID', 'manifest is not valid UTF-8 JSON');
+    case 'not-object':
+      return new OciError('MANIFEST_INVALID', 'manifest must be a JSON object');
+    case 'schema1':
+      return new OciError(
+        'MANIFEST_INVALID',
+        'Docker image manifest schema 1 is deprecated and not supported; push an OCI or Docker schema 2 manifest',
+      );
+    case 'schema-version':
+      return new OciError('MANIFEST_INVALID', 'schemaVersion must be 2', { schemaVersion: rejection.found ?? null });
+    case 'media-type-mismatch':
+      return new OciError('MANIFEST_INVALID', 'Content-Type does not match the manifest mediaType', {
+        contentType: rejection.header,
+        mediaType: rejection.body,
+      });
+    case 'unknown-media-type':
+      return new OciError('MANIFEST_INVALID', `unsupported manifest media type "${rejection.mediaType ?? ''}"`, {
+        supported: [MediaType.OciManifest, MediaType.OciIndex, MediaType.DockerManifest, MediaType.DockerManifestList],
+      });
+    case 'bad-descriptor':
+      return new OciError('MANIFEST_INVALID', `invalid descriptor at ${rejection.field}: ${rejection.why}`, {
+        field: rejection.field,
+      });
+    case 'bad-field':
+      return new OciError('MANIFEST_INVALID', `invalid ${rejection.field}: ${rejection.why}`, { field: rejection.field });
+  }
+}
+
+function descriptor(value: unknown, field: string): Descriptor | Extract<ManifestRejection, { reason: 'bad-descriptor' }> {
+  const bad = (why: string) => ({ reason: 'bad-descriptor' as const, field, why });
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return bad('must be an object');
+  const d = value as Record<string, unknown>;
+  if (typeof d.mediaType !== 'string' || !isValidMediaType(d.mediaType)) return bad('mediaType must be a media type');
+  if (typeof d.digest !== 'string' || !tryParseDigest(d.digest)) return bad('digest must be a sha256 or sha512 digest');
+  if (typeof d.size !== 'number' || !Number.isSafeInteger(d.size) || d.size < 0) return bad('size must be a non-negative integer');
+  const annotations = stringMap(d.annotations);
+  if (annotations === null) return bad('annotations must map strings to strings');
+  if (d.artifactType !== undefined && (typeof d.artifactType !== 'string' || !isValidMediaType(d.artifactType))) {
+    return bad('artifactType must be a media type');
+  }
+  if (d.urls !== undefined && (!Array.isArray(d.urls) || !d.urls.every((u) => typeof u === 'string'))) {
+    return bad('urls must be an array of strings');
+  }
+  const out: Descriptor = { mediaType: d.mediaType, digest: d.digest, size: d.size };
+  if (typeof d.artifactType === 'string') out.artifactType = d.artifactType;
+  if (annotations) out.annotations = annotations;
+  if (Array.isArray(d.urls)) out.urls = d.urls as string[];
+  if (d.platform !== undefined) out.platform = d.platform;
+  return out;
+}
+
+/** undefined when absent, null when malformed. */
+function stringMap(value: unknown): Record<string, string> | undefined | null {
+  if (value === undefined) return undefined;
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return null;
+  for (const v of Object.values(value)) if (typeof v !== 'string') return null;
+  return value as Record<string, string>;
+}

@@ -1,0 +1,119 @@
+import { OciError } from '../errors.js';
+import type { Digest } from '../oci/digest.js';
+import { verify, type ByteStream } from '../streams.js';
+import type { ObjectRange } from '../../ports/blob-store.js';
+import type { Ctx } from './context.js';
+import { keys, objects } from './keys.js';
+
+/**
+ * Blobs of a repository: content lives once in the BlobStore under its digest; a repository
+ * "has" a blob when the index holds a link for it (so pulling by digest from a repository
+ * that never received the blob is a 404, as with Distribution).
+ *
+ * Link protocol (one item at a time, no transactions):
+ *   link:   bytes are verified and stored first; putIfAbsent(blob#repo/digest) -> if created: add(refcount, +1)
+ *   unlink: delete(blob#repo/digest) -> if deleted: add(refcount, -1)
+ * A crash between the two steps leaves a refcount off by one in the safe direction for the
+ * link step (bytes kept longer) and the GC's retention window absorbs the unlink step.
+ */
+
+export interface BlobInfo {
+  digest: string;
+  size: number;
+}
+
+export interface BlobRead extends BlobInfo {
+  body: ByteStream;
+  /** The range served, when the request asked for one. */
+  range?: ObjectRange;
+}
+
+export type RangeRequest = { start: number; end?: number } | { suffix: number };
+
+export class Blobs {
+  constructor(private readonly ctx: Ctx) {}
+
+  /** The blob's size when the repository has it; a miss is undefined. */
+  async stat(name: string, digest: Digest): Promise<BlobInfo | undefined> {
+    const link = await this.ctx.index.get<{ size: number }>(keys.blobLink(name, digest.value));
+    if (!link) return undefined;
+    const info = await this.ctx.store.stat(objects.content(digest));
+    return info ? { digest: digest.value, size: info.size } : undefined;
+  }
+
+  async read(name: string, digest: Digest, range?: RangeRequest): Promise<BlobRead> {
+    const info = await this.stat(name, digest);
+    if (!info) throw new OciError('BLOB_UNKNOWN', undefined, { digest: digest.value });
+    const resolved = range ? resolveRange(range, info.size) : undefined;
+    const object = await this.ctx.store.get(objects.content(digest), resolved);
+    if (!object) throw new OciError('BLOB_UNKNOWN', undefined, { digest: digest.value });
+    return { ...info, body: object.body, range: resolved };
+  }
+
+  /**
+   * Streams `body` into content storage, verified against `digest` (and `size` when known)
+   * before it becomes visible, then links it into the repository.
+   */
+  async write(name: string, digest: Digest, body: ByteStream, size?: number): Promise<BlobInfo> {
+    const info = await this.store(digest, body, size);
+    await this.link(name, digest.value, info.size);
+    return info;
+  }
+
+  /** Streams `body` into content storage, verified before it becomes visible; links nothing. */
+  async store(digest: Digest, body: ByteStream, size?: number): Promise<BlobInfo> {
+    const check = verify(this.ctx.hash, body, { algorithm: digest.algorithm, encoded: digest.encoded, size });
+    try {
+      await this.ctx.store.put(objects.content(digest), check.stream, size);
+    } catch (err) {
+      throw check.failure ?? err;
+    }
+    return { digest: digest.value, size: check.result.size };
+  }
+
+  /** Makes an already stored blob part of the repository. Idempotent. */
+  async link(name: string, digest: string, size: number): Promise<void> {
+    if (await this.ctx.index.putIfAbsent(keys.blobLink(name, digest), { size })) {
+      await this.ctx.index.add(keys.refcount(digest), 1);
+    }
+    await this.ctx.index.putIfAbsent(keys.repo(name), { created: this.ctx.clock.now() });
+  }
+
+  /** Removes the blob from the repository; the bytes stay until garbage collection. */
+  async delete(name: string, digest: Digest): Promise<void> {
+    if (!(await this.ctx.index.delete(keys.blobLink(name, digest.value)))) {
+      throw new OciError('BLOB_UNKNOWN', undefined, { digest: digest.value });
+    }
+    await this.ctx.index.add(keys.refcount(digest.value), -1);
+  }
+
+  /**
+   * Mounts a blob from another repository. Returns undefined when it cannot (then the client
+   * uploads instead, spec.md#mounting-a-blob-from-another-repository). Without `from`, any
+   * stored copy of the content is used: the registry has no access control yet that could
+   * make another repository's content secret.
+   */
+  async mount(name: string, digest: Digest, from: string | undefined): Promise<BlobInfo | undefined> {
+    const source = from === undefined ? await this.ctx.store.stat(objects.content(digest)) : await this.stat(from, digest);
+    if (!source) return undefined;
+    await this.link(name, digest.value, source.size);
+    return { digest: digest.value, size: source.size };
+  }
+}
+
+/** RFC 9110 byte ranges, one range only. Throws 416 with the size when unsatisfiable. */
+export function resolveRange(range: RangeRequest, size: number): ObjectRange {
+  const unsatisfiable = () =>
+    new OciError('RANGE_NOT_SATISFIABLE', `range not satisfiable for a blob of ${size} bytes`, { size }, {
+      'Content-Range': `bytes */${size}`,
+    });
+  if ('suffix' in range) {
+    if (range.suffix === 0 || size === 0) throw unsatisfiable();
+    const length = Math.min(range.suffix, size);
+    return { offset: size - length, length };
+  }
+  if (range.start >= size) throw unsatisfiable();
+  const end = Math.min(range.end ?? size - 1, size - 1);
+  if (end < range.start) throw unsatisfiable();
+  return { offset: range.start, length: end - range.start + 1 };
+}

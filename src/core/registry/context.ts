@@ -1,0 +1,32 @@
+import type { BlobStore } from '../../ports/blob-store.js';
+import type { Clock } from '../../ports/clock.js';
+import type { HashFactory } from '../../ports/hash.js';
+import type { MetaIndex } from '../../ports/meta-index.js';
+
+/** What the registry core needs from the outside world: ports only. */
+export interface RegistryDeps {
+  store: BlobStore;
+  index: MetaIndex;
+  hash: HashFactory;
+  clock: Clock;
+  options?: Partial<RegistryOptions>;
+}
+
+export interface RegistryOptions {
+  /**
+   * Smallest chunk a client should PATCH, sent as OCI-Chunk-Min-Length. 0 sends nothing.
+   * Object stores with multipart minimums (S3: 5 MiB) set this; the filesystem needs none.
+   */
+  chunkMinLength: number;
+  /** An upload untouched for this long is forgotten (its parts are left for GC). */
+  uploadTtlMs: number;
+}
+
+export const DEFAULT_OPTIONS: RegistryOptions = {
+  chunkMinLength: 0,
+  uploadTtlMs: 24 * 60 * 60 * 1000,
+};
+
+export interface Ctx extends Omit<RegistryDeps, 'options'> {
+  options: RegistryOptions;
+}

@@ -1,0 +1,168 @@
+import { OciError } from '../errors.js';
+import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
+import { MAX_MANIFEST_BYTES, manifestError, parseManifest, type Descriptor, type ParsedManifest } from '../oci/manifest.js';
+import type { Reference } from '../oci/reference.js';
+import { streamOf, type ByteStream } from '../streams.js';
+import type { Json } from '../../ports/meta-index.js';
+import type { Blobs } from './blobs.js';
+import type { Ctx } from './context.js';
+import { keys, objects } from './keys.js';
+import type { Tags } from './tags.js';
+
+/**
+ * Manifests of a repository (spec.md#pushing-manifests, #pulling-manifests, #deleting-manifests).
+ *
+ * Put protocol (single-item writes, ordered so that no reader ever follows a pointer to
+ * something missing):
+ *   validate; every referenced blob / child manifest must be in the repository
+ *   store bytes under their digest (verified)  ->  put(manifest#repo/digest, record)
+ *   -> [put(referrer#repo#subject/digest, descriptor)]  ->  [put(tag#repo/tag, digest)]
+ * Delete by digest removes the tags that point at it, its referrer entry, then the record;
+ * the bytes stay for GC, since other repositories may hold the same manifest.
+ */
+
+export interface ManifestRecord {
+  digest: string;
+  mediaType: string;
+  size: number;
+  artifactType?: string;
+  subject?: string;
+  annotations?: Record<string, string>;
+}
+
+export interface ManifestRead {
+  record: ManifestRecord;
+  body: ByteStream;
+}
+
+/** How many existence checks a manifest PUT runs at once. */
+const REFERENCE_CHECK_CONCURRENCY = 16;
+
+export class Manifests {
+  constructor(
+    private readonly ctx: Ctx,
+    private readonly blobs: Blobs,
+    private readonly tags: Tags,
+  ) {}
+
+  /** Resolves a reference to the manifest record; a miss is undefined. */
+  async resolve(name: string, reference: Reference): Promise<ManifestRecord | undefined> {
+    const digest = reference.kind === 'digest' ? reference.digest.value : await this.tags.resolve(name, reference.tag);
+    if (!digest) return undefined;
+    return (await this.ctx.index.get<ManifestRecord & Json>(keys.manifest(name, digest)))?.value;
+  }
+
+  async stat(name: string, reference: Reference): Promise<ManifestRecord> {
+    const record = await this.resolve(name, reference);
+    if (!record) throw unknown(reference);
+    return record;
+  }
+
+  async read(name: string, reference: Reference): Promise<ManifestRead> {
+    const record = await this.stat(name, reference);
+    const object = await this.ctx.store.get(objects.content(parseDigest(record.digest)));
+    if (!object) throw unknown(reference);
+    return { record, body: object.body };
+  }
+
+  async put(name: string, reference: Reference, bytes: Uint8Array, contentType: string | undefined): Promise<ManifestRecord> {
+    if (bytes.byteLength > MAX_MANIFEST_BYTES) throw tooLarge();
+    const parsed = parseManifest(bytes, contentType);
+    if (!parsed.ok) throw manifestError(parsed);
+    const manifest = parsed.manifest;
+    const digest = this.digestFor(reference, bytes);
+    await this.checkReferences(name, manifest);
+
+    await this.blobs.store(digest, streamOf(bytes), bytes.byteLength);
+    const record: ManifestRecord = { digest: digest.value, mediaType: manifest.mediaType, size: bytes.byteLength };
+    if (manifest.artifactType) record.artifactType = manifest.artifactType;
+    if (manifest.subject) record.subject = manifest.subject.digest;
+    if (manifest.annotations) record.annotations = manifest.annotations;
+    await this.ctx.index.put(keys.manifest(name, digest.value), record as unknown as Json);
+    if (manifest.subject) {
+      await this.ctx.index.put(keys.referrer(name, manifest.subject.digest, digest.value), referrerDescriptor(record) as unknown as Json);
+    }
+    if (reference.kind === 'tag') await this.tags.set(name, reference.tag, digest.value);
+    await this.ctx.index.putIfAbsent(keys.repo(name), { created: this.ctx.clock.now() });
+    return record;
+  }
+
+  /** DELETE by digest removes the manifest (and its tags); DELETE by tag removes only the tag. */
+  async delete(name: string, reference: Reference): Promise<void> {
+    if (reference.kind === 'tag') {
+      if (!(await this.tags.delete(name, reference.tag))) throw unknown(reference);
+      return;
+    }
+    const digest = reference.digest.value;
+    const item = await this.ctx.index.get<ManifestRecord & Json>(keys.manifest(name, digest));
+    if (!item) throw unknown(reference);
+    await this.tags.deletePointingAt(name, digest);
+    if (item.value.subject) await this.ctx.index.delete(keys.referrer(name, item.value.subject, digest));
+    await this.ctx.index.delete(keys.manifest(name, digest));
+  }
+
+  private digestFor(reference: Reference, bytes: Uint8Array): Digest {
+    if (reference.kind === 'tag') return digestOf(this.ctx.hash, 'sha256', bytes);
+    const computed = digestOf(this.ctx.hash, reference.digest.algorithm, bytes);
+    if (computed.value !== reference.digest.value) {
+      throw new OciError('DIGEST_INVALID', 'manifest digest in the URL does not match its content', {
+        expected: reference.digest.value,
+        computed: computed.value,
+      });
+    }
+    return computed;
+  }
+
+  /** Every blob an image manifest names and every manifest an index names must be in the repository. */
+  private async checkReferences(name: string, manifest: ParsedManifest): Promise<void> {
+    const blobs = [...(manifest.config ? [manifest.config] : []), ...manifest.layers].filter(
+      // Non-distributable content with URLs lives elsewhere by design (image-spec layer.md).
+      (d) => !(d.urls && d.urls.length > 0),
+    );
+    const checks: Array<() => Promise<void>> = [
+      ...blobs.map((d) => async () => {
+        const found = await this.blobs.stat(name, parseDigest(d.digest));
+        mustMatch(d, found?.size, 'blob');
+      }),
+      ...manifest.manifests.map((d) => async () => {
+        const found = await this.ctx.index.get<ManifestRecord & Json>(keys.manifest(name, d.digest));
+        mustMatch(d, found?.value.size, 'manifest');
+      }),
+    ];
+    for (let i = 0; i < checks.length; i += REFERENCE_CHECK_CONCURRENCY) {
+      await Promise.all(checks.slice(i, i + REFERENCE_CHECK_CONCURRENCY).map((check) => check()));
+    }
+  }
+}
+
+function mustMatch(d: Descriptor, size: number | undefined, what: 'blob' | 'manifest'): void {
+  if (size === undefined) {
+    throw new OciError('MANIFEST_BLOB_UNKNOWN', `${what} ${d.digest} is not in this repository; push it first`, {
+      digest: d.digest,
+    });
+  }
+  if (size !== d.size) {
+    throw new OciError('MANIFEST_INVALID', `descriptor of ${d.digest} says ${d.size} bytes but the ${what} has ${size}`, {
+      digest: d.digest,
+      declared: d.size,
+      actual: size,
+    });
+  }
+}
+
+export function referrerDescriptor(record: ManifestRecord): Descriptor {
+  const d: Descriptor = { mediaType: record.mediaType, digest: record.digest, size: record.size };
+  if (record.artifactType) d.artifactType = record.artifactType;
+  if (record.annotations) d.annotations = record.annotations;
+  return d;
+}
+
+function unknown(reference: Reference): OciError {
+  return new OciError('MANIFEST_UNKNOWN', undefined, reference.kind === 'tag' ? { tag: reference.tag } : { digest: reference.digest.value });
+}
+
+export function tooLarge(): OciError {
+  return new OciError('MANIFEST_TOO_LARGE', `manifest exceeds the ${MAX_MANIFEST_BYTES} byte (4 MiB) limit`, {
+    limit: MAX_MANIFEST_BYTES,
+  });
+}

@@ -1,0 +1,42 @@
+import { MAX_LIST_LIMIT, type Json } from '../../ports/meta-index.js';
+import { OciError } from '../errors.js';
+import type { Ctx } from './context.js';
+import { keys } from './keys.js';
+import { readPage, type PageRequest } from './pages.js';
+
+/** Tags of a repository (spec.md#listing-tags): tag -> manifest digest, sorted lexically. */
+export class Tags {
+  constructor(private readonly ctx: Ctx) {}
+
+  async resolve(name: string, tag: string): Promise<string | undefined> {
+    return (await this.ctx.index.get<{ digest: string }>(keys.tag(name, tag)))?.value.digest;
+  }
+
+  async set(name: string, tag: string, digest: string): Promise<void> {
+    await this.ctx.index.put(keys.tag(name, tag), { digest });
+  }
+
+  async delete(name: string, tag: string): Promise<boolean> {
+    return this.ctx.index.delete(keys.tag(name, tag));
+  }
+
+  async list(name: string, request: PageRequest): Promise<{ tags: string[]; next?: string }> {
+    if (!(await this.ctx.index.get(keys.repo(name)))) throw new OciError('NAME_UNKNOWN', undefined, { name });
+    const page = await readPage<Json>(this.ctx.index, keys.tagPartition(name), request);
+    return { tags: page.entries.map((e) => e.sk), next: page.next };
+  }
+
+  /** Removes every tag that points at `digest` (a manifest being deleted). */
+  async deletePointingAt(name: string, digest: string): Promise<void> {
+    let after: string | undefined;
+    for (;;) {
+      const batch = await this.ctx.index.list<{ digest: string }>(keys.tagPartition(name), { after, limit: MAX_LIST_LIMIT });
+      for (const { sk, item } of batch) {
+        // Only if still pointing there: a concurrent re-tag wins.
+        if (item.value.digest === digest) await this.ctx.index.delete(keys.tag(name, sk), item.version);
+      }
+      if (batch.length < MAX_LIST_LIMIT) return;
+      after = batch[batch.length - 1]!.sk;
+    }
+  }
+}

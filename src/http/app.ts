@@ -1,0 +1,71 @@
+import { Hono, type Context } from 'hono';
+import { OciError } from '../core/errors.js';
+import { parseName } from '../core/oci/reference.js';
+import type { Registry } from '../core/registry/registry.js';
+import { errorResponse, methodNotAllowed } from './errors.js';
+import { blobRoute } from './routes/blobs.js';
+import { catalogRoute, referrersRoute, tagsRoute } from './routes/listings.js';
+import { manifestRoute } from './routes/manifests.js';
+import { startUploadRoute, uploadRoute } from './routes/uploads.js';
+
+export interface AppDeps {
+  registry: Registry;
+}
+
+/**
+ * The HTTP face of Outpost: the OCI Distribution API over a Registry. Repository names contain
+ * slashes, so /v2/ paths are matched here by their trailing segments rather than by Hono's
+ * router (spec.md#endpoints).
+ */
+export function createApp({ registry }: AppDeps): Hono {
+  const app = new Hono();
+
+  app.use('*', async (c, next) => {
+    await next();
+    c.res.headers.set('Docker-Distribution-API-Version', 'registry/2.0');
+  });
+
+  app.all('/v2', (c) => c.redirect('/v2/', 301));
+  app.all('/v2/*', (c) => dispatch(c, registry));
+  app.notFound(() => {
+    throw new OciError('ROUTE_UNKNOWN');
+  });
+  app.onError(errorResponse);
+  return app;
+}
+
+type Route = [RegExp, (c: Context, registry: Registry, name: string, arg: string) => Promise<Response>];
+
+/** Matched in order against the path after /v2/; the name is everything before the suffix. */
+const ROUTES: Route[] = [
+  [/^(.+)\/manifests\/([^/]+)$/, manifestRoute],
+  [/^(.+)\/blobs\/uploads\/?$/, (c, r, name) => startUploadRoute(c, r, name)],
+  [/^(.+)\/blobs\/uploads\/([^/]+)$/, uploadRoute],
+  [/^(.+)\/blobs\/([^/]+)$/, blobRoute],
+  [/^(.+)\/tags\/list$/, (c, r, name) => tagsRoute(c, r, name)],
+  [/^(.+)\/referrers\/([^/]+)$/, referrersRoute],
+];
+
+async function dispatch(c: Context, registry: Registry): Promise<Response> {
+  const path = c.req.path.slice('/v2/'.length);
+  if (path === '') {
+    if (c.req.method !== 'GET' && c.req.method !== 'HEAD') throw methodNotAllowed(['GET', 'HEAD']);
+    return new Response(c.req.method === 'HEAD' ? null : '{}', {
+      headers: { 'Content-Type': 'application/json', 'Content-Length': '2' },
+    });
+  }
+  if (path === '_catalog') return catalogRoute(c, registry);
+  for (const [pattern, handle] of ROUTES) {
+    const m = pattern.exec(path);
+    if (m) return handle(c, registry, parseName(m[1]!), decodeSegment(m[2] ?? ''));
+  }
+  throw new OciError('ROUTE_UNKNOWN', undefined, { path: c.req.path.slice(0, 300) });
+}
+
+function decodeSegment(segment: string): string {
+  try {
+    return decodeURIComponent(segment);
+  } catch {
+    throw new OciError('REFERENCE_INVALID', 'malformed percent-encoding in the path');
+  }
+}

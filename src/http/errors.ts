@@ -1,0 +1,37 @@
+import type { Context } from 'hono';
+import { ERRORS, OciError, isOciError } from '../core/errors.js';
+
+/**
+ * The one place that writes OCI error bodies (spec.md#error-codes):
+ *   {"errors":[{"code":"...","message":"...","detail":...}]}
+ * Anything that is not an OciError is a bug or an outage, never the client's fault: it is
+ * logged and answered 500 without internals.
+ */
+export function errorResponse(err: unknown, c: Context): Response {
+  if (isOciError(err)) return ociErrorResponse(err, c.req.method === 'HEAD');
+  console.error(`outpost: ${c.req.method} ${c.req.path} failed:`, err);
+  return json(500, { errors: [{ code: 'UNKNOWN', message: 'internal server error', detail: null }] }, {}, c.req.method === 'HEAD');
+}
+
+export function ociErrorResponse(err: OciError, head = false): Response {
+  const body = { errors: [{ code: err.code, message: err.message, detail: err.detail ?? null }] };
+  return json(err.status, body, err.headers, head);
+}
+
+function json(status: number, body: unknown, headers: Record<string, string>, head: boolean): Response {
+  const text = JSON.stringify(body);
+  return new Response(head ? null : text, {
+    status,
+    headers: {
+      'Content-Type': 'application/json; charset=utf-8',
+      'Content-Length': String(new TextEncoder().encode(text).byteLength),
+      ...headers,
+    },
+  });
+}
+
+export function methodNotAllowed(allowed: string[]): OciError {
+  return new OciError('METHOD_NOT_ALLOWED', undefined, { allowed }, { Allow: allowed.join(', ') });
+}
+
+export { ERRORS };

@@ -1,0 +1,44 @@
+import type { Context } from 'hono';
+import { OciError } from '../../core/errors.js';
+import { parseDigest } from '../../core/oci/digest.js';
+import type { Registry } from '../../core/registry/registry.js';
+import { methodNotAllowed } from '../errors.js';
+import { byteRange } from '../request.js';
+
+/** GET/HEAD/DELETE /v2/<name>/blobs/<digest> (spec.md#pulling-blobs, #deleting-blobs). */
+export async function blobRoute(c: Context, registry: Registry, name: string, rawDigest: string): Promise<Response> {
+  const digest = parseDigest(rawDigest);
+  switch (c.req.method) {
+    case 'HEAD': {
+      const info = await registry.blobs.stat(name, digest);
+      if (!info) throw new OciError('BLOB_UNKNOWN', undefined, { digest: digest.value });
+      return new Response(null, { status: 200, headers: blobHeaders(digest.value, info.size) });
+    }
+    case 'GET': {
+      const range = byteRange(c);
+      const blob = await registry.blobs.read(name, digest, range);
+      const headers = blobHeaders(digest.value, blob.range ? blob.range.length : blob.size);
+      if (!blob.range) return new Response(blob.body, { status: 200, headers });
+      const end = blob.range.offset + blob.range.length - 1;
+      headers['Content-Range'] = `bytes ${blob.range.offset}-${end}/${blob.size}`;
+      return new Response(blob.body, { status: 206, headers });
+    }
+    case 'DELETE':
+      await registry.blobs.delete(name, digest);
+      return new Response(null, { status: 202, headers: { 'Content-Length': '0' } });
+    default:
+      throw methodNotAllowed(['GET', 'HEAD', 'DELETE']);
+  }
+}
+
+function blobHeaders(digest: string, length: number): Record<string, string> {
+  return {
+    'Content-Type': 'application/octet-stream',
+    'Content-Length': String(length),
+    'Docker-Content-Digest': digest,
+    'Accept-Ranges': 'bytes',
+    ETag: `"${digest}"`,
+    // Content-addressed: the bytes at this URL never change.
+    'Cache-Control': 'public, max-age=31536000, immutable',
+  };
+}

@@ -1,0 +1,51 @@
+import type { Context } from 'hono';
+import { MAX_MANIFEST_BYTES } from '../../core/oci/manifest.js';
+import { parseReference } from '../../core/oci/reference.js';
+import { tooLarge, type ManifestRecord } from '../../core/registry/manifests.js';
+import type { Registry } from '../../core/registry/registry.js';
+import { readCapped } from '../../core/streams.js';
+import { methodNotAllowed } from '../errors.js';
+import { body, contentLength } from '../request.js';
+
+/** GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference> (spec.md#pulling-manifests, #pushing-manifests). */
+export async function manifestRoute(c: Context, registry: Registry, name: string, rawReference: string): Promise<Response> {
+  const reference = parseReference(rawReference);
+  switch (c.req.method) {
+    case 'HEAD': {
+      const record = await registry.manifests.stat(name, reference);
+      return new Response(null, { status: 200, headers: manifestHeaders(record) });
+    }
+    case 'GET': {
+      const { record, body: bytes } = await registry.manifests.read(name, reference);
+      return new Response(bytes, { status: 200, headers: manifestHeaders(record) });
+    }
+    case 'PUT': {
+      const declared = contentLength(c);
+      // Refuse before reading when the client says up front that it is too large.
+      if (declared !== undefined && declared > MAX_MANIFEST_BYTES) throw tooLarge();
+      const bytes = await readCapped(body(c), MAX_MANIFEST_BYTES, tooLarge);
+      const record = await registry.manifests.put(name, reference, bytes, c.req.header('content-type'));
+      const headers: Record<string, string> = {
+        Location: `/v2/${name}/manifests/${record.digest}`,
+        'Docker-Content-Digest': record.digest,
+        'Content-Length': '0',
+      };
+      if (record.subject) headers['OCI-Subject'] = record.subject;
+      return new Response(null, { status: 201, headers });
+    }
+    case 'DELETE':
+      await registry.manifests.delete(name, reference);
+      return new Response(null, { status: 202, headers: { 'Content-Length': '0' } });
+    default:
+      throw methodNotAllowed(['GET', 'HEAD', 'PUT', 'DELETE']);
+  }
+}
+
+function manifestHeaders(record: ManifestRecord): Record<string, string> {
+  return {
+    'Content-Type': record.mediaType,
+    'Content-Length': String(record.size),
+    'Docker-Content-Digest': record.digest,
+    ETag: `"${record.digest}"`,
+  };
+}
