@@ -1,3 +1,4 @@
+import type { ByteStream } from '../ports/blob-store.js';
 import type { DigestAlgorithm, HashFactory } from '../ports/hash.js';
 import { OciError } from './errors.js';
 
@@ -6,7 +7,7 @@ import { OciError } from './errors.js';
  * Nothing here holds a whole blob: every helper works chunk by chunk with backpressure.
  */
 
-export type ByteStream = ReadableStream<Uint8Array>;
+export type { ByteStream };
 
 export interface VerifyExpectation {
   algorithm: DigestAlgorithm;

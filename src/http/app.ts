@@ -27,9 +27,8 @@ export function createApp({ registry }: AppDeps): Hono {
 
   app.all('/v2', (c) => c.redirect('/v2/', 301));
   app.all('/v2/*', (c) => dispatch(c, registry));
-  app.notFound(() => {
-    throw new OciError('ROUTE_UNKNOWN');
-  });
+  // Answered, not thrown: an error thrown here skips the header middleware above.
+  app.notFound((c) => errorResponse(new OciError('ROUTE_UNKNOWN', undefined, { path: c.req.path.slice(0, 300) }), c));
   app.onError(errorResponse);
   return app;
 }

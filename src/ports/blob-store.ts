@@ -1,10 +1,11 @@
-import type { ByteStream } from '../core/streams.js';
-
 /**
  * BlobStore: a flat key -> bytes store. It stores and fetches bytes and knows nothing of
  * digests, manifests or repositories; core chooses the keys (see core/registry/keys.ts) and
- * verifies content on the way in (core/streams.ts `verifier`).
+ * verifies content on the way in (core/streams.ts `verify`).
  */
+/** Bytes as a WHATWG stream: the one stream type both Node 20 and workerd have. */
+export type ByteStream = ReadableStream<Uint8Array>;
+
 export interface ObjectInfo {
   size: number;
 }

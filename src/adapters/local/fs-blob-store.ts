@@ -2,8 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { mkdir, open, rename, rm, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
-import type { ByteStream } from '../../core/streams.js';
-import type { BlobStore, ObjectBody, ObjectInfo, ObjectRange } from '../../ports/blob-store.js';
+import type { BlobStore, ByteStream, ObjectBody, ObjectInfo, ObjectRange } from '../../ports/blob-store.js';
 
 /**
  * BlobStore on a local directory. Writes go to a private temporary file and are renamed into

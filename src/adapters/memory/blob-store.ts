@@ -1,5 +1,4 @@
-import type { ByteStream } from '../../core/streams.js';
-import type { BlobStore, ObjectBody, ObjectInfo, ObjectRange } from '../../ports/blob-store.js';
+import type { BlobStore, ByteStream, ObjectBody, ObjectInfo, ObjectRange } from '../../ports/blob-store.js';
 
 /**
  * In-memory BlobStore for unit tests of small content. It buffers each object whole, which

@@ -88,13 +88,11 @@ export class Blobs {
   }
 
   /**
-   * Mounts a blob from another repository. Returns undefined when it cannot (then the client
-   * uploads instead, spec.md#mounting-a-blob-from-another-repository). Without `from`, any
-   * stored copy of the content is used: the registry has no access control yet that could
-   * make another repository's content secret.
+   * Mounts a blob from repository `from` (spec.md#mounting-a-blob-from-another-repository).
+   * Returns undefined when `from` does not have it; the client then uploads instead.
    */
-  async mount(name: string, digest: Digest, from: string | undefined): Promise<BlobInfo | undefined> {
-    const source = from === undefined ? await this.ctx.store.stat(objects.content(digest)) : await this.stat(from, digest);
+  async mount(name: string, digest: Digest, from: string): Promise<BlobInfo | undefined> {
+    const source = await this.stat(from, digest);
     if (!source) return undefined;
     await this.link(name, digest.value, source.size);
     return { digest: digest.value, size: source.size };

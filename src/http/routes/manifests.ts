@@ -1,6 +1,7 @@
 import type { Context } from 'hono';
 import { MAX_MANIFEST_BYTES } from '../../core/oci/manifest.js';
-import { parseReference } from '../../core/oci/reference.js';
+import { parseReference, type Reference } from '../../core/oci/reference.js';
+import { OciError } from '../../core/errors.js';
 import { tooLarge, type ManifestRecord } from '../../core/registry/manifests.js';
 import type { Registry } from '../../core/registry/registry.js';
 import { readCapped } from '../../core/streams.js';
@@ -9,7 +10,9 @@ import { body, contentLength } from '../request.js';
 
 /** GET/HEAD/PUT/DELETE /v2/<name>/manifests/<reference> (spec.md#pulling-manifests, #pushing-manifests). */
 export async function manifestRoute(c: Context, registry: Registry, name: string, rawReference: string): Promise<Response> {
-  const reference = parseReference(rawReference);
+  // A tag that breaks the grammar cannot name anything: reading or deleting it is a miss
+  // (404, as the conformance suite expects); only pushing to it is a client error.
+  const reference = c.req.method === 'PUT' ? parseReference(rawReference) : lookupReference(rawReference);
   switch (c.req.method) {
     case 'HEAD': {
       const record = await registry.manifests.stat(name, reference);
@@ -48,4 +51,15 @@ function manifestHeaders(record: ManifestRecord): Record<string, string> {
     'Docker-Content-Digest': record.digest,
     ETag: `"${record.digest}"`,
   };
+}
+
+function lookupReference(raw: string): Reference {
+  try {
+    return parseReference(raw);
+  } catch (err) {
+    if (err instanceof OciError && err.kind === 'REFERENCE_INVALID') {
+      throw new OciError('MANIFEST_UNKNOWN', `no manifest can have the invalid tag "${raw.slice(0, 140)}"`, { tag: raw.slice(0, 140) });
+    }
+    throw err;
+  }
 }

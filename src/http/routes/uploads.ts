@@ -18,12 +18,14 @@ export async function startUploadRoute(c: Context, registry: Registry, name: str
   if (mount !== undefined) {
     const digest = parseDigest(mount);
     const from = c.req.query('from');
-    const mounted = await registry.blobs.mount(name, digest, from === undefined ? undefined : parseName(from));
+    // Without `from` the registry may mount from anywhere it chooses; Outpost does not, so
+    // that content in one repository is never revealed through another. Both fall back to
+    // an ordinary upload session, as the spec asks.
+    const mounted = from === undefined ? undefined : await registry.blobs.mount(name, digest, parseName(from));
     if (mounted) {
       await discard(body(c));
       return created(name, mounted.digest);
     }
-    // Cannot mount: fall through to an ordinary upload session, as the spec asks.
   }
   const rawDigest = mount === undefined ? c.req.query('digest') : undefined;
   if (rawDigest !== undefined) {

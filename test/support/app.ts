@@ -1,0 +1,60 @@
+import { nodeHash } from '../../src/adapters/crypto/node-hash.js';
+import { MemoryBlobStore } from '../../src/adapters/memory/blob-store.js';
+import { MemoryMetaIndex } from '../../src/adapters/memory/meta-index.js';
+import { createRegistry, type RegistryOptions } from '../../src/core/registry/registry.js';
+import { createApp } from '../../src/http/app.js';
+import type { Clock } from '../../src/ports/clock.js';
+import type { Blob, Image } from './images.js';
+
+/** A controllable clock for TTL tests without sleeping. */
+export class TestClock implements Clock {
+  constructor(public time = 1_700_000_000_000) {}
+  now(): number {
+    return this.time;
+  }
+  advance(ms: number): void {
+    this.time += ms;
+  }
+}
+
+/** An Outpost app over in-memory adapters, driven through app.request(). */
+export function testApp(options: Partial<RegistryOptions> = {}) {
+  const clock = new TestClock();
+  const store = new MemoryBlobStore();
+  const index = new MemoryMetaIndex(clock);
+  const registry = createRegistry({ store, index, hash: nodeHash, clock, options });
+  const app = createApp({ registry });
+  const request = (path: string, init?: RequestInit) => app.request(path, init);
+
+  async function pushBlob(name: string, b: Blob): Promise<Response> {
+    const res = await request(`/v2/${name}/blobs/uploads/?digest=${b.digest}`, {
+      method: 'POST',
+      body: new Uint8Array(b.bytes),
+      headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(b.size) },
+    });
+    if (res.status !== 201) throw new Error(`push blob ${b.digest}: ${res.status} ${await res.text()}`);
+    return res;
+  }
+
+  async function pushManifest(name: string, reference: string, m: Blob): Promise<Response> {
+    return request(`/v2/${name}/manifests/${reference}`, {
+      method: 'PUT',
+      body: new Uint8Array(m.bytes),
+      headers: { 'Content-Type': m.mediaType },
+    });
+  }
+
+  async function pushImage(name: string, img: Image, reference = 'latest'): Promise<Response> {
+    for (const b of [img.config, ...img.layers]) await pushBlob(name, b);
+    const res = await pushManifest(name, reference, img.manifest);
+    if (res.status !== 201) throw new Error(`push manifest: ${res.status} ${await res.text()}`);
+    return res;
+  }
+
+  return { app, request, clock, store, index, registry, pushBlob, pushManifest, pushImage };
+}
+
+export async function errorCode(res: Response): Promise<string | undefined> {
+  const body = (await res.json()) as { errors?: Array<{ code: string }> };
+  return body.errors?.[0]?.code;
+}
