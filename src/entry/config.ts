@@ -1,16 +1,38 @@
-import { resolve } from 'node:path';
-
 /**
- * Outpost's configuration for the Node entry: read once from the environment, validated, and
- * turned into a typed object. Every problem is reported at start-up, all at once.
+ * Outpost's configuration: read once from string variables (the process environment on Node,
+ * vars and secrets on Workers), validated, and turned into a typed object. Every problem is
+ * reported at start-up, all at once. Runtime-agnostic: no node:* imports.
  */
-export interface NodeConfig {
+
+export interface S3Config {
+  endpoint?: string;
+  region: string;
+  bucket: string;
+  prefix: string;
+  forcePathStyle: boolean;
+  accessKeyId?: string;
+  secretAccessKey?: string;
+  partBytes: number;
+}
+
+export interface DynamoConfig {
+  endpoint?: string;
+  region: string;
+  table: string;
+  accessKeyId?: string;
+  secretAccessKey?: string;
+}
+
+export type StoreConfig = { kind: 'local'; dataDir: string } | { kind: 'cloud'; s3: S3Config; dynamodb: DynamoConfig };
+
+export interface Config {
   host: string;
   port: number;
-  /** Root of the embedded store: content under <dataDir>/blobs, uploads under <dataDir>/uploads, the index in <dataDir>/index.db. */
-  dataDir: string;
+  store: StoreConfig;
   /** Seconds an idle upload is kept. */
   uploadTtlSeconds: number;
+  /** When > 0 and the store can presign, blob GETs redirect to the store for this many seconds. */
+  redirectSeconds: number;
 }
 
 export class ConfigError extends Error {
@@ -20,32 +42,114 @@ export class ConfigError extends Error {
   }
 }
 
+/** Every setting, with its meaning; the README's configuration reference mirrors this table. */
 export const CONFIG_VARIABLES = {
-  OUTPOST_HOST: 'address to listen on (default 127.0.0.1)',
-  OUTPOST_PORT: 'TCP port to listen on (default 5000)',
-  OUTPOST_DATA_DIR: 'directory of the embedded store (default ./data)',
+  OUTPOST_HOST: 'address to listen on (Node; default 127.0.0.1)',
+  OUTPOST_PORT: 'TCP port to listen on (Node; default 5000)',
+  OUTPOST_STORE: '"local" (filesystem + SQLite, the Node default) or "cloud" (S3 + DynamoDB, always on Workers)',
+  OUTPOST_DATA_DIR: 'directory of the local store (default ./data)',
   OUTPOST_UPLOAD_TTL_SECONDS: 'how long an idle blob upload is kept (default 86400)',
+  OUTPOST_REDIRECT_SECONDS: 'redirect blob downloads to presigned store URLs valid this long; 0 serves them directly (default 0)',
+  OUTPOST_S3_ENDPOINT: 'S3 endpoint URL (default: AWS for the region)',
+  OUTPOST_S3_REGION: 'S3 region (default us-east-1; "auto" for R2)',
+  OUTPOST_S3_BUCKET: 'bucket for blobs (required for cloud)',
+  OUTPOST_S3_PREFIX: 'key prefix inside the bucket (default none)',
+  OUTPOST_S3_FORCE_PATH_STYLE: 'path-style bucket addressing: true or false (default true when an endpoint is set)',
+  OUTPOST_S3_ACCESS_KEY_ID: 'S3 access key (secret; default: the SDK credential chain on Node)',
+  OUTPOST_S3_SECRET_ACCESS_KEY: 'S3 secret key (secret)',
+  OUTPOST_S3_PART_BYTES: 'multipart part size in bytes, at least 5 MiB (default 8388608)',
+  OUTPOST_DYNAMODB_ENDPOINT: 'DynamoDB endpoint URL (default: AWS for the region)',
+  OUTPOST_DYNAMODB_REGION: 'DynamoDB region (default us-east-1)',
+  OUTPOST_DYNAMODB_TABLE: 'table of the metadata index (required for cloud)',
+  OUTPOST_DYNAMODB_ACCESS_KEY_ID: 'DynamoDB access key (secret; default: the S3 keys)',
+  OUTPOST_DYNAMODB_SECRET_ACCESS_KEY: 'DynamoDB secret key (secret)',
 } as const;
 
-export function readNodeConfig(env: Record<string, string | undefined>): NodeConfig {
+export type ConfigVariable = keyof typeof CONFIG_VARIABLES;
+
+export function readConfig(env: Record<string, unknown>, defaults: { store: 'local' | 'cloud' } = { store: 'local' }): Config {
   const problems: string[] = [];
+  const get = (name: ConfigVariable): string | undefined => {
+    const v = env[name];
+    return typeof v === 'string' && v.trim() !== '' ? v.trim() : undefined;
+  };
   for (const key of Object.keys(env)) {
     if (key.startsWith('OUTPOST_') && !(key in CONFIG_VARIABLES)) {
       problems.push(`${key} is not a known setting (known: ${Object.keys(CONFIG_VARIABLES).join(', ')})`);
     }
   }
-  const host = env.OUTPOST_HOST ?? '127.0.0.1';
-  if (host.trim() === '') problems.push('OUTPOST_HOST must not be empty');
-  const port = integer(env.OUTPOST_PORT, 5000, 'OUTPOST_PORT', 0, 65535, problems);
-  const dataDir = env.OUTPOST_DATA_DIR ?? './data';
-  if (dataDir.trim() === '') problems.push('OUTPOST_DATA_DIR must not be empty');
-  const uploadTtlSeconds = integer(env.OUTPOST_UPLOAD_TTL_SECONDS, 86_400, 'OUTPOST_UPLOAD_TTL_SECONDS', 60, 30 * 86_400, problems);
+  const host = get('OUTPOST_HOST') ?? '127.0.0.1';
+  const port = integer(get('OUTPOST_PORT'), 5000, 'OUTPOST_PORT', 0, 65535, problems);
+  const uploadTtlSeconds = integer(get('OUTPOST_UPLOAD_TTL_SECONDS'), 86_400, 'OUTPOST_UPLOAD_TTL_SECONDS', 60, 30 * 86_400, problems);
+  const redirectSeconds = integer(get('OUTPOST_REDIRECT_SECONDS'), 0, 'OUTPOST_REDIRECT_SECONDS', 0, 7 * 86_400, problems);
+
+  const kind = get('OUTPOST_STORE') ?? defaults.store;
+  let store: StoreConfig;
+  if (kind === 'local') {
+    store = { kind: 'local', dataDir: get('OUTPOST_DATA_DIR') ?? './data' };
+  } else if (kind === 'cloud') {
+    store = { kind: 'cloud', s3: readS3(get, problems), dynamodb: readDynamo(get, problems) };
+  } else {
+    problems.push(`OUTPOST_STORE must be "local" or "cloud", got "${kind}"`);
+    store = { kind: 'local', dataDir: './data' };
+  }
   if (problems.length > 0) throw new ConfigError(problems);
-  return { host, port, dataDir: resolve(dataDir), uploadTtlSeconds };
+  return { host, port, store, uploadTtlSeconds, redirectSeconds };
+}
+
+function readS3(get: (name: ConfigVariable) => string | undefined, problems: string[]): S3Config {
+  const endpoint = url(get('OUTPOST_S3_ENDPOINT'), 'OUTPOST_S3_ENDPOINT', problems);
+  const bucket = get('OUTPOST_S3_BUCKET');
+  if (!bucket) problems.push('OUTPOST_S3_BUCKET is required when OUTPOST_STORE is "cloud"');
+  const forcePathStyle = boolean(get('OUTPOST_S3_FORCE_PATH_STYLE'), endpoint !== undefined, 'OUTPOST_S3_FORCE_PATH_STYLE', problems);
+  const keys = credentials(get('OUTPOST_S3_ACCESS_KEY_ID'), get('OUTPOST_S3_SECRET_ACCESS_KEY'), 'OUTPOST_S3', problems);
+  return {
+    endpoint,
+    region: get('OUTPOST_S3_REGION') ?? 'us-east-1',
+    bucket: bucket ?? '',
+    prefix: get('OUTPOST_S3_PREFIX') ?? '',
+    forcePathStyle,
+    ...keys,
+    partBytes: integer(get('OUTPOST_S3_PART_BYTES'), 8 * 1024 * 1024, 'OUTPOST_S3_PART_BYTES', 5 * 1024 * 1024, 5 * 1024 * 1024 * 1024, problems),
+  };
+}
+
+function readDynamo(get: (name: ConfigVariable) => string | undefined, problems: string[]): DynamoConfig {
+  const table = get('OUTPOST_DYNAMODB_TABLE');
+  if (!table) problems.push('OUTPOST_DYNAMODB_TABLE is required when OUTPOST_STORE is "cloud"');
+  const own = credentials(get('OUTPOST_DYNAMODB_ACCESS_KEY_ID'), get('OUTPOST_DYNAMODB_SECRET_ACCESS_KEY'), 'OUTPOST_DYNAMODB', problems);
+  const shared = own.accessKeyId ? own : credentials(get('OUTPOST_S3_ACCESS_KEY_ID'), get('OUTPOST_S3_SECRET_ACCESS_KEY'), 'OUTPOST_S3', []);
+  return {
+    endpoint: url(get('OUTPOST_DYNAMODB_ENDPOINT'), 'OUTPOST_DYNAMODB_ENDPOINT', problems),
+    region: get('OUTPOST_DYNAMODB_REGION') ?? 'us-east-1',
+    table: table ?? '',
+    ...shared,
+  };
+}
+
+function credentials(id: string | undefined, secret: string | undefined, prefix: string, problems: string[]) {
+  if ((id === undefined) !== (secret === undefined)) {
+    problems.push(`${prefix}_ACCESS_KEY_ID and ${prefix}_SECRET_ACCESS_KEY must be set together`);
+  }
+  return id && secret ? { accessKeyId: id, secretAccessKey: secret } : {};
+}
+
+function url(raw: string | undefined, name: string, problems: string[]): string | undefined {
+  if (raw === undefined) return undefined;
+  if (!/^https?:\/\/[^\s/]+(\/.*)?$/.test(raw)) problems.push(`${name} must be an http(s) URL, got "${raw}"`);
+  return raw;
+}
+
+function boolean(raw: string | undefined, fallback: boolean, name: string, problems: string[]): boolean {
+  if (raw === undefined) return fallback;
+  if (raw === 'true') return true;
+  if (raw === 'false') return false;
+  problems.push(`${name} must be true or false, got "${raw}"`);
+  return fallback;
 }
 
 function integer(raw: string | undefined, fallback: number, name: string, min: number, max: number, problems: string[]): number {
-  if (raw === undefined || raw === '') return fallback;
+  if (raw === undefined) return fallback;
   if (!/^\d+$/.test(raw) || Number(raw) < min || Number(raw) > max) {
     problems.push(`${name} must be an integer from ${min} to ${max}, got "${raw}"`);
     return fallback;

@@ -1,37 +1,55 @@
 import { serve } from '@hono/node-server';
 import { mkdirSync } from 'node:fs';
-import { join } from 'node:path';
-import { createRegistry } from '../core/registry/registry.js';
-import { createApp } from '../http/app.js';
+import { join, resolve } from 'node:path';
 import { nodeHash } from '../adapters/crypto/node-hash.js';
 import { FsBlobStore } from '../adapters/local/fs-blob-store.js';
 import { SqliteMetaIndex } from '../adapters/local/sqlite-meta-index.js';
+import { createRegistry } from '../core/registry/registry.js';
+import { createApp } from '../http/app.js';
+import type { BlobStore } from '../ports/blob-store.js';
 import { systemClock } from '../ports/clock.js';
-import { ConfigError, readNodeConfig, type NodeConfig } from './config.js';
+import type { MetaIndex } from '../ports/meta-index.js';
+import { cloudAdapters } from './cloud.js';
+import { ConfigError, readConfig, type Config } from './config.js';
 
 /**
- * Outpost on Node with the embedded store: blobs on the filesystem, the index in SQLite.
- * Several processes may share one data directory (see the adapters for how).
+ * Outpost as a Node server: on the local store (files + SQLite under a data directory, which
+ * several processes may share) or on the cloud store (S3 + DynamoDB).
  */
-export function startNode(config: NodeConfig) {
-  mkdirSync(config.dataDir, { recursive: true });
-  const index = new SqliteMetaIndex(join(config.dataDir, 'index.db'), systemClock);
+export async function startNode(config: Config) {
+  let store: BlobStore;
+  let index: MetaIndex;
+  let closeIndex = () => {};
+  let where: string;
+  if (config.store.kind === 'local') {
+    const dataDir = resolve(config.store.dataDir);
+    mkdirSync(dataDir, { recursive: true });
+    const sqlite = new SqliteMetaIndex(join(dataDir, 'index.db'), systemClock);
+    store = new FsBlobStore(dataDir);
+    index = sqlite;
+    closeIndex = () => sqlite.close();
+    where = `data in ${dataDir}`;
+  } else {
+    ({ store, index } = cloudAdapters(config.store, systemClock));
+    where = `blobs in s3://${config.store.s3.bucket}/${config.store.s3.prefix}, index in DynamoDB table ${config.store.dynamodb.table}`;
+  }
   const registry = createRegistry({
-    store: new FsBlobStore(config.dataDir),
+    store,
     index,
     hash: nodeHash,
     clock: systemClock,
-    options: { uploadTtlMs: config.uploadTtlSeconds * 1000 },
+    options: { uploadTtlMs: config.uploadTtlSeconds * 1000, redirectSeconds: config.redirectSeconds },
   });
   const app = createApp({ registry });
-  return new Promise<{ port: number; close: () => Promise<void> }>((resolveStart) => {
+  return new Promise<{ port: number; where: string; close: () => Promise<void> }>((resolveStart) => {
     const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info) => {
       resolveStart({
         port: info.port,
+        where,
         close: () =>
           new Promise<void>((done) => {
             server.close(() => {
-              index.close();
+              closeIndex();
               done();
             });
           }),
@@ -41,9 +59,9 @@ export function startNode(config: NodeConfig) {
 }
 
 async function main(): Promise<void> {
-  let config: NodeConfig;
+  let config: Config;
   try {
-    config = readNodeConfig(process.env);
+    config = readConfig(process.env);
   } catch (err) {
     if (err instanceof ConfigError) {
       console.error(`outpost: ${err.message}`);
@@ -51,8 +69,8 @@ async function main(): Promise<void> {
     }
     throw err;
   }
-  const { port, close } = await startNode(config);
-  console.log(`outpost: serving the OCI Distribution API on http://${config.host}:${port}/v2/ (data in ${config.dataDir})`);
+  const { port, where, close } = await startNode(config);
+  console.log(`outpost: serving the OCI Distribution API on http://${config.host}:${port}/v2/ (${where})`);
   const stop = () => void close().then(() => process.exit(0));
   process.once('SIGINT', stop);
   process.once('SIGTERM', stop);

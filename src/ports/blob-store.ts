@@ -45,4 +45,10 @@ export interface BlobStore {
    * Without it core copies through a stream and deletes `from`.
    */
   move?(from: string, to: string): Promise<void>;
+
+  /**
+   * Optional ability: a URL from which a client can GET the object directly for the next
+   * `expiresInSeconds` (an S3 presigned URL), so blob downloads can bypass Outpost.
+   */
+  presignGet?(key: string, expiresInSeconds: number): Promise<string>;
 }

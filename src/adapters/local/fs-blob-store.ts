@@ -20,7 +20,8 @@ export class FsBlobStore implements BlobStore {
   async stat(key: string): Promise<ObjectInfo | undefined> {
     try {
       const s = await stat(this.path(key));
-      return { size: s.size };
+      // A directory here only holds other keys (keys are flat): no object at this key.
+      return s.isFile() ? { size: s.size } : undefined;
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
@@ -35,7 +36,12 @@ export class FsBlobStore implements BlobStore {
       if (isNotFound(err)) return undefined;
       throw err;
     }
-    const { size } = await file.stat();
+    const info = await file.stat();
+    if (!info.isFile()) {
+      await file.close();
+      return undefined;
+    }
+    const size = info.size;
     if (range && range.length === 0) {
       await file.close();
       return { body: new ReadableStream({ start: (c) => c.close() }), size };
@@ -81,7 +87,12 @@ export class FsBlobStore implements BlobStore {
   }
 
   async delete(key: string): Promise<void> {
-    await rm(this.path(key), { force: true });
+    try {
+      await rm(this.path(key), { force: true });
+    } catch (err) {
+      // A directory only holds other keys: there is no object to remove.
+      if ((err as NodeJS.ErrnoException)?.code !== 'ERR_FS_EISDIR') throw err;
+    }
   }
 
   async move(from: string, to: string): Promise<void> {

@@ -51,6 +51,17 @@ export class Blobs {
   }
 
   /**
+   * A URL the client may fetch the blob from directly, when redirects are enabled and the store
+   * can presign; undefined means serve it. Throws BLOB_UNKNOWN like `read`.
+   */
+  async redirect(name: string, digest: Digest): Promise<string | undefined> {
+    const { store, options } = this.ctx;
+    if (options.redirectSeconds <= 0 || !store.presignGet) return undefined;
+    if (!(await this.stat(name, digest))) throw new OciError('BLOB_UNKNOWN', undefined, { digest: digest.value });
+    return store.presignGet(objects.content(digest), options.redirectSeconds);
+  }
+
+  /**
    * Streams `body` into content storage, verified against `digest` (and `size` when known)
    * before it becomes visible, then links it into the repository.
    */

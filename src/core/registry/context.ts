@@ -20,11 +20,17 @@ export interface RegistryOptions {
   chunkMinLength: number;
   /** An upload untouched for this long is forgotten (its parts are left for GC). */
   uploadTtlMs: number;
+  /**
+   * When > 0 and the store can presign, blob downloads are redirected to a store URL valid for
+   * this many seconds instead of streaming through Outpost.
+   */
+  redirectSeconds: number;
 }
 
 export const DEFAULT_OPTIONS: RegistryOptions = {
   chunkMinLength: 0,
   uploadTtlMs: 24 * 60 * 60 * 1000,
+  redirectSeconds: 0,
 };
 
 export interface Ctx extends Omit<RegistryDeps, 'options'> {

@@ -78,6 +78,7 @@ export class Uploads {
   async append(name: string, id: string, body: ByteStream | null, range?: ChunkRange, length?: number): Promise<UploadStatus> {
     const item = await this.load(name, id);
     const size = this.checkRange(id, item.state, range, length);
+    if (!body && size) throw missingBody(size);
     if (!body) return { id, name, size: item.state.size };
     const part = await this.writePart(id, item.state.parts.length, body, size);
     if (!part) return { id, name, size: item.state.size };
@@ -104,6 +105,7 @@ export class Uploads {
   ): Promise<BlobInfo> {
     const item = await this.load(name, id);
     const size = this.checkRange(id, item.state, range, length);
+    if (!body && size) throw missingBody(size);
     if (!(await this.ctx.index.delete(keys.upload(id), item.version))) {
       throw new OciError('BLOB_UPLOAD_UNKNOWN', 'upload changed or completed concurrently', { uploadId: id });
     }
@@ -205,4 +207,9 @@ export class Uploads {
   private expiry(): number {
     return this.ctx.clock.now() + this.ctx.options.uploadTtlMs;
   }
+}
+
+/** A request that declares bytes (Content-Range or Content-Length) but has no body, as an empty body would be refused. */
+function missingBody(declared: number): OciError {
+  return new OciError('SIZE_INVALID', `content is 0 bytes, declared ${declared}`, { declared, received: 0 });
 }

@@ -15,6 +15,11 @@ export async function blobRoute(c: Context, registry: Registry, name: string, ra
       return new Response(null, { status: 200, headers: blobHeaders(digest.value, info.size) });
     }
     case 'GET': {
+      const location = await registry.blobs.redirect(name, digest);
+      if (location) {
+        // 307 keeps the method; clients send their Range header again to the store.
+        return new Response(null, { status: 307, headers: { Location: location, 'Docker-Content-Digest': digest.value } });
+      }
       const range = byteRange(c);
       const blob = await registry.blobs.read(name, digest, range);
       const headers = blobHeaders(digest.value, blob.range ? blob.range.length : blob.size);

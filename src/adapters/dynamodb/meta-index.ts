@@ -1,0 +1,291 @@
+import {
+  ConditionalCheckFailedException,
+  DynamoDBClient,
+  GetItemCommand,
+  QueryCommand,
+  UpdateItemCommand,
+  type AttributeValue,
+} from '@aws-sdk/client-dynamodb';
+import { systemClock, type Clock } from '../../ports/clock.js';
+import {
+  MAX_LIST_LIMIT,
+  type Item,
+  type ItemKey,
+  type Json,
+  type Lease,
+  type ListOptions,
+  type MetaIndex,
+  type WriteOptions,
+} from '../../ports/meta-index.js';
+
+/**
+ * MetaIndex on one DynamoDB table (layout in ./schema.md). Each method is a single GetItem,
+ * Query or conditional UpdateItem, so it needs neither transactions nor DynamoDB's TTL.
+ */
+
+/** Tombstones and expired items are left for DynamoDB's TTL sweep this long after expiry. */
+const HOUSEKEEPING_DELAY_S = 7 * 24 * 3600;
+
+type Av = Record<string, AttributeValue>;
+
+export interface DynamoMetaIndexOptions {
+  client: DynamoDBClient;
+  table: string;
+  clock?: Clock;
+}
+
+export class DynamoMetaIndex implements MetaIndex {
+  private readonly client: DynamoDBClient;
+  private readonly table: string;
+  private readonly clock: Clock;
+
+  constructor(options: DynamoMetaIndexOptions) {
+    this.client = options.client;
+    this.table = options.table;
+    this.clock = options.clock ?? systemClock;
+  }
+
+  async get<T extends Json>(key: ItemKey): Promise<Item<T> | undefined> {
+    const out = await this.client.send(new GetItemCommand({ TableName: this.table, Key: keyOf(key), ConsistentRead: true }));
+    return out.Item && isLive(out.Item, this.clock.now()) ? toItem<T>(out.Item) : undefined;
+  }
+
+  async putIfAbsent(key: ItemKey, value: Json, options: WriteOptions = {}): Promise<boolean> {
+    const now = this.clock.now();
+    const written = await this.update(key, writeValue(value, options), {
+      condition: 'attribute_not_exists(pk) OR (attribute_exists(#exp) AND #exp <= :now)',
+      values: { ':now': num(now) },
+    });
+    return written !== undefined;
+  }
+
+  async put(key: ItemKey, value: Json, options: WriteOptions = {}): Promise<number> {
+    const written = await this.update(key, writeValue(value, options));
+    return Number(written!.ver!.N);
+  }
+
+  async compareAndSet(key: ItemKey, expectedVersion: number, value: Json, options: WriteOptions = {}) {
+    const written = await this.update(key, writeValue(value, options), {
+      condition: `#ver = :expected AND ${LIVE}`,
+      values: { ':expected': num(expectedVersion), ':now': num(this.clock.now()) },
+    });
+    return written ? Number(written.ver!.N) : undefined;
+  }
+
+  async delete(key: ItemKey, expectedVersion?: number): Promise<boolean> {
+    const now = this.clock.now();
+    const written = await this.update(
+      key,
+      { set: { '#exp': num(-1), '#ttl': num(Math.floor(now / 1000) + HOUSEKEEPING_DELAY_S) }, remove: ['#v', '#n'], bump: false },
+      {
+        condition: `attribute_exists(pk) AND ${LIVE}${expectedVersion === undefined ? '' : ' AND #ver = :expected'}`,
+        values: { ':now': num(now), ...(expectedVersion === undefined ? {} : { ':expected': num(expectedVersion) }) },
+      },
+    );
+    return written !== undefined;
+  }
+
+  async add(key: ItemKey, delta: number): Promise<number> {
+    // Numbers live in the numeric attribute `n` (put() stores them there too), so a live counter
+    // is one atomic ADD. An expired or deleted one restarts from 0 with a conditional SET.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const now = this.clock.now();
+      const added = await this.update(
+        key,
+        { set: {}, add: { '#n': num(delta) }, remove: ['#exp', '#ttl'] },
+        { condition: `attribute_not_exists(#v) AND ${LIVE}`, values: { ':now': num(now) } },
+      );
+      if (added) return Number(added.n!.N);
+      const restarted = await this.update(
+        key,
+        { set: { '#n': num(delta) }, remove: ['#v', '#exp', '#ttl', '#owner', '#tok'] },
+        { condition: 'attribute_exists(#exp) AND #exp <= :now', values: { ':now': num(now) } },
+      );
+      if (restarted) return delta;
+      if (await this.get(key)) throw new TypeError(`item ${key.pk}/${key.sk} is not a counter`);
+    }
+    throw new Error(`item ${key.pk}/${key.sk} kept changing during add`);
+  }
+
+  async list<T extends Json>(pk: string, options: ListOptions): Promise<Array<{ sk: string; item: Item<T> }>> {
+    const limit = Math.min(Math.max(1, options.limit), MAX_LIST_LIMIT);
+    const now = this.clock.now();
+    const out: Array<{ sk: string; item: Item<T> }> = [];
+    let start: Av | undefined = options.after !== undefined ? keyOf({ pk, sk: options.after }) : undefined;
+    // Expired items are filtered after DynamoDB applies Limit, so keep paging until the page is full.
+    do {
+      const page = await this.client.send(
+        new QueryCommand({
+          TableName: this.table,
+          ConsistentRead: true,
+          KeyConditionExpression: options.prefix === undefined ? 'pk = :pk' : 'pk = :pk AND begins_with(sk, :prefix)',
+          FilterExpression: 'attribute_not_exists(#exp) OR #exp > :now',
+          ExpressionAttributeNames: { '#exp': 'exp' },
+          ExpressionAttributeValues: {
+            ':pk': { S: pk },
+            ':now': num(now),
+            ...(options.prefix === undefined ? {} : { ':prefix': { S: options.prefix } }),
+          },
+          ExclusiveStartKey: start,
+          Limit: limit - out.length,
+        }),
+      );
+      for (const raw of page.Items ?? []) out.push({ sk: raw.sk!.S!, item: toItem<T>(raw) });
+      start = page.LastEvaluatedKey;
+    } while (start && out.length < limit);
+    return out;
+  }
+
+  async acquireLease(key: ItemKey, owner: string, ttlMs: number): Promise<Lease | undefined> {
+    // Two single-item conditional writes: take a free lease with a new token, or extend our own.
+    // Retried a few times because the lease can change hands between the two.
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const now = this.clock.now();
+      const expiresAt = now + ttlMs;
+      const taken = await this.update(
+        key,
+        { set: leaseSet(owner, expiresAt), add: { '#tok': num(1) }, remove: ['#v', '#n'] },
+        { condition: 'attribute_not_exists(pk) OR #exp <= :now', values: { ':now': num(now) } },
+      );
+      if (taken) return { key, owner, token: Number(taken.tok!.N), expiresAt };
+      const extended = await this.update(
+        key,
+        { set: leaseSet(owner, expiresAt) },
+        { condition: '#owner = :owner AND #exp > :now', values: { ':owner': { S: owner }, ':now': num(now) } },
+      );
+      if (extended) return { key, owner, token: Number(extended.tok!.N), expiresAt };
+      const current = await this.client.send(new GetItemCommand({ TableName: this.table, Key: keyOf(key), ConsistentRead: true }));
+      if (current.Item && isLive(current.Item, this.clock.now())) return undefined;
+    }
+    return undefined;
+  }
+
+  async renewLease(lease: Lease, ttlMs: number): Promise<Lease | undefined> {
+    const now = this.clock.now();
+    const expiresAt = now + ttlMs;
+    const written = await this.update(lease.key, { set: leaseSet(lease.owner, expiresAt) }, heldBy(lease, now));
+    return written ? { ...lease, expiresAt } : undefined;
+  }
+
+  async releaseLease(lease: Lease): Promise<boolean> {
+    const now = this.clock.now();
+    const written = await this.update(lease.key, { set: leaseSet(lease.owner, now) }, heldBy(lease, now));
+    return written !== undefined;
+  }
+
+  /**
+   * One UpdateItem. `bump` (default) increments the version. Returns the new attributes, or
+   * undefined when the condition did not hold.
+   */
+  private async update(
+    key: ItemKey,
+    change: { set: Av; add?: Av; remove?: string[]; bump?: boolean },
+    condition?: { condition: string; values: Av },
+  ): Promise<Av | undefined> {
+    const names: Record<string, string> = {};
+    const values: Av = { ...condition?.values };
+    const sets: string[] = [];
+    for (const [name, value] of Object.entries(change.set)) {
+      const placeholder = `:s${sets.length}`;
+      sets.push(`${name} = ${placeholder}`);
+      values[placeholder] = value;
+    }
+    if (change.bump !== false) {
+      sets.push('#ver = if_not_exists(#ver, :zero) + :one');
+      values[':zero'] = num(0);
+      values[':one'] = num(1);
+    }
+    const adds = Object.entries(change.add ?? {}).map(([name, value], i) => {
+      values[`:a${i}`] = value;
+      return `${name} :a${i}`;
+    });
+    const removes = (change.remove ?? []).filter((name) => !(name in change.set));
+    const expression = [
+      sets.length ? `SET ${sets.join(', ')}` : '',
+      adds.length ? `ADD ${adds.join(', ')}` : '',
+      removes.length ? `REMOVE ${removes.join(', ')}` : '',
+    ].join(' ');
+    const text = `${expression} ${condition?.condition ?? ''}`;
+    // DynamoDB refuses names and values the expressions do not use.
+    for (const [placeholder, attribute] of Object.entries(ATTRIBUTE_NAMES)) {
+      if (new RegExp(`${placeholder}\\b`).test(text)) names[placeholder] = attribute;
+    }
+    try {
+      const out = await this.client.send(
+        new UpdateItemCommand({
+          TableName: this.table,
+          Key: keyOf(key),
+          UpdateExpression: expression.trim(),
+          ConditionExpression: condition?.condition,
+          ExpressionAttributeNames: names,
+          ExpressionAttributeValues: Object.keys(values).length ? values : undefined,
+          ReturnValues: 'ALL_NEW',
+        }),
+      );
+      return out.Attributes ?? {};
+    } catch (err) {
+      if (err instanceof ConditionalCheckFailedException || (err as { name?: string }).name === 'ConditionalCheckFailedException') return undefined;
+      throw err;
+    }
+  }
+}
+
+const ATTRIBUTE_NAMES: Record<string, string> = {
+  '#ver': 'ver',
+  '#v': 'v',
+  '#n': 'n',
+  '#exp': 'exp',
+  '#ttl': 'ttl',
+  '#owner': 'owner',
+  '#tok': 'tok',
+};
+
+const LIVE = '(attribute_not_exists(#exp) OR #exp > :now)';
+
+function keyOf(key: ItemKey): Av {
+  return { pk: { S: key.pk }, sk: { S: key.sk } };
+}
+
+function num(n: number): AttributeValue {
+  return { N: String(n) };
+}
+
+function writeValue(value: Json, options: WriteOptions): { set: Av; remove: string[] } {
+  // Numbers are stored in `n`, where add() can ADD to them atomically; everything else as JSON.
+  const set: Av = typeof value === 'number' ? { '#n': num(value) } : { '#v': { S: JSON.stringify(value) } };
+  const remove = [typeof value === 'number' ? '#v' : '#n', '#owner', '#tok'];
+  if (options.expiresAt !== undefined) {
+    set['#exp'] = num(options.expiresAt);
+    set['#ttl'] = num(Math.floor(options.expiresAt / 1000) + HOUSEKEEPING_DELAY_S);
+  } else {
+    remove.push('#exp', '#ttl');
+  }
+  return { set, remove };
+}
+
+function leaseSet(owner: string, expiresAt: number): Av {
+  // A lease's ttl never undercuts the housekeeping delay, so its token survives between holders.
+  return { '#owner': { S: owner }, '#exp': num(expiresAt), '#ttl': num(Math.floor(expiresAt / 1000) + HOUSEKEEPING_DELAY_S) };
+}
+
+function heldBy(lease: Lease, now: number) {
+  return {
+    condition: '#owner = :owner AND #tok = :tok AND #exp > :now',
+    values: { ':owner': { S: lease.owner }, ':tok': num(lease.token), ':now': num(now) },
+  };
+}
+
+function isLive(raw: Av, now: number): boolean {
+  return raw.exp === undefined || Number(raw.exp.N) > now;
+}
+
+function toItem<T extends Json>(raw: Av): Item<T> {
+  let value: Json;
+  if (raw.v?.S !== undefined) value = JSON.parse(raw.v.S) as Json;
+  else if (raw.n?.N !== undefined) value = Number(raw.n.N);
+  else if (raw.owner?.S !== undefined) value = { owner: raw.owner.S, token: Number(raw.tok?.N ?? 0) };
+  else value = null;
+  const item: Item<T> = { value: value as T, version: Number(raw.ver?.N ?? 0) };
+  if (raw.exp?.N !== undefined) item.expiresAt = Number(raw.exp.N);
+  return item;
+}

@@ -1,0 +1,53 @@
+import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { AddressInfo } from 'node:net';
+import { createRequire } from 'node:module';
+
+/**
+ * dynalite (a DynamoDB-compatible server in Node) on loopback, in memory. It speaks the real
+ * wire protocol with conditional writes and ADD counters, but has no transactions and never
+ * expires TTL items, which is exactly what the MetaIndex must not rely on anyway.
+ */
+const dynalite = createRequire(import.meta.url)('dynalite') as (options: Record<string, unknown>) => import('node:http').Server;
+
+export interface Dynalite {
+  endpoint: string;
+  client: DynamoDBClient;
+  /** Creates a table with the MetaIndex key schema (src/adapters/dynamodb/schema.md). */
+  createTable(name: string): Promise<void>;
+  stop(): Promise<void>;
+}
+
+export async function startDynalite(): Promise<Dynalite> {
+  const server = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  const client = new DynamoDBClient({
+    endpoint,
+    region: 'us-east-1',
+    credentials: { accessKeyId: 'test', secretAccessKey: 'test' },
+  });
+  return {
+    endpoint,
+    client,
+    async createTable(name) {
+      await client.send(
+        new CreateTableCommand({
+          TableName: name,
+          BillingMode: 'PAY_PER_REQUEST',
+          AttributeDefinitions: [
+            { AttributeName: 'pk', AttributeType: 'S' },
+            { AttributeName: 'sk', AttributeType: 'S' },
+          ],
+          KeySchema: [
+            { AttributeName: 'pk', KeyType: 'HASH' },
+            { AttributeName: 'sk', KeyType: 'RANGE' },
+          ],
+        }),
+      );
+    },
+    async stop() {
+      client.destroy();
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
