@@ -1,0 +1,45 @@
+import type { Hono } from 'hono';
+import { nodeHash } from '../adapters/crypto/node-hash.js';
+import { createRegistry } from '../core/registry/registry.js';
+import { createApp } from '../http/app.js';
+import { systemClock } from '../ports/clock.js';
+import { cloudAdapters } from './cloud.js';
+import { ConfigError, readConfig } from './config.js';
+
+/**
+ * Outpost on Cloudflare Workers: S3 (or R2's S3 API) for blobs, DynamoDB for the index. The
+ * configuration (vars and secrets, see wrangler.toml and the README) is read and the adapters
+ * are built once per isolate, on its first request; every request after that reuses them.
+ */
+type Env = Record<string, unknown>;
+
+let app: Hono | undefined;
+
+function build(env: Env): Hono {
+  const config = readConfig(env, { store: 'cloud' });
+  if (config.store.kind !== 'cloud') throw new ConfigError(['OUTPOST_STORE must be "cloud" on Workers']);
+  const { store, index } = cloudAdapters(config.store, systemClock);
+  const registry = createRegistry({
+    store,
+    index,
+    hash: nodeHash,
+    clock: systemClock,
+    options: { uploadTtlMs: config.uploadTtlSeconds * 1000, redirectSeconds: config.redirectSeconds },
+  });
+  return createApp({ registry });
+}
+
+export default {
+  async fetch(request: Request, env: Env, ctx: unknown): Promise<Response> {
+    try {
+      app ??= build(env);
+    } catch (err) {
+      if (!(err instanceof ConfigError)) throw err;
+      // The operator's mistake, not the client's: say what is wrong in the log and the response.
+      console.error(`outpost: ${err.message}`);
+      const body = JSON.stringify({ errors: [{ code: 'UNAVAILABLE', message: 'registry is misconfigured', detail: err.problems }] });
+      return new Response(body, { status: 503, headers: { 'Content-Type': 'application/json' } });
+    }
+    return app.fetch(request, env, ctx as never);
+  },
+};
