@@ -3,19 +3,10 @@ import { MemoryBlobStore } from '../../src/adapters/memory/blob-store.js';
 import { MemoryMetaIndex } from '../../src/adapters/memory/meta-index.js';
 import { createRegistry, type RegistryOptions } from '../../src/core/registry/registry.js';
 import { createApp } from '../../src/http/app.js';
-import type { Clock } from '../../src/ports/clock.js';
+import { TestClock } from './clock.js';
 import type { Blob, Image } from './images.js';
 
-/** A controllable clock for TTL tests without sleeping. */
-export class TestClock implements Clock {
-  constructor(public time = 1_700_000_000_000) {}
-  now(): number {
-    return this.time;
-  }
-  advance(ms: number): void {
-    this.time += ms;
-  }
-}
+export { TestClock };
 
 /** An Outpost app over in-memory adapters, driven through app.request(). */
 export function testApp(options: Partial<RegistryOptions> = {}) {

@@ -1,0 +1,340 @@
+import { randomBytes } from 'node:crypto';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import type { BlobStore } from '../../src/ports/blob-store.js';
+import type { ByteStream } from '../../src/core/streams.js';
+
+/**
+ * The BlobStore contract (src/ports/blob-store.ts), run against every adapter: misses are
+ * undefined, ranges are exact, and a put is atomic — readers see the old object or the whole
+ * new one, and a body that breaks off or has the wrong size leaves nothing behind.
+ */
+export interface BlobStoreFixture {
+  store: BlobStore;
+  /** Names of temporary files the store has left behind (a store without any returns []). */
+  leftovers?: () => Promise<string[]>;
+  cleanup?: () => void | Promise<void>;
+}
+
+export interface BlobStoreTraits {
+  /** The store streams reads from its backing storage instead of buffering whole objects. */
+  streamsReads?: boolean;
+}
+
+const MiB = 1024 * 1024;
+
+export function blobStoreContract(
+  label: string,
+  makeStore: () => BlobStoreFixture | Promise<BlobStoreFixture>,
+  traits: BlobStoreTraits = {},
+) {
+  describe(`BlobStore contract: ${label}`, () => {
+    let fixture: BlobStoreFixture;
+    let store: BlobStore;
+    const leftovers = async () => (await fixture.leftovers?.()) ?? [];
+
+    beforeEach(async () => {
+      fixture = await makeStore();
+      store = fixture.store;
+    });
+
+    afterEach(async () => {
+      await fixture.cleanup?.();
+    });
+
+    describe('stat and get', () => {
+      it('return undefined for a missing key', async () => {
+        expect(await store.stat('missing')).toBeUndefined();
+        expect(await store.get('missing')).toBeUndefined();
+        expect(await store.get('missing', { offset: 0, length: 1 })).toBeUndefined();
+        expect(await store.stat('no/such/dir/key')).toBeUndefined();
+      });
+
+      it('treat a key that only prefixes other keys as absent (keys are flat)', async () => {
+        await store.put('blobs/sha256/ab/abcdef', streamOf(bytesOf(1, 10)), 10);
+        for (const key of ['blobs', 'blobs/sha256', 'blobs/sha256/ab']) {
+          expect(await store.stat(key), key).toBeUndefined();
+          expect(await store.get(key), key).toBeUndefined();
+          expect(await store.get(key, { offset: 0, length: 1 }), key).toBeUndefined();
+          await store.delete(key);
+        }
+        expect(await store.stat('blobs/sha256/ab/abcdef')).toEqual({ size: 10 });
+      });
+
+      it('return the size and the whole object after a put, under nested keys too', async () => {
+        const bytes = randomBytes(1000);
+        expect(await store.put('blobs/sha256/ab/abcdef', streamOf(bytes), bytes.length)).toEqual({ size: 1000 });
+        expect(await store.stat('blobs/sha256/ab/abcdef')).toEqual({ size: 1000 });
+        const got = await store.get('blobs/sha256/ab/abcdef');
+        expect(got?.size).toBe(1000);
+        expectBytes(await readAll(got!.body), bytes);
+      });
+
+      it('store an empty object', async () => {
+        expect(await store.put('empty', streamOf(new Uint8Array(0)), 0)).toEqual({ size: 0 });
+        expect(await store.stat('empty')).toEqual({ size: 0 });
+        const got = (await store.get('empty'))!;
+        expect(got.size).toBe(0);
+        expect((await readAll(got.body)).byteLength).toBe(0);
+      });
+
+      it('accept a put without a size', async () => {
+        const bytes = randomBytes(300);
+        expect(await store.put('k', streamOf(bytes, 7))).toEqual({ size: 300 });
+        expectBytes(await readAll((await store.get('k'))!.body), bytes);
+      });
+
+      it('serve exact ranges, reporting the size of the whole object', async () => {
+        const bytes = randomBytes(10_000);
+        await store.put('k', streamOf(bytes, 1024), bytes.length);
+        const cases = [
+          { offset: 0, length: 10_000 },
+          { offset: 0, length: 1 },
+          { offset: 1234, length: 4321 },
+          { offset: 9_999, length: 1 },
+          { offset: 5_000, length: 5_000 },
+        ];
+        for (const range of cases) {
+          const got = (await store.get('k', range))!;
+          expect(got.size, JSON.stringify(range)).toBe(10_000);
+          expectBytes(await readAll(got.body), bytes.subarray(range.offset, range.offset + range.length), JSON.stringify(range));
+        }
+      });
+
+      it('serve a zero-length range as an empty body', async () => {
+        await store.put('k', streamOf(randomBytes(100)), 100);
+        for (const offset of [0, 50, 100]) {
+          const got = (await store.get('k', { offset, length: 0 }))!;
+          expect(got.size).toBe(100);
+          expect((await readAll(got.body)).byteLength, `offset ${offset}`).toBe(0);
+        }
+      });
+    });
+
+    describe('put', () => {
+      it('replaces an existing object', async () => {
+        await store.put('k', streamOf(bytesOf(1, 5000)), 5000);
+        await store.put('k', streamOf(bytesOf(2, 10)), 10);
+        expect(await store.stat('k')).toEqual({ size: 10 });
+        expectBytes(await readAll((await store.get('k'))!.body), bytesOf(2, 10));
+        expect(await leftovers()).toEqual([]);
+      });
+
+      it('takes a body of many small chunks', async () => {
+        const bytes = randomBytes(64 * 1024 + 3);
+        await store.put('k', streamOf(bytes, 97), bytes.length);
+        expectBytes(await readAll((await store.get('k'))!.body), bytes);
+      });
+
+      it('rejects a body that errors midway and leaves nothing visible or behind', async () => {
+        const boom = new Error('connection reset');
+        await expect(store.put('k', failingStream(3, 4096, boom), 5 * 4096)).rejects.toThrow();
+        expect(await store.stat('k')).toBeUndefined();
+        expect(await store.get('k')).toBeUndefined();
+        expect(await leftovers()).toEqual([]);
+      });
+
+      it('keeps the previous object whole when a replacing body errors', async () => {
+        const old = bytesOf(7, 3000);
+        await store.put('k', streamOf(old), old.length);
+        await expect(store.put('k', failingStream(2, 4096, new Error('broken pipe')))).rejects.toThrow();
+        expect(await store.stat('k')).toEqual({ size: 3000 });
+        expectBytes(await readAll((await store.get('k'))!.body), old);
+        expect(await leftovers()).toEqual([]);
+      });
+
+      it('rejects a body shorter or longer than the declared size and leaves nothing', async () => {
+        await expect(store.put('short', streamOf(randomBytes(99)), 100)).rejects.toThrow();
+        await expect(store.put('long', streamOf(randomBytes(101), 10), 100)).rejects.toThrow();
+        expect(await store.stat('short')).toBeUndefined();
+        expect(await store.stat('long')).toBeUndefined();
+        const old = bytesOf(3, 100);
+        await store.put('k', streamOf(old), 100);
+        await expect(store.put('k', streamOf(randomBytes(50)), 100)).rejects.toThrow();
+        expectBytes(await readAll((await store.get('k'))!.body), old);
+        expect(await leftovers()).toEqual([]);
+      });
+    });
+
+    describe('delete', () => {
+      it('removes the object and is idempotent', async () => {
+        await store.put('a/b', streamOf(bytesOf(1, 10)), 10);
+        await store.put('a/c', streamOf(bytesOf(2, 10)), 10);
+        await store.delete('a/b');
+        expect(await store.stat('a/b')).toBeUndefined();
+        expect(await store.get('a/b')).toBeUndefined();
+        await store.delete('a/b');
+        await store.delete('never/written');
+        expect(await store.stat('a/c')).toEqual({ size: 10 });
+      });
+    });
+
+    describe('move (optional)', () => {
+      it('renames an object to a new key', async ({ skip }) => {
+        if (!store.move) return skip();
+        await store.put('uploads/u1', streamOf(bytesOf(4, 100)), 100);
+        await store.move('uploads/u1', 'blobs/b1');
+        expect(await store.stat('uploads/u1')).toBeUndefined();
+        expectBytes(await readAll((await store.get('blobs/b1'))!.body), bytesOf(4, 100));
+      });
+
+      it('replaces the target', async ({ skip }) => {
+        if (!store.move) return skip();
+        await store.put('from', streamOf(bytesOf(5, 10)), 10);
+        await store.put('to', streamOf(bytesOf(6, 1000)), 1000);
+        await store.move('from', 'to');
+        expect(await store.stat('from')).toBeUndefined();
+        expect(await store.stat('to')).toEqual({ size: 10 });
+        expectBytes(await readAll((await store.get('to'))!.body), bytesOf(5, 10));
+      });
+    });
+
+    describe('concurrency', () => {
+      it('concurrent puts to one key end with one complete value, never a mix', async () => {
+        // Each writer's body arrives in chunks separated by macrotask gaps, so the writes interleave.
+        const values = Array.from({ length: 8 }, (_, i) => bytesOf(i + 1, 50_000 + i * 1000));
+        await Promise.all(values.map((v) => store.put('k', slowStream(v, 8192), v.length)));
+        const got = (await store.get('k'))!;
+        const bytes = await readAll(got.body);
+        const match = values.findIndex((v) => equal(v, bytes));
+        expect(match, 'the stored object is one of the written values').toBeGreaterThanOrEqual(0);
+        expect(got.size).toBe(values[match]!.length);
+        expect(await leftovers()).toEqual([]);
+      });
+
+      it('a put in progress is invisible until it completes', async () => {
+        const old = bytesOf(1, 100_000);
+        const next = bytesOf(2, 200_000);
+        await store.put('k', streamOf(old), old.length);
+        const gate = gatedStream(next, 100_000);
+        const putting = store.put('k', gate.stream, next.length);
+        await gate.halfway;
+        expect(await store.stat('k')).toEqual({ size: old.length });
+        expectBytes(await readAll((await store.get('k'))!.body), old);
+        gate.release();
+        await putting;
+        expectBytes(await readAll((await store.get('k'))!.body), next);
+      });
+
+      it('a read overlapping a replace returns the old or the new object whole', async () => {
+        const a = bytesOf(0xaa, 3 * 256 * 1024);
+        const b = bytesOf(0xbb, 2 * 256 * 1024 + 17);
+        await store.put('k', streamOf(a), a.length);
+        // A body obtained before the replace and read after it.
+        const early = (await store.get('k'))!;
+        await store.put('k', streamOf(b), b.length);
+        expectBytes(await readAll(early.body), a);
+        // Reads racing a series of replaces.
+        const reads: Array<Promise<{ size: number; bytes: Uint8Array }>> = [];
+        const writes: Array<Promise<unknown>> = [];
+        for (let i = 0; i < 6; i++) {
+          const v = i % 2 ? b : a;
+          writes.push(store.put('k', slowStream(v, 64 * 1024), v.length));
+          reads.push(store.get('k').then(async (got) => ({ size: got!.size, bytes: await readAll(got!.body) })));
+        }
+        await Promise.all(writes);
+        for (const { size, bytes } of await Promise.all(reads)) {
+          expect(equal(bytes, a) || equal(bytes, b), `a read of ${bytes.length} bytes is neither value`).toBe(true);
+          expect(size).toBe(bytes.length);
+        }
+      });
+    });
+
+    if (traits.streamsReads) {
+      it('streams a multi-MiB object in several chunks', async () => {
+        const bytes = randomBytes(8 * MiB);
+        await store.put('big', streamOf(bytes, MiB), bytes.length);
+        const got = (await store.get('big'))!;
+        expect(got.size).toBe(8 * MiB);
+        const chunks: Uint8Array[] = [];
+        for await (const chunk of got.body as unknown as AsyncIterable<Uint8Array>) chunks.push(chunk);
+        expect(chunks.length).toBeGreaterThan(1);
+        expect(Math.max(...chunks.map((c) => c.byteLength))).toBeLessThan(8 * MiB);
+        expect(Buffer.concat(chunks).equals(bytes)).toBe(true);
+        // A range of a big object streams too.
+        const range = (await store.get('big', { offset: MiB + 1, length: 4 * MiB }))!;
+        const ranged: Uint8Array[] = [];
+        for await (const chunk of range.body as unknown as AsyncIterable<Uint8Array>) ranged.push(chunk);
+        expect(ranged.length).toBeGreaterThan(1);
+        expect(Buffer.concat(ranged).equals(bytes.subarray(MiB + 1, 5 * MiB + 1))).toBe(true);
+      });
+    }
+  });
+}
+
+/** `size` bytes all equal to `fill`: easy to tell two values, or a mix of them, apart. */
+function bytesOf(fill: number, size: number): Uint8Array {
+  return new Uint8Array(size).fill(fill);
+}
+
+function equal(a: Uint8Array, b: Uint8Array): boolean {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
+}
+
+/** A body that yields `bytes` in chunks of `chunk` bytes (copies, so the store may keep them). */
+function streamOf(bytes: Uint8Array, chunk = 64 * 1024): ByteStream {
+  let at = 0;
+  return new ReadableStream<Uint8Array>({
+    pull(c) {
+      if (at >= bytes.length) return c.close();
+      c.enqueue(bytes.slice(at, (at += chunk)));
+    },
+  });
+}
+
+/** Like streamOf, but waits a macrotask before each chunk so concurrent writers interleave. */
+function slowStream(bytes: Uint8Array, chunk: number): ByteStream {
+  let at = 0;
+  return new ReadableStream<Uint8Array>({
+    async pull(c) {
+      await new Promise((r) => setImmediate(r));
+      if (at >= bytes.length) return c.close();
+      c.enqueue(bytes.slice(at, (at += chunk)));
+    },
+  });
+}
+
+/** A body that yields `chunks` chunks of `size` bytes and then errors with `err`. */
+function failingStream(chunks: number, size: number, err: Error): ByteStream {
+  let sent = 0;
+  return new ReadableStream<Uint8Array>({
+    async pull(c) {
+      await new Promise((r) => setImmediate(r));
+      if (sent++ < chunks) c.enqueue(randomBytes(size));
+      else c.error(err);
+    },
+  });
+}
+
+/** A body that yields its first `split` bytes, then waits for `release()` before the rest. */
+function gatedStream(bytes: Uint8Array, split: number) {
+  let release!: () => void;
+  let halfway!: () => void;
+  const released = new Promise<void>((r) => (release = r));
+  const reached = new Promise<void>((r) => (halfway = r));
+  let at = 0;
+  const stream = new ReadableStream<Uint8Array>({
+    async pull(c) {
+      if (at === split) {
+        halfway();
+        await released;
+      }
+      if (at >= bytes.length) return c.close();
+      const end = at < split ? split : bytes.length;
+      c.enqueue(bytes.slice(at, end));
+      at = end;
+    },
+  });
+  return { stream, release, halfway: reached };
+}
+
+/** Byte equality without element-wise deep-equal (slow on large arrays) or a huge diff. */
+function expectBytes(actual: Uint8Array, expected: Uint8Array, what = 'bytes'): void {
+  expect(actual.byteLength, `${what}: length`).toBe(expected.byteLength);
+  expect(equal(actual, expected), `${what}: content`).toBe(true);
+}
+
+async function readAll(body: ByteStream): Promise<Uint8Array> {
+  const chunks: Uint8Array[] = [];
+  for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) chunks.push(chunk);
+  return new Uint8Array(Buffer.concat(chunks));
+}
