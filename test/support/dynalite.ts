@@ -21,6 +21,16 @@ export async function startDynalite(): Promise<Dynalite> {
   const server = dynalite({ createTableMs: 0, deleteTableMs: 0, updateTableMs: 0 });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
   const endpoint = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  return {
+    ...dynamoTables(endpoint),
+    async stop() {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
+}
+
+/** A client for a DynamoDB endpoint and a helper that creates MetaIndex tables there. */
+export function dynamoTables(endpoint: string): Omit<Dynalite, 'stop'> {
   const client = new DynamoDBClient({
     endpoint,
     region: 'us-east-1',
@@ -44,10 +54,6 @@ export async function startDynalite(): Promise<Dynalite> {
           ],
         }),
       );
-    },
-    async stop() {
-      client.destroy();
-      await new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
 }
