@@ -1,0 +1,112 @@
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+
+/**
+ * Shared pieces of the benchmarks: content generated on the fly (never held whole), peak RSS
+ * read from /proc, and a result table that states every figure as a ratio to a peer measured
+ * in the same run.
+ */
+
+export const MiB = 1024 * 1024;
+export const GiB = 1024 * MiB;
+
+/**
+ * `size` bytes of incompressible content, produced chunk by chunk: one random MiB with its
+ * chunk number stamped in front, so no two chunks are equal and nothing bigger than 1 MiB exists.
+ */
+export class Content {
+  private readonly base: Buffer;
+  readonly digest: string;
+
+  constructor(readonly size: number, seed = 1) {
+    // xorshift32: fast, deterministic, incompressible enough for storage and transport.
+    const block = Buffer.alloc(MiB);
+    let x = seed >>> 0 || 1;
+    for (let i = 0; i < MiB; i += 4) {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      block.writeUInt32LE(x >>> 0, i);
+    }
+    this.base = block;
+    const hash = createHash('sha256');
+    for (const chunk of this.chunks()) hash.update(chunk);
+    this.digest = `sha256:${hash.digest('hex')}`;
+  }
+
+  *chunks(): Generator<Buffer> {
+    for (let at = 0, n = 0; at < this.size; at += MiB, n++) {
+      const chunk = Buffer.from(this.base.subarray(0, Math.min(MiB, this.size - at)));
+      chunk.writeUInt32LE(n, 0);
+      yield chunk;
+    }
+  }
+
+  stream(): ReadableStream<Uint8Array> {
+    const it = this.chunks();
+    return new ReadableStream({
+      pull(c) {
+        const next = it.next();
+        if (next.done) c.close();
+        else c.enqueue(new Uint8Array(next.value.buffer, next.value.byteOffset, next.value.byteLength));
+      },
+    });
+  }
+}
+
+/** Resident set size now, and its peak since the process started (VmHWM), in bytes. */
+export function rss(pid: number): { now: number; peak: number } {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const kb = (field: string) => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0) * 1024;
+  return { now: kb('VmRSS'), peak: kb('VmHWM') };
+}
+
+/** Direct children of a process (for wrangler, whose workerd child does the work). */
+export function descendants(pid: number): number[] {
+  let children: number[] = [];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  } catch {
+    return [];
+  }
+  return children.flatMap((c) => [c, ...descendants(c)]);
+}
+
+export async function timed<T>(fn: () => Promise<T>): Promise<{ seconds: number; value: T }> {
+  const start = process.hrtime.bigint();
+  const value = await fn();
+  return { seconds: Number(process.hrtime.bigint() - start) / 1e9, value };
+}
+
+/** Drains a response body, returning its sha256 and size. */
+export async function drain(body: ReadableStream<Uint8Array> | null): Promise<{ digest: string; size: number }> {
+  const hash = createHash('sha256');
+  let size = 0;
+  if (body) {
+    for await (const chunk of body as unknown as AsyncIterable<Uint8Array>) {
+      hash.update(chunk);
+      size += chunk.byteLength;
+    }
+  }
+  return { digest: `sha256:${hash.digest('hex')}`, size };
+}
+
+export interface Row {
+  subject: string;
+  operation: string;
+  seconds: number;
+  bytes: number;
+  peer?: { label: string; seconds: number };
+  rssGrowth?: number;
+}
+
+export function report(title: string, rows: Row[]): string {
+  const lines = [`\n${title}`, '| subject | operation | MiB/s | vs peer | peak RSS growth |', '|---|---|---|---|---|'];
+  for (const r of rows) {
+    const rate = r.bytes / MiB / r.seconds;
+    const vs = r.peer ? `${(r.peer.seconds / r.seconds).toFixed(2)}x ${r.peer.label}` : 'n/a (peer)';
+    const mem = r.rssGrowth === undefined ? 'n/a' : `${(r.rssGrowth / MiB).toFixed(1)} MiB`;
+    lines.push(`| ${r.subject} | ${r.operation} | ${rate.toFixed(1)} | ${vs} | ${mem} |`);
+  }
+  return lines.join('\n');
+}

@@ -1,0 +1,135 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Content, GiB, drain, report, rss, timed, type Row } from './harness.js';
+
+/**
+ * Outpost on its embedded store against Docker Distribution 2.8 (Debian's docker-registry,
+ * filesystem driver) on the same machine, same workload, same run: push a blob of BENCH_BYTES
+ * (default 1 GiB) with POST + a streamed PUT, pull it back, BENCH_ROUNDS times (default 3;
+ * the median round counts). Prints MiB/s, the ratio to Distribution, and each server's peak
+ * RSS growth over its idle baseline.
+ *
+ *   npm run build && npm run bench:local
+ */
+const SIZE = Number(process.env.BENCH_BYTES ?? GiB);
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
+const ROOT = resolve(import.meta.dirname, '..');
+
+interface Server {
+  label: string;
+  url: string;
+  pid: number;
+  stop(): void;
+}
+
+async function freePort(): Promise<number> {
+  return new Promise((done) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => done(port));
+    });
+  });
+}
+
+async function waitFor(url: string, child: ChildProcess, output: () => string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`exited early:\n${output()}`);
+    try {
+      const res = await fetch(url);
+      await res.arrayBuffer();
+      if (res.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} did not answer:\n${output()}`);
+}
+
+async function start(label: string, command: string, args: string[], env: Record<string, string>, port: number): Promise<Server> {
+  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout!.on('data', (d) => (output += d));
+  child.stderr!.on('data', (d) => (output += d));
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(`${url}/v2/`, child, () => output);
+  return { label, url, pid: child.pid!, stop: () => child.kill('SIGKILL') };
+}
+
+async function push(server: Server, content: Content): Promise<void> {
+  const post = await fetch(`${server.url}/v2/bench/blob/blobs/uploads/`, { method: 'POST' });
+  if (post.status !== 202) throw new Error(`${server.label} POST: ${post.status} ${await post.text()}`);
+  const location = new URL(post.headers.get('location')!, server.url);
+  location.searchParams.set('digest', content.digest);
+  const put = await fetch(location, {
+    method: 'PUT',
+    body: content.stream(),
+    headers: { 'Content-Type': 'application/octet-stream' },
+    duplex: 'half',
+  } as RequestInit);
+  if (put.status !== 201) throw new Error(`${server.label} PUT: ${put.status} ${await put.text()}`);
+}
+
+async function pull(server: Server, content: Content): Promise<void> {
+  const res = await fetch(`${server.url}/v2/bench/blob/blobs/${content.digest}`);
+  const got = await drain(res.body);
+  if (res.status !== 200 || got.digest !== content.digest) throw new Error(`${server.label} pull: ${res.status} ${got.digest}`);
+}
+
+async function measure(server: Server, rounds: Content[]) {
+  const idle = rss(server.pid).now;
+  const pushes: number[] = [];
+  const pulls: number[] = [];
+  for (const content of rounds) {
+    pushes.push((await timed(() => push(server, content))).seconds);
+    pulls.push((await timed(() => pull(server, content))).seconds);
+  }
+  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  return { push: median(pushes), pull: median(pulls), rssGrowth: rss(server.pid).peak - idle };
+}
+
+async function main(): Promise<void> {
+  const work = mkdtempSync(join(tmpdir(), 'outpost-bench-'));
+  const servers: Server[] = [];
+  try {
+    console.log(`bench: generating ${ROUNDS} x ${SIZE} bytes of content`);
+    const rounds = Array.from({ length: ROUNDS }, (_, i) => new Content(SIZE, i + 1));
+
+    const distPort = await freePort();
+    const config = join(work, 'distribution.yml');
+    writeFileSync(
+      config,
+      `version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: ${join(work, 'distribution')}\n  delete:\n    enabled: true\nhttp:\n  addr: 127.0.0.1:${distPort}\n`,
+    );
+    const distribution = await start('Distribution 2.8', 'docker-registry', ['serve', config], {}, distPort);
+    servers.push(distribution);
+    const outpostPort = await freePort();
+    const outpost = await start(
+      'Outpost (local store)',
+      process.execPath,
+      [join(ROOT, 'dist/entry/node.js')],
+      { OUTPOST_PORT: String(outpostPort), OUTPOST_DATA_DIR: join(work, 'outpost') },
+      outpostPort,
+    );
+    servers.push(outpost);
+
+    const peer = await measure(distribution, rounds);
+    const ours = await measure(outpost, rounds);
+    const rows: Row[] = [
+      { subject: distribution.label, operation: 'push', seconds: peer.push, bytes: SIZE, rssGrowth: peer.rssGrowth },
+      { subject: distribution.label, operation: 'pull', seconds: peer.pull, bytes: SIZE },
+      { subject: outpost.label, operation: 'push', seconds: ours.push, bytes: SIZE, peer: { label: 'Distribution', seconds: peer.push }, rssGrowth: ours.rssGrowth },
+      { subject: outpost.label, operation: 'pull', seconds: ours.pull, bytes: SIZE, peer: { label: 'Distribution', seconds: peer.pull } },
+    ];
+    console.log(report(`blob of ${(SIZE / GiB).toFixed(2)} GiB, median of ${ROUNDS} rounds (peak RSS growth covers all rounds)`, rows));
+  } finally {
+    for (const s of servers) s.stop();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+await main();
