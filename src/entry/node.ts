@@ -1,16 +1,14 @@
 import { serve } from '@hono/node-server';
 import { mkdirSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import { nodeHash } from '../adapters/crypto/node-hash.js';
 import { FsBlobStore } from '../adapters/local/fs-blob-store.js';
 import { SqliteMetaIndex } from '../adapters/local/sqlite-meta-index.js';
-import { createRegistry } from '../core/registry/registry.js';
-import { createApp } from '../http/app.js';
 import type { BlobStore } from '../ports/blob-store.js';
 import { systemClock } from '../ports/clock.js';
 import type { MetaIndex } from '../ports/meta-index.js';
 import { cloudAdapters } from './cloud.js';
 import { ConfigError, readConfig, type Config } from './config.js';
+import { outpostApp } from './outpost.js';
 
 /**
  * Outpost as a Node server: on the local store (files + SQLite under a data directory, which
@@ -33,14 +31,7 @@ export async function startNode(config: Config) {
     ({ store, index } = cloudAdapters(config.store, systemClock));
     where = `blobs in s3://${config.store.s3.bucket}/${config.store.s3.prefix}, index in DynamoDB table ${config.store.dynamodb.table}`;
   }
-  const registry = createRegistry({
-    store,
-    index,
-    hash: nodeHash,
-    clock: systemClock,
-    options: { uploadTtlMs: config.uploadTtlSeconds * 1000, redirectSeconds: config.redirectSeconds },
-  });
-  const app = createApp({ registry });
+  const app = outpostApp(config, { store, index });
   return new Promise<{ port: number; where: string; close: () => Promise<void> }>((resolveStart) => {
     const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info) => {
       resolveStart({

@@ -1,10 +1,8 @@
 import type { Hono } from 'hono';
-import { nodeHash } from '../adapters/crypto/node-hash.js';
-import { createRegistry } from '../core/registry/registry.js';
-import { createApp } from '../http/app.js';
 import { systemClock } from '../ports/clock.js';
 import { cloudAdapters } from './cloud.js';
 import { ConfigError, readConfig } from './config.js';
+import { outpostApp } from './outpost.js';
 
 /**
  * Outpost on Cloudflare Workers: S3 (or R2's S3 API) for blobs, DynamoDB for the index. The
@@ -18,15 +16,7 @@ let app: Hono | undefined;
 function build(env: Env): Hono {
   const config = readConfig(env, { store: 'cloud' });
   if (config.store.kind !== 'cloud') throw new ConfigError(['OUTPOST_STORE must be "cloud" on Workers']);
-  const { store, index } = cloudAdapters(config.store, systemClock);
-  const registry = createRegistry({
-    store,
-    index,
-    hash: nodeHash,
-    clock: systemClock,
-    options: { uploadTtlMs: config.uploadTtlSeconds * 1000, redirectSeconds: config.redirectSeconds },
-  });
-  return createApp({ registry });
+  return outpostApp(config, cloudAdapters(config.store, systemClock));
 }
 
 export default {
