@@ -1,0 +1,63 @@
+import { describe, expect, it } from 'vitest';
+import { ConfigError, readConfig } from '../../src/entry/config.js';
+
+function problems(env: Record<string, string>, store: 'local' | 'cloud' = 'local'): string[] {
+  try {
+    readConfig(env, { store });
+    return [];
+  } catch (err) {
+    if (err instanceof ConfigError) return err.problems;
+    throw err;
+  }
+}
+
+describe('readConfig', () => {
+  it('defaults to the local store on 127.0.0.1:5000 under ./data', () => {
+    expect(readConfig({ PATH: '/usr/bin' })).toEqual({
+      host: '127.0.0.1',
+      port: 5000,
+      store: { kind: 'local', dataDir: './data' },
+      uploadTtlSeconds: 86_400,
+      redirectSeconds: 0,
+    });
+  });
+
+  it('reports every problem at once, naming the variable', () => {
+    const found = problems({ OUTPOST_PORT: 'http', OUTPOST_DATA_DRI: '/srv', OUTPOST_UPLOAD_TTL_SECONDS: '5', OUTPOST_STORE: 'ftp' });
+    expect(found).toHaveLength(4);
+    expect(found.join('\n')).toMatch(/OUTPOST_DATA_DRI is not a known setting/);
+    expect(found.join('\n')).toMatch(/OUTPOST_PORT must be an integer from 0 to 65535, got "http"/);
+    expect(found.join('\n')).toMatch(/OUTPOST_UPLOAD_TTL_SECONDS must be an integer from 60/);
+    expect(found.join('\n')).toMatch(/OUTPOST_STORE must be "local" or "cloud"/);
+  });
+
+  it('requires a bucket and a table for the cloud store, and keys in pairs', () => {
+    const found = problems({ OUTPOST_S3_ACCESS_KEY_ID: 'AK', OUTPOST_S3_ENDPOINT: 'not a url' }, 'cloud');
+    expect(found.join('\n')).toMatch(/OUTPOST_S3_BUCKET is required/);
+    expect(found.join('\n')).toMatch(/OUTPOST_DYNAMODB_TABLE is required/);
+    expect(found.join('\n')).toMatch(/OUTPOST_S3_ACCESS_KEY_ID and OUTPOST_S3_SECRET_ACCESS_KEY must be set together/);
+    expect(found.join('\n')).toMatch(/OUTPOST_S3_ENDPOINT must be an http\(s\) URL/);
+  });
+
+  it('reads a complete cloud configuration; DynamoDB falls back to the S3 keys', () => {
+    const config = readConfig(
+      {
+        OUTPOST_S3_ENDPOINT: 'http://127.0.0.1:7480',
+        OUTPOST_S3_BUCKET: 'blobs',
+        OUTPOST_S3_ACCESS_KEY_ID: 'AK',
+        OUTPOST_S3_SECRET_ACCESS_KEY: 'SK',
+        OUTPOST_DYNAMODB_TABLE: 'index',
+        OUTPOST_REDIRECT_SECONDS: '300',
+        // Bindings that are not strings (Workers) are not settings.
+        SOME_BINDING: {} as unknown as string,
+      },
+      { store: 'cloud' },
+    );
+    expect(config.redirectSeconds).toBe(300);
+    expect(config.store).toMatchObject({
+      kind: 'cloud',
+      s3: { endpoint: 'http://127.0.0.1:7480', bucket: 'blobs', forcePathStyle: true, accessKeyId: 'AK', partBytes: 8 * 1024 * 1024 },
+      dynamodb: { table: 'index', region: 'us-east-1', accessKeyId: 'AK', secretAccessKey: 'SK' },
+    });
+  });
+});
