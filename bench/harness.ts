@@ -1,5 +1,8 @@
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { request } from 'node:http';
+import { createServer } from 'node:net';
 
 /**
  * Shared pieces of the benchmarks: content generated on the fly (never held whole), peak RSS
@@ -109,4 +112,85 @@ export function report(title: string, rows: Row[]): string {
     lines.push(`| ${r.subject} | ${r.operation} | ${rate.toFixed(1)} | ${vs} | ${mem} |`);
   }
   return lines.join('\n');
+}
+
+export interface Server {
+  label: string;
+  url: string;
+  pid: number;
+  stop(): void;
+}
+
+export async function freePort(): Promise<number> {
+  return new Promise((done) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => done(port));
+    });
+  });
+}
+
+async function waitFor(url: string, child: ChildProcess, output: () => string): Promise<void> {
+  const deadline = Date.now() + 20_000;
+  while (Date.now() < deadline) {
+    if (child.exitCode !== null) throw new Error(`exited early:\n${output()}`);
+    try {
+      const res = await fetch(url);
+      await res.arrayBuffer();
+      if (res.status === 200) return;
+    } catch {
+      // not listening yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`${url} did not answer:\n${output()}`);
+}
+
+export async function start(
+  label: string,
+  command: string,
+  args: string[],
+  env: Record<string, string>,
+  port: number,
+  options: { cwd?: string; group?: boolean } = {},
+): Promise<Server> {
+  const child = spawn(command, args, {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+    cwd: options.cwd,
+    detached: options.group ?? false,
+  });
+  let output = '';
+  child.stdout!.on('data', (d) => (output += d));
+  child.stderr!.on('data', (d) => (output += d));
+  const url = `http://127.0.0.1:${port}`;
+  await waitFor(`${url}/v2/`, child, () => output);
+  const pid = child.pid!;
+  // A group (wrangler and its workerd children) is stopped as a whole.
+  return { label, url, pid, stop: () => (options.group ? process.kill(-pid, 'SIGKILL') : child.kill('SIGKILL')) };
+}
+
+
+/**
+ * Streams `content` as the body of one HTTP request with node:http (the same client the AWS
+ * SDK uses on Node, so the peer and Outpost are driven alike), without Content-Length.
+ */
+export function send(method: string, url: string | URL, content: Content): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { method, headers: { 'Content-Type': 'application/octet-stream' } }, (res) => {
+      let body = '';
+      res.setEncoding('utf8').on('data', (d: string) => (body += d));
+      res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+    });
+    req.on('error', reject);
+    const chunks = content.chunks();
+    const pump = () => {
+      for (;;) {
+        const next = chunks.next();
+        if (next.done) return void req.end();
+        if (!req.write(next.value)) return void req.once('drain', pump);
+      }
+    };
+    pump();
+  });
 }

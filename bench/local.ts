@@ -1,9 +1,7 @@
-import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Content, GiB, drain, report, rss, timed, type Row } from './harness.js';
+import { Content, GiB, drain, freePort, report, rss, send, start, timed, type Row, type Server } from './harness.js';
 
 /**
  * Outpost on its embedded store against Docker Distribution 2.8 (Debian's docker-registry,
@@ -18,60 +16,13 @@ const SIZE = Number(process.env.BENCH_BYTES ?? GiB);
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 3);
 const ROOT = resolve(import.meta.dirname, '..');
 
-interface Server {
-  label: string;
-  url: string;
-  pid: number;
-  stop(): void;
-}
-
-async function freePort(): Promise<number> {
-  return new Promise((done) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => done(port));
-    });
-  });
-}
-
-async function waitFor(url: string, child: ChildProcess, output: () => string): Promise<void> {
-  const deadline = Date.now() + 20_000;
-  while (Date.now() < deadline) {
-    if (child.exitCode !== null) throw new Error(`exited early:\n${output()}`);
-    try {
-      const res = await fetch(url);
-      await res.arrayBuffer();
-      if (res.status === 200) return;
-    } catch {
-      // not listening yet
-    }
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error(`${url} did not answer:\n${output()}`);
-}
-
-async function start(label: string, command: string, args: string[], env: Record<string, string>, port: number): Promise<Server> {
-  const child = spawn(command, args, { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout!.on('data', (d) => (output += d));
-  child.stderr!.on('data', (d) => (output += d));
-  const url = `http://127.0.0.1:${port}`;
-  await waitFor(`${url}/v2/`, child, () => output);
-  return { label, url, pid: child.pid!, stop: () => child.kill('SIGKILL') };
-}
-
 async function push(server: Server, content: Content): Promise<void> {
   const post = await fetch(`${server.url}/v2/bench/blob/blobs/uploads/`, { method: 'POST' });
   if (post.status !== 202) throw new Error(`${server.label} POST: ${post.status} ${await post.text()}`);
   const location = new URL(post.headers.get('location')!, server.url);
   location.searchParams.set('digest', content.digest);
-  const put = await fetch(location, {
-    method: 'PUT',
-    body: content.stream(),
-    headers: { 'Content-Type': 'application/octet-stream' },
-    duplex: 'half',
-  } as RequestInit);
-  if (put.status !== 201) throw new Error(`${server.label} PUT: ${put.status} ${await put.text()}`);
+  const put = await send('PUT', location, content);
+  if (put.status !== 201) throw new Error(`${server.label} PUT: ${put.status} ${put.body}`);
 }
 
 async function pull(server: Server, content: Content): Promise<void> {

@@ -1,4 +1,5 @@
 import { S3Client } from '@aws-sdk/client-s3';
+import { createHash, createHmac } from 'node:crypto';
 
 export interface S3Connection {
   endpoint?: string;
@@ -19,5 +20,44 @@ export function createS3Client(c: S3Connection): S3Client {
     // servers and refused by others; checksums are only sent where an API requires them.
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
+    sha256: NativeSha256,
   });
+}
+
+type SourceData = string | ArrayBuffer | ArrayBufferView;
+
+/**
+ * SigV4 hashes every request body. The SDK's browser build, which Workers bundles get, falls
+ * back to a pure-JS SHA-256 where there is no `window.crypto` (workerd), and that capped
+ * uploads through a Worker at ~20 MiB/s. node:crypto is native on Node and on Workers
+ * (nodejs_compat).
+ */
+class NativeSha256 {
+  private hash: ReturnType<typeof createHash> | ReturnType<typeof createHmac>;
+
+  constructor(private readonly secret?: SourceData) {
+    this.hash = this.fresh();
+  }
+
+  update(data: Uint8Array): void {
+    this.hash.update(data);
+  }
+
+  async digest(): Promise<Uint8Array> {
+    return new Uint8Array(this.hash.digest());
+  }
+
+  reset(): void {
+    this.hash = this.fresh();
+  }
+
+  private fresh() {
+    return this.secret === undefined ? createHash('sha256') : createHmac('sha256', bytes(this.secret));
+  }
+}
+
+function bytes(data: SourceData): Uint8Array {
+  if (typeof data === 'string') return new TextEncoder().encode(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return new Uint8Array(data);
 }

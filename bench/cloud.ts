@@ -1,0 +1,143 @@
+import { CreateBucketCommand, DeleteObjectCommand, GetObjectCommand, PutObjectCommand } from '@aws-sdk/client-s3';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
+import { Readable } from 'node:stream';
+import { createS3Client } from '../src/adapters/s3/client.js';
+import { startS3 } from '../test/support/s3-server.js';
+import { startDynalite } from '../test/support/dynalite.js';
+import { Content, GiB, descendants, drain, freePort, report, rss, send, start, timed, type Row, type Server } from './harness.js';
+
+/**
+ * A blob of BENCH_BYTES (default 1 GiB) pushed and pulled through Outpost on the cloud store
+ * (a real S3: Ceph RGW on loopback; dynalite as DynamoDB), once through the Worker (the bundle
+ * `wrangler deploy` makes, run by workerd through Miniflare) and once through the Node server, against the peer: copying the same
+ * bytes straight to and from the S3 server with the AWS SDK. Prints MiB/s, the ratio to the
+ * SDK, and the peak RSS growth of the process that carried the bytes over its idle baseline
+ * (goal: under 128 MiB, a Workers isolate's limit).
+ *
+ *   npm run build && npm run bench:cloud
+ */
+const SIZE = Number(process.env.BENCH_BYTES ?? GiB);
+const ROOT = resolve(import.meta.dirname, '..');
+
+async function main(): Promise<void> {
+  const work = mkdtempSync(join(tmpdir(), 'outpost-bench-cloud-'));
+  // Memstore keeps every object in RAM (about twice its size): room for a few 1 GiB blobs.
+  const s3 = await startS3({ memstoreBytes: 8 * GiB });
+  const dynamo = await startDynalite();
+  const servers: Server[] = [];
+  const client = createS3Client({ ...s3, forcePathStyle: true });
+  const bucket = 'outpost-bench';
+  try {
+    await client.send(new CreateBucketCommand({ Bucket: bucket }));
+    await dynamo.createTable('outpost-bench');
+    const settings = {
+      OUTPOST_STORE: 'cloud',
+      OUTPOST_S3_ENDPOINT: s3.endpoint,
+      OUTPOST_S3_REGION: s3.region,
+      OUTPOST_S3_BUCKET: bucket,
+      OUTPOST_S3_ACCESS_KEY_ID: s3.accessKeyId,
+      OUTPOST_S3_SECRET_ACCESS_KEY: s3.secretAccessKey,
+      OUTPOST_DYNAMODB_ENDPOINT: dynamo.endpoint,
+      OUTPOST_DYNAMODB_TABLE: 'outpost-bench',
+      OUTPOST_DYNAMODB_ACCESS_KEY_ID: 'bench',
+      OUTPOST_DYNAMODB_SECRET_ACCESS_KEY: 'bench',
+    };
+    const rows: Row[] = [];
+
+    // The peer: the SDK straight to S3, one streamed PutObject and one GetObject.
+    const direct = new Content(SIZE, 1);
+    const sdkPush = await timed(() =>
+      client.send(new PutObjectCommand({ Bucket: bucket, Key: 'direct', Body: Readable.from(direct.chunks()), ContentLength: SIZE })),
+    );
+    const sdkPull = await timed(async () => drain((await client.send(new GetObjectCommand({ Bucket: bucket, Key: 'direct' }))).Body!.transformToWebStream()));
+    if (sdkPull.value.digest !== direct.digest) throw new Error('SDK round trip changed the bytes');
+    await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: 'direct' }));
+    rows.push({ subject: 'AWS SDK straight to S3', operation: 'push', seconds: sdkPush.seconds, bytes: SIZE });
+    rows.push({ subject: 'AWS SDK straight to S3', operation: 'pull', seconds: sdkPull.seconds, bytes: SIZE });
+
+    const nodePort = await freePort();
+    const node = await start('Outpost on Node', process.execPath, [join(ROOT, 'dist/entry/node.js')], { ...settings, OUTPOST_PORT: String(nodePort) }, nodePort);
+    servers.push(node);
+    rows.push(...(await measure(node, [node.pid], new Content(SIZE, 2), client, bucket, sdkPush.seconds, sdkPull.seconds)));
+
+    // The Worker as `wrangler deploy` bundles it, run by workerd alone (wrangler dev would add
+    // its own proxy workers in front, which a deployed Worker does not have).
+    const bundleDir = join(work, 'bundle');
+    await run(process.execPath, [join(ROOT, 'node_modules/wrangler/bin/wrangler.js'), 'deploy', '--dry-run', '--outdir', bundleDir], {
+      CLOUDFLARE_CF_FETCH_ENABLED: 'false',
+      WRANGLER_SEND_METRICS: 'false',
+      CI: 'true',
+      WRANGLER_LOG_PATH: join(work, 'logs'),
+    });
+    const workerPort = await freePort();
+    const worker = await start(
+      'Outpost on workerd',
+      process.execPath,
+      [join(ROOT, 'bench/worker-host.mjs'), join(bundleDir, 'workers.js'), String(workerPort), JSON.stringify(settings)],
+      {},
+      workerPort,
+      { cwd: ROOT, group: true },
+    );
+    servers.push(worker);
+    const workerd = descendants(worker.pid).filter((pid) => {
+      try {
+        return /workerd/.test(readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
+      } catch {
+        return false;
+      }
+    });
+    rows.push(...(await measure(worker, workerd, new Content(SIZE, 3), client, bucket, sdkPush.seconds, sdkPull.seconds)));
+
+    console.log(report(`blob of ${(SIZE / GiB).toFixed(2)} GiB on the cloud store (Ceph RGW + dynalite on loopback)`, rows));
+  } finally {
+    for (const s of servers) s.stop();
+    await dynamo.stop();
+    await s3.stop();
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+async function run(command: string, args: string[], env: Record<string, string>): Promise<void> {
+  const out = spawnSync(command, args, { cwd: ROOT, env: { ...process.env, ...env }, encoding: 'utf8' });
+  if (out.status !== 0) throw new Error(`${command} ${args.join(' ')} failed:\n${out.stdout}\n${out.stderr}`);
+}
+
+async function measure(
+  server: Server,
+  pids: number[],
+  content: Content,
+  client: ReturnType<typeof createS3Client>,
+  bucket: string,
+  sdkPush: number,
+  sdkPull: number,
+): Promise<Row[]> {
+  const idle = new Map(pids.map((pid) => [pid, rss(pid).now]));
+  const push = await timed(async () => {
+    const res = await send('POST', `${server.url}/v2/bench/blob/blobs/uploads/?digest=${content.digest}`, content);
+    if (res.status !== 201) throw new Error(`${server.label} push: ${res.status} ${res.body}`);
+  });
+  const pull = await timed(async () => {
+    const res = await fetch(`${server.url}/v2/bench/blob/blobs/${content.digest}`);
+    const got = await drain(res.body);
+    if (res.status !== 200 || got.digest !== content.digest) throw new Error(`${server.label} pull: ${res.status} ${got.digest}`);
+  });
+  // The process that carried the bytes is the one that grew most.
+  const growths = pids.map((pid) => rss(pid).peak - idle.get(pid)!);
+  if (pids.length > 1) {
+    for (const [i, pid] of pids.entries()) {
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).slice(-3).join(' ');
+      console.log(`bench: ${server.label} process ${pid} (${cmd.slice(0, 100)}): peak RSS growth ${(growths[i]! / 1048576).toFixed(1)} MiB`);
+    }
+  }
+  const growth = Math.max(...growths);
+  await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: `blobs/sha256/${content.digest.slice(7, 9)}/${content.digest.slice(7)}` }));
+  return [
+    { subject: server.label, operation: 'push', seconds: push.seconds, bytes: content.size, peer: { label: 'SDK', seconds: sdkPush }, rssGrowth: growth },
+    { subject: server.label, operation: 'pull', seconds: pull.seconds, bytes: content.size, peer: { label: 'SDK', seconds: sdkPull } },
+  ];
+}
+
+await main();
