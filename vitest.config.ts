@@ -1,9 +1,10 @@
 import { defineConfig } from 'vitest/config';
 
 /**
- * Two projects: `unit` (ports' contract suites, HTTP tests through app.request(), pure core
- * tests) and `e2e` (real processes and real clients on loopback: skopeo, several Outpost
- * processes on one data directory).
+ * Three projects: `unit` (ports' contract suites, HTTP tests through app.request(), pure core
+ * tests), `e2e` (real processes and real clients on loopback: skopeo, several Outpost
+ * processes on one data directory) and `workerd` (the Workers entry and its tests inside
+ * workerd, configured in test/workerd/vitest.config.ts).
  */
 export default defineConfig({
   test: {
@@ -29,6 +30,8 @@ export default defineConfig({
           fileParallelism: false,
         },
       },
+      // `workerd`: the Worker and its tests inside workerd (Miniflare), over real S3 and DynamoDB.
+      'test/workerd/vitest.config.ts',
     ],
   },
 });
