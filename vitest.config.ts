@@ -2,9 +2,9 @@ import { defineConfig } from 'vitest/config';
 
 /**
  * Three projects: `unit` (ports' contract suites, HTTP tests through app.request(), pure core
- * tests), `e2e` (real processes and real clients on loopback: skopeo, several Outpost
- * processes on one data directory) and `workerd` (the Workers entry and its tests inside
- * workerd, configured in test/workerd/vitest.config.ts).
+ * tests), `e2e` (real processes and real clients on loopback: skopeo, Outpost on Node and on
+ * `wrangler dev`, several instances on one store) and `workerd` (the Workers entry and its
+ * tests inside workerd, configured in test/workerd/vitest.config.ts).
  */
 export default defineConfig({
   test: {

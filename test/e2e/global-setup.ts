@@ -8,12 +8,12 @@ import type { TestProject } from 'vitest/node';
 /**
  * Prerequisites of the e2e project, once per run: the real peers (scripts/install-test-deps.sh,
  * the same script CI and people use) and a fresh build in dist/, which the tests start as
- * separate processes. Teardown kills any Outpost process a test file failed to stop.
+ * separate processes. Teardown kills any Outpost or wrangler process a test file failed to stop.
  */
 
 declare module 'vitest' {
   export interface ProvidedContext {
-    /** Directory where test/e2e/support/server.ts records the pid of every process it starts. */
+    /** Directory where test/e2e/support/server.ts records the pid (or process group) of every process it starts. */
     e2ePidDir: string;
   }
 }
@@ -36,14 +36,17 @@ function run(command: string, args: string[], failure: string): void {
   if (result.status !== 0) throw new Error(`${failure} (exit status ${result.status ?? result.signal})`);
 }
 
-/** Safety net behind each file's own afterAll: no Outpost process outlives the run. */
+/** Safety net behind each file's own afterAll: no Outpost or wrangler process outlives the run. */
 function killLeftovers(pidDir: string): void {
   for (const file of readdirSync(pidDir)) {
-    const pid = Number(readFileSync(join(pidDir, file), 'utf8'));
-    if (!isOutpost(pid)) continue;
+    const recorded = readFileSync(join(pidDir, file), 'utf8');
+    // "group:<pgid>": wrangler dev and the esbuild and workerd processes it started.
+    const group = /^group:(\d+)$/.exec(recorded);
+    const pid = Number(group ? group[1] : recorded);
+    if (!(group ? isWranglerGroup(pid) : isOutpost(pid))) continue;
     try {
-      process.kill(pid, 'SIGKILL');
-      console.warn(`e2e teardown: killed leftover Outpost process ${pid}`);
+      process.kill(group ? -pid : pid, 'SIGKILL');
+      console.warn(`e2e teardown: killed leftover ${group ? 'wrangler process group' : 'Outpost process'} ${pid}`);
     } catch {
       // Exited between the check and the kill.
     }
@@ -53,9 +56,29 @@ function killLeftovers(pidDir: string): void {
 
 /** Guards against pid reuse: only a process still running dist/entry/node.js is ours to kill. */
 function isOutpost(pid: number): boolean {
+  return commandLine(pid).includes('dist/entry/node.js');
+}
+
+/** The same guard for a process group: some member still runs wrangler or workerd. */
+function isWranglerGroup(pgid: number): boolean {
+  for (const entry of readdirSync('/proc')) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      // Field 5 of /proc/<pid>/stat is the process group; the command name before it may hold spaces.
+      const stat = readFileSync(`/proc/${entry}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      if (Number(fields[2]) === pgid && /wrangler|workerd/.test(commandLine(Number(entry)))) return true;
+    } catch {
+      // Exited while we looked.
+    }
+  }
+  return false;
+}
+
+function commandLine(pid: number): string {
   try {
-    return readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('dist/entry/node.js');
+    return readFileSync(`/proc/${pid}/cmdline`, 'utf8');
   } catch {
-    return false;
+    return '';
   }
 }

@@ -4,8 +4,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { errorCode } from '../support/app.js';
-import { blob, image, type Blob } from '../support/images.js';
+import { blob, image } from '../support/images.js';
 import { expectSameBlobs, imageBlobs, readLayout, tarImage, writeLayout } from './support/oci-layout.js';
+import { getManifest, pushBlob, pushManifest, raceFirstChunk, tagList } from './support/registry-client.js';
 import { startOutpost, type OutpostProcess } from './support/server.js';
 import { skopeo } from './support/skopeo.js';
 
@@ -32,39 +33,6 @@ afterAll(async () => {
   await Promise.all([a?.stop(), b?.stop()]);
   if (work) await rm(work, { recursive: true, force: true });
 });
-
-async function pushBlob(server: OutpostProcess, name: string, content: Blob): Promise<void> {
-  const res = await fetch(`${server.url}/v2/${name}/blobs/uploads/?digest=${content.digest}`, {
-    method: 'POST',
-    body: new Uint8Array(content.bytes),
-    headers: { 'Content-Type': 'application/octet-stream' },
-  });
-  expect(res.status, `${await res.text()} (blob ${content.digest} through ${server.port})`).toBe(201);
-}
-
-async function pushManifest(server: OutpostProcess, name: string, reference: string, manifest: Blob): Promise<void> {
-  const res = await fetch(`${server.url}/v2/${name}/manifests/${reference}`, {
-    method: 'PUT',
-    body: new Uint8Array(manifest.bytes),
-    headers: { 'Content-Type': manifest.mediaType },
-  });
-  expect(res.status, `${await res.text()} (manifest ${reference} through ${server.port})`).toBe(201);
-  expect(res.headers.get('docker-content-digest')).toBe(manifest.digest);
-}
-
-async function getManifest(server: OutpostProcess, name: string, reference: string): Promise<{ digest: string | null; bytes: Buffer }> {
-  const res = await fetch(`${server.url}/v2/${name}/manifests/${reference}`, {
-    headers: { Accept: 'application/vnd.oci.image.manifest.v1+json' },
-  });
-  expect(res.status, `manifest ${reference} through ${server.port}`).toBe(200);
-  return { digest: res.headers.get('docker-content-digest'), bytes: Buffer.from(await res.arrayBuffer()) };
-}
-
-async function tagList(server: OutpostProcess, name: string): Promise<string[]> {
-  const res = await fetch(`${server.url}/v2/${name}/tags/list`);
-  expect(res.status).toBe(200);
-  return ((await res.json()) as { tags: string[] }).tags;
-}
 
 describe('two Outpost processes on one data directory', () => {
   it('pulls through B, byte-identical, an image skopeo pushed through A', async () => {
@@ -127,27 +95,7 @@ describe('two Outpost processes on one data directory', () => {
 
   it('accepts exactly one of two chunks raced to the same offset through both processes', async () => {
     const name = 'e2e/chunk-race';
-    const started = await fetch(`${b.url}/v2/${name}/blobs/uploads/`, { method: 'POST' });
-    expect(started.status).toBe(202);
-    const location = started.headers.get('location')!;
-    const candidates = [randomBytes(256 * 1024), randomBytes(256 * 1024)];
-
-    const results = await Promise.all(
-      [a, b].map((server, i) =>
-        fetch(new URL(location, server.url), {
-          method: 'PATCH',
-          body: new Uint8Array(candidates[i]!),
-          headers: { 'Content-Type': 'application/octet-stream', 'Content-Range': `0-${candidates[i]!.length - 1}` },
-        }),
-      ),
-    );
-    const statuses = results.map((r) => r.status);
-    expect(statuses.sort(), `statuses ${statuses}`).toEqual([202, 416]);
-    const loser = results.find((r) => r.status === 416)!;
-    expect(await errorCode(loser)).toBe('BLOB_UPLOAD_INVALID');
-    const winner = candidates[results.findIndex((r) => r.status === 202)]!;
-    // The loser is told where the upload really stands, so it could resume from there.
-    expect(loser.headers.get('range')).toBe(`0-${winner.length - 1}`);
+    const { location, winner } = await raceFirstChunk(b, name, [a, b]);
 
     // The upload holds the winner's bytes only: completing with its digest succeeds.
     const complete = new URL(location, a.url);

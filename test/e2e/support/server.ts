@@ -3,10 +3,13 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inject } from 'vitest';
+import { cloudEnv, type CloudStore } from './cloud-store.js';
 
 /**
  * Outpost as a real child process: `node dist/entry/node.js` (built by global-setup.ts) on
- * 127.0.0.1, port 0 so the OS picks a free one, which we read back from the start-up log.
+ * 127.0.0.1, port 0 so the OS picks a free one, which we read back from the start-up log; on
+ * the local store (startOutpost) or on S3 + DynamoDB (startOutpostCloud). `launch` is the
+ * bookkeeping shared with worker.ts, which runs `wrangler dev` the same way.
  *
  * No process outlives the tests: callers stop() in afterAll, every child still running when
  * the worker exits is killed, and each pid is recorded for global-setup's teardown, which
@@ -30,48 +33,116 @@ export interface OutpostProcess {
   stop(): Promise<void>;
 }
 
-const running = new Set<ChildProcess>();
+export interface LaunchOptions {
+  /** What the process is, for error messages: "outpost", "wrangler dev". */
+  label: string;
+  command: string;
+  args: string[];
+  env: NodeJS.ProcessEnv;
+  cwd?: string;
+  /**
+   * Run the child as the leader of a process group of its own, and signal the whole group:
+   * for tools that spawn children of their own (wrangler dev runs esbuild and workerd).
+   */
+  group?: boolean;
+  /** The listening port, once the output shows it (undefined until then). */
+  port: (output: string) => number | undefined;
+  /** How long start-up (port, then GET /v2/ answering 200) may take. */
+  startTimeoutMs?: number;
+  /** Called once the process has exited (clean-up of temporary files). */
+  onExit?: () => void;
+}
+
+const running = new Set<() => void>();
 process.once('exit', () => {
-  for (const child of running) child.kill('SIGKILL');
+  for (const kill of running) kill();
 });
 
-export async function startOutpost(dataDir: string): Promise<OutpostProcess> {
+/** The environment minus OUTPOST_*: the entry refuses unknown variables, so pass only the ones we mean. */
+export function baseEnv(): NodeJS.ProcessEnv {
   const env: NodeJS.ProcessEnv = {};
-  // The entry refuses unknown OUTPOST_* variables; pass only the ones we mean.
   for (const [key, value] of Object.entries(process.env)) if (!key.startsWith('OUTPOST_')) env[key] = value;
-  Object.assign(env, { OUTPOST_STORE: 'local', OUTPOST_HOST: '127.0.0.1', OUTPOST_PORT: '0', OUTPOST_DATA_DIR: dataDir });
+  return env;
+}
 
-  const child = spawn(process.execPath, [ENTRY], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+export function startOutpost(dataDir: string): Promise<OutpostProcess> {
+  return startNode({ OUTPOST_STORE: 'local', OUTPOST_DATA_DIR: dataDir });
+}
+
+/** The Node server on the cloud store: blobs in S3, the index in DynamoDB. */
+export function startOutpostCloud(store: CloudStore): Promise<OutpostProcess> {
+  return startNode(cloudEnv(store));
+}
+
+function startNode(outpost: Record<string, string>): Promise<OutpostProcess> {
+  return launch({
+    label: 'outpost',
+    command: process.execPath,
+    args: [ENTRY],
+    env: { ...baseEnv(), ...outpost, OUTPOST_HOST: '127.0.0.1', OUTPOST_PORT: '0' },
+    // The start-up line "serving ... on http://127.0.0.1:<port>/v2/".
+    port: (output) => {
+      const m = /on http:\/\/127\.0\.0\.1:(\d+)\/v2\//.exec(output);
+      return m ? Number(m[1]) : undefined;
+    },
+  });
+}
+
+/**
+ * Spawns a server, records it for the teardown (a pid file; "group:<pgid>" for a process
+ * group), and resolves once it reports its port and GET /v2/ answers 200.
+ */
+export async function launch(options: LaunchOptions): Promise<OutpostProcess> {
+  const { label } = options;
+  const startTimeoutMs = options.startTimeoutMs ?? START_TIMEOUT_MS;
+  const child = spawn(options.command, options.args, {
+    env: options.env,
+    cwd: options.cwd,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    detached: options.group ?? false,
+  });
   const pid = child.pid;
-  if (pid === undefined) throw new Error(`could not start ${ENTRY}`);
-  running.add(child);
+  if (pid === undefined) throw new Error(`could not start ${label} (${options.command})`);
+  const signal = (sig: NodeJS.Signals) => {
+    try {
+      // A negative pid signals the whole group: the leader and every child it started.
+      process.kill(options.group ? -pid : pid, sig);
+    } catch {
+      // Already gone.
+    }
+  };
+  const killNow = () => signal('SIGKILL');
+  running.add(killNow);
   const pidFile = join(inject('e2ePidDir'), String(pid));
-  writeFileSync(pidFile, String(pid));
+  writeFileSync(pidFile, options.group ? `group:${pid}` : String(pid));
 
   let output = '';
   child.stdout!.setEncoding('utf8').on('data', (s: string) => (output += s));
   child.stderr!.setEncoding('utf8').on('data', (s: string) => (output += s));
   const exited = new Promise<void>((done) =>
     child.once('exit', () => {
-      running.delete(child);
+      // The leader is gone; children of a group that outlived it go now.
+      if (options.group) killNow();
+      running.delete(killNow);
       rmSync(pidFile, { force: true });
+      options.onExit?.();
       done();
     }),
   );
 
   const stop = async () => {
     if (child.exitCode === null && child.signalCode === null) {
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), STOP_TIMEOUT_MS);
+      signal('SIGTERM');
+      const timer = setTimeout(killNow, STOP_TIMEOUT_MS);
       await exited;
       clearTimeout(timer);
     }
   };
 
   try {
-    const port = await listeningPort(child, () => output, exited);
+    const port = await listeningPort(child, label, options.port, () => output, exited, startTimeoutMs);
     const url = `http://127.0.0.1:${port}`;
-    await untilAnswers(`${url}/v2/`, () => output);
+    await untilAnswers(`${url}/v2/`, () => output, startTimeoutMs);
     return { url, host: `127.0.0.1:${port}`, port, pid, logs: () => output, stop };
   } catch (err) {
     await stop();
@@ -79,27 +150,35 @@ export async function startOutpost(dataDir: string): Promise<OutpostProcess> {
   }
 }
 
-/** Waits for the start-up line "serving ... on http://127.0.0.1:<port>/v2/". */
-function listeningPort(child: ChildProcess, output: () => string, exited: Promise<void>): Promise<number> {
+function listeningPort(
+  child: ChildProcess,
+  label: string,
+  parse: (output: string) => number | undefined,
+  output: () => string,
+  exited: Promise<void>,
+  timeoutMs: number,
+): Promise<number> {
   return new Promise<number>((resolvePort, reject) => {
-    const timer = setTimeout(() => fail(`did not report its port within ${START_TIMEOUT_MS} ms`), START_TIMEOUT_MS);
+    const timer = setTimeout(() => fail(`did not report its port within ${timeoutMs} ms`), timeoutMs);
     const onData = () => {
-      const m = /on http:\/\/127\.0\.0\.1:(\d+)\/v2\//.exec(output());
-      if (m) done(() => resolvePort(Number(m[1])));
+      const port = parse(output());
+      if (port !== undefined) done(() => resolvePort(port));
     };
-    const fail = (why: string) => done(() => reject(new Error(`outpost (pid ${child.pid}) ${why}; its output:\n${output()}`)));
+    const fail = (why: string) => done(() => reject(new Error(`${label} (pid ${child.pid}) ${why}; its output:\n${output()}`)));
     const done = (settle: () => void) => {
       clearTimeout(timer);
       child.stdout!.off('data', onData);
+      child.stderr!.off('data', onData);
       settle();
     };
     child.stdout!.on('data', onData);
+    child.stderr!.on('data', onData);
     void exited.then(() => fail(`exited during start-up (${child.exitCode ?? child.signalCode})`));
   });
 }
 
-async function untilAnswers(url: string, output: () => string): Promise<void> {
-  const deadline = Date.now() + START_TIMEOUT_MS;
+async function untilAnswers(url: string, output: () => string, timeoutMs: number): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
       const res = await fetch(url);
@@ -108,7 +187,7 @@ async function untilAnswers(url: string, output: () => string): Promise<void> {
     } catch {
       // Not accepting connections yet.
     }
-    if (Date.now() > deadline) throw new Error(`GET ${url} did not answer 200 within ${START_TIMEOUT_MS} ms; output:\n${output()}`);
+    if (Date.now() > deadline) throw new Error(`GET ${url} did not answer 200 within ${timeoutMs} ms; output:\n${output()}`);
     await new Promise((r) => setTimeout(r, 50));
   }
 }
