@@ -6,7 +6,8 @@
  * its HTTP status and a default message. A few kinds share a wire code but need a
  * different status (a manifest over the size cap is SIZE_INVALID with 413, an
  * unsatisfiable range is 416), which is why the table is keyed by kind, not by code.
- * Wire codes stay within the spec's list, so clients that switch on them keep working.
+ * Wire codes stay within the spec's list (plus UNKNOWN for server faults), so clients that
+ * switch on them keep working.
  *
  * Everything in core throws `OciError`; `http/errors.ts` is the only place that turns
  * one into `{"errors":[{code,message,detail}]}`.
@@ -33,6 +34,11 @@ export const ERRORS = {
   METHOD_NOT_ALLOWED: { code: 'UNSUPPORTED', status: 405, message: 'method not allowed for this route' },
   ROUTE_UNKNOWN: { code: 'UNSUPPORTED', status: 404, message: 'no such route in the distribution API' },
   TOO_MANY_REQUESTS: { code: 'TOOMANYREQUESTS', status: 429, message: 'too many requests' },
+  CONTENT_RANGE_INVALID: { code: 'BLOB_UPLOAD_INVALID', status: 400, message: 'malformed Content-Range' },
+  MANIFEST_BODY_INCOMPLETE: { code: 'MANIFEST_INVALID', status: 400, message: 'the manifest body broke off before its end' },
+  // Not the client's doing; the spec has no code for these, so they use UNKNOWN as Distribution does.
+  INTERNAL: { code: 'UNKNOWN', status: 500, message: 'internal server error' },
+  MISCONFIGURED: { code: 'UNKNOWN', status: 503, message: 'the registry is misconfigured' },
 } as const satisfies Record<string, { code: string; status: number; message: string }>;
 
 export type ErrorKind = keyof typeof ERRORS;

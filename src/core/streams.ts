@@ -15,6 +15,12 @@ export interface VerifyExpectation {
   encoded?: string;
   /** Exact size the content must have, when known up front. */
   size?: number;
+  /**
+   * Where the bytes come from. A request body that breaks off is the client's fault
+   * (BLOB_UPLOAD_INVALID); a stored source that fails is the server's, and its error passes
+   * through unchanged. Default: the client.
+   */
+  source?: 'client' | 'store';
 }
 
 export interface Verified {
@@ -57,6 +63,10 @@ export function verify(hash: HashFactory, source: ByteStream, expect: VerifyExpe
         try {
           next = await reader.read();
         } catch (err) {
+          if (expect.source === 'store') {
+            controller.error(err);
+            return;
+          }
           fail(controller, new OciError('BLOB_UPLOAD_INVALID', 'the request body broke off before its end', { received: state.result.size }));
           return;
         }
@@ -131,7 +141,13 @@ export async function readCapped(body: ByteStream | null, limit: number, tooLarg
   const reader = body.getReader();
   try {
     for (;;) {
-      const { done, value } = await reader.read();
+      let next: ReadableStreamReadResult<Uint8Array>;
+      try {
+        next = await reader.read();
+      } catch {
+        throw new OciError('MANIFEST_BODY_INCOMPLETE', undefined, { received: total });
+      }
+      const { done, value } = next;
       if (done) break;
       total += value.byteLength;
       if (total > limit) {

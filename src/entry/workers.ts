@@ -1,4 +1,6 @@
 import type { Hono } from 'hono';
+import { OciError } from '../core/errors.js';
+import { ociErrorResponse } from '../http/errors.js';
 import { systemClock } from '../ports/clock.js';
 import { cloudAdapters } from './cloud.js';
 import { ConfigError, readConfig } from './config.js';
@@ -27,8 +29,7 @@ export default {
       if (!(err instanceof ConfigError)) throw err;
       // The operator's mistake, not the client's: say what is wrong in the log and the response.
       console.error(`outpost: ${err.message}`);
-      const body = JSON.stringify({ errors: [{ code: 'UNAVAILABLE', message: 'registry is misconfigured', detail: err.problems }] });
-      return new Response(body, { status: 503, headers: { 'Content-Type': 'application/json' } });
+      return ociErrorResponse(new OciError('MISCONFIGURED', undefined, { problems: err.problems }), request.method === 'HEAD');
     }
     return app.fetch(request, env, ctx as never);
   },

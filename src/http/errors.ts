@@ -1,5 +1,5 @@
 import type { Context } from 'hono';
-import { ERRORS, OciError, isOciError } from '../core/errors.js';
+import { OciError, isOciError } from '../core/errors.js';
 
 /**
  * The one place that writes OCI error bodies (spec.md#error-codes):
@@ -10,7 +10,7 @@ import { ERRORS, OciError, isOciError } from '../core/errors.js';
 export function errorResponse(err: unknown, c: Context): Response {
   if (isOciError(err)) return ociErrorResponse(err, c.req.method === 'HEAD');
   console.error(`outpost: ${c.req.method} ${c.req.path} failed:`, err);
-  return json(500, { errors: [{ code: 'UNKNOWN', message: 'internal server error', detail: null }] }, {}, c.req.method === 'HEAD');
+  return ociErrorResponse(new OciError('INTERNAL'), c.req.method === 'HEAD');
 }
 
 export function ociErrorResponse(err: OciError, head = false): Response {
@@ -34,4 +34,3 @@ export function methodNotAllowed(allowed: string[]): OciError {
   return new OciError('METHOD_NOT_ALLOWED', undefined, { allowed }, { Allow: allowed.join(', ') });
 }
 
-export { ERRORS };

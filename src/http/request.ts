@@ -25,10 +25,10 @@ export function chunkRange(c: Context): ChunkRange | undefined {
   const raw = c.req.header('content-range');
   if (raw === undefined) return undefined;
   const m = /^(?:bytes[ =])?(\d{1,15})-(\d{1,15})(?:\/(?:\d{1,15}|\*))?$/.exec(raw.trim());
-  if (!m) throw new OciError('RANGE_INVALID', `invalid Content-Range "${raw.slice(0, 60)}": expected "<start>-<end>"`);
+  if (!m) throw new OciError('CONTENT_RANGE_INVALID', `invalid Content-Range "${raw.slice(0, 60)}": expected "<start>-<end>"`);
   const start = Number(m[1]);
   const end = Number(m[2]);
-  if (end < start) throw new OciError('RANGE_INVALID', `invalid Content-Range "${raw}": end before start`);
+  if (end < start) throw new OciError('CONTENT_RANGE_INVALID', `invalid Content-Range "${raw.slice(0, 60)}": end before start`);
   return { start, end };
 }
 

@@ -1,27 +1,18 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { ItemKey, Lease, MetaIndex } from '../../src/ports/meta-index.js';
+import type { MetaIndex } from '../../src/ports/meta-index.js';
 import { TestClock } from '../support/clock.js';
+import { key, TTL, type MetaIndexFixture, type MetaIndexSubject } from './meta-index-fixture.js';
+import { leasesContract } from './meta-index-leases.contract.js';
+import { racesContract } from './meta-index-races.contract.js';
+
+export type { MetaIndexFixture } from './meta-index-fixture.js';
 
 /**
  * The MetaIndex contract (src/ports/meta-index.ts), run against every adapter. Each method's
- * doc comment is a promise; each promise has a test here. Time moves only through the
- * TestClock, never by sleeping.
- *
- * `other`, when given, is a second independent instance over the same storage (a second
- * process, as far as the adapter can tell): writes through one must be seen by the other,
- * and the races are split across both.
+ * doc comment is a promise; each promise has a test here or in a sibling group (leases in
+ * meta-index-leases.contract.ts; the second instance and the races in
+ * meta-index-races.contract.ts). Time moves only through the TestClock, never by sleeping.
  */
-export interface MetaIndexFixture {
-  index: MetaIndex;
-  other?: MetaIndex;
-  cleanup?: () => void | Promise<void>;
-}
-
-/** Contenders in each race: enough to interleave, few enough to stay fast. */
-const RACERS = 16;
-const TTL = 30_000;
-
-const key = (sk: string, pk = 'p'): ItemKey => ({ pk, sk });
 
 /** Node's byte comparison of the UTF-8 encodings: an oracle independent of the adapters. */
 const utf8Order = (a: string, b: string) => Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
@@ -31,8 +22,7 @@ export function metaIndexContract(label: string, makeIndex: (clock: TestClock) =
     let clock: TestClock;
     let fixture: MetaIndexFixture;
     let index: MetaIndex;
-    /** The instance racer `i` uses: alternates between both instances when there are two. */
-    const racer = (i: number) => (fixture.other && i % 2 === 1 ? fixture.other : index);
+    const subject = (): MetaIndexSubject => ({ clock, fixture, index });
 
     beforeEach(async () => {
       clock = new TestClock();
@@ -332,204 +322,7 @@ export function metaIndexContract(label: string, makeIndex: (clock: TestClock) =
       });
     });
 
-    describe('leases', () => {
-      const lk = key('lease', 'leases');
-
-      it('acquires a free lease with a token and expiry', async () => {
-        const lease = await index.acquireLease(lk, 'A', TTL);
-        expect(lease).toEqual({ key: lk, owner: 'A', token: expect.any(Number), expiresAt: clock.now() + TTL });
-        expect(lease!.token).toBeGreaterThan(0);
-      });
-
-      it('lets the holder reacquire (a retry), extending it and keeping the token', async () => {
-        const first = (await index.acquireLease(lk, 'A', TTL))!;
-        clock.advance(TTL - 1);
-        const again = await index.acquireLease(lk, 'A', TTL);
-        expect(again).toEqual({ ...first, expiresAt: clock.now() + TTL });
-        clock.advance(TTL - 1); // past the first expiry, within the extension
-        expect(await index.acquireLease(lk, 'B', TTL)).toBeUndefined();
-      });
-
-      it('refuses another owner while it is held, up to the instant it expires', async () => {
-        await index.acquireLease(lk, 'A', TTL);
-        expect(await index.acquireLease(lk, 'B', TTL)).toBeUndefined();
-        clock.advance(TTL - 1);
-        expect(await index.acquireLease(lk, 'B', TTL)).toBeUndefined();
-      });
-
-      it('is taken over after expiry, with a larger token', async () => {
-        const a = (await index.acquireLease(lk, 'A', TTL))!;
-        clock.advance(TTL);
-        const b = await index.acquireLease(lk, 'B', TTL);
-        expect(b).toMatchObject({ owner: 'B', expiresAt: clock.now() + TTL });
-        expect(b!.token).toBeGreaterThan(a.token);
-        expect(await index.acquireLease(lk, 'A', TTL)).toBeUndefined();
-      });
-
-      it('is renewed by its holder, keeping the token (idempotent)', async () => {
-        const a = (await index.acquireLease(lk, 'A', TTL))!;
-        clock.advance(TTL - 1);
-        const renewed = await index.renewLease(a, TTL);
-        expect(renewed).toEqual({ ...a, expiresAt: clock.now() + TTL });
-        expect(await index.renewLease(renewed!, TTL)).toEqual(renewed);
-        expect(await index.renewLease(a, TTL)).toEqual(renewed); // the older copy of the same lease
-        clock.advance(TTL - 1);
-        expect(await index.acquireLease(lk, 'B', TTL)).toBeUndefined();
-      });
-
-      it('cannot be renewed once expired or taken over', async () => {
-        const a = (await index.acquireLease(lk, 'A', TTL))!;
-        clock.advance(TTL);
-        expect(await index.renewLease(a, TTL)).toBeUndefined();
-        const b = (await index.acquireLease(lk, 'B', TTL))!;
-        expect(await index.renewLease(a, TTL)).toBeUndefined();
-        expect(await index.renewLease({ ...a, token: b.token }, TTL)).toBeUndefined(); // right token, wrong owner
-        expect(await index.acquireLease(lk, 'A', TTL)).toBeUndefined(); // B still holds it
-        expect(await index.renewLease(b, TTL)).toMatchObject({ owner: 'B', token: b.token });
-      });
-
-      it('is released by its holder so the next acquirer need not wait, with a larger token', async () => {
-        const a = (await index.acquireLease(lk, 'A', TTL))!;
-        expect(await index.releaseLease(a)).toBe(true);
-        expect(await index.releaseLease(a)).toBe(false); // idempotent: already given up
-        expect(await index.renewLease(a, TTL)).toBeUndefined();
-        const b = await index.acquireLease(lk, 'B', TTL);
-        expect(b?.owner).toBe('B');
-        expect(b!.token).toBeGreaterThan(a.token);
-      });
-
-      it('ignores a release or renewal by a holder that already lost it', async () => {
-        const a = (await index.acquireLease(lk, 'A', TTL))!;
-        clock.advance(TTL);
-        const b = (await index.acquireLease(lk, 'B', TTL))!;
-        expect(await index.releaseLease(a)).toBe(false);
-        expect(await index.acquireLease(lk, 'C', TTL)).toBeUndefined();
-        expect(await index.renewLease(b, TTL)).toBeDefined();
-      });
-
-      it('fences an owner from its own earlier acquisition', async () => {
-        const first = (await index.acquireLease(lk, 'A', TTL))!;
-        await index.releaseLease(first);
-        const second = (await index.acquireLease(lk, 'A', TTL))!;
-        expect(second.token).toBeGreaterThan(first.token);
-        expect(await index.renewLease(first, TTL)).toBeUndefined();
-        expect(await index.releaseLease(first)).toBe(false);
-        expect(await index.renewLease(second, TTL)).toBeDefined();
-      });
-
-      it('keeps fencing tokens strictly increasing across releases, expiries and owners', async () => {
-        const tokens: number[] = [];
-        const owners = ['A', 'B', 'A', 'C', 'C', 'B'];
-        for (const [i, owner] of owners.entries()) {
-          const lease = (await index.acquireLease(lk, owner, TTL))!;
-          expect(lease, `acquisition ${i} by ${owner}`).toBeDefined();
-          tokens.push(lease.token);
-          if (i % 2 === 0) expect(await index.releaseLease(lease)).toBe(true);
-          else clock.advance(TTL);
-        }
-        for (let i = 1; i < tokens.length; i++) expect(tokens[i]).toBeGreaterThan(tokens[i - 1]!);
-      });
-
-      it('keeps separate keys independent', async () => {
-        const a = await index.acquireLease(key('one', 'leases'), 'A', TTL);
-        const b = await index.acquireLease(key('two', 'leases'), 'B', TTL);
-        expect(a?.owner).toBe('A');
-        expect(b?.owner).toBe('B');
-      });
-    });
-
-    describe('a second instance over the same storage', () => {
-      it('sees every write at once', async ({ skip }) => {
-        if (!fixture.other) return skip();
-        const other = fixture.other;
-        await index.put(key('k'), 'from one');
-        expect(await other.get(key('k'))).toEqual({ value: 'from one', version: 1 });
-        expect(await other.compareAndSet(key('k'), 1, 'from two')).toBe(2);
-        expect((await index.get(key('k')))?.value).toBe('from two');
-        const lease = (await index.acquireLease(key('l'), 'A', TTL))!;
-        expect(await other.acquireLease(key('l'), 'B', TTL)).toBeUndefined();
-        expect(await other.releaseLease(lease)).toBe(true);
-        expect((await index.acquireLease(key('l'), 'B', TTL))!.token).toBeGreaterThan(lease.token);
-      });
-    });
-
-    describe('races (Promise.all)', () => {
-      const all = <T>(make: (i: number) => Promise<T>) => Promise.all(Array.from({ length: RACERS }, (_, i) => make(i)));
-
-      it('concurrent putIfAbsent: exactly one creates the item, and its value stays', async () => {
-        const created = await all((i) => racer(i).putIfAbsent(key('k'), i));
-        expect(created.filter(Boolean)).toHaveLength(1);
-        expect(await index.get(key('k'))).toEqual({ value: created.indexOf(true), version: 1 });
-      });
-
-      it('concurrent putIfAbsent over an expired item: exactly one revives it', async () => {
-        await index.put(key('k'), 'old', { expiresAt: clock.now() + 5 });
-        clock.advance(5);
-        const created = await all((i) => racer(i).putIfAbsent(key('k'), i));
-        expect(created.filter(Boolean)).toHaveLength(1);
-        expect(await index.get(key('k'))).toEqual({ value: created.indexOf(true), version: 2 });
-      });
-
-      it('concurrent compareAndSet from the same version: exactly one succeeds', async () => {
-        const v = await index.put(key('k'), 'start');
-        const results = await all((i) => racer(i).compareAndSet(key('k'), v, i));
-        const winners = results.flatMap((r, i) => (r === undefined ? [] : [i]));
-        expect(winners).toHaveLength(1);
-        expect(results[winners[0]!]).toBe(v + 1);
-        expect(await index.get(key('k'))).toEqual({ value: winners[0], version: v + 1 });
-      });
-
-      it('concurrent read-modify-write loops with compareAndSet lose no update', async () => {
-        await index.put(key('k'), 0);
-        await all(async (i) => {
-          const ix = racer(i);
-          for (;;) {
-            const cur = (await ix.get<number>(key('k')))!;
-            if ((await ix.compareAndSet(key('k'), cur.version, cur.value + 1)) !== undefined) return;
-          }
-        });
-        expect((await index.get(key('k')))?.value).toBe(RACERS);
-      });
-
-      it('concurrent add(+1): no update is lost and every caller sees a distinct total', async () => {
-        const totals = await all((i) => racer(i).add(key('n'), 1));
-        expect([...totals].sort((a, b) => a - b)).toEqual(Array.from({ length: RACERS }, (_, i) => i + 1));
-        expect((await index.get(key('n')))?.value).toBe(RACERS);
-      });
-
-      it('concurrent put: every writer gets a distinct version and one value wins whole', async () => {
-        const versions = await all((i) => racer(i).put(key('k'), { writer: i, payload: 'x'.repeat(i) }));
-        expect([...versions].sort((a, b) => a - b)).toEqual(Array.from({ length: RACERS }, (_, i) => i + 1));
-        const last = versions.indexOf(RACERS);
-        expect(await index.get(key('k'))).toEqual({ value: { writer: last, payload: 'x'.repeat(last) }, version: RACERS });
-      });
-
-      it('concurrent delete with the same expectedVersion: exactly one removes it', async () => {
-        const v = await index.put(key('k'), 'x');
-        const removed = await all((i) => racer(i).delete(key('k'), v));
-        expect(removed.filter(Boolean)).toHaveLength(1);
-        expect(await index.get(key('k'))).toBeUndefined();
-      });
-
-      it('concurrent acquireLease by different owners: exactly one holds it', async () => {
-        const leases = await all((i) => racer(i).acquireLease(key('l'), `owner-${i}`, TTL));
-        const held = leases.filter((l): l is Lease => l !== undefined);
-        expect(held).toHaveLength(1);
-        for (let i = 0; i < RACERS; i++) {
-          const again = await racer(i).acquireLease(key('l'), `owner-${i}`, TTL);
-          expect(again?.token).toBe(`owner-${i}` === held[0]!.owner ? held[0]!.token : undefined);
-        }
-      });
-
-      it('concurrent takeover of an expired lease: exactly one wins, with a larger token', async () => {
-        const first = (await index.acquireLease(key('l'), 'first', TTL))!;
-        clock.advance(TTL);
-        const leases = await all((i) => racer(i).acquireLease(key('l'), `owner-${i}`, TTL));
-        const held = leases.filter((l): l is Lease => l !== undefined);
-        expect(held).toHaveLength(1);
-        expect(held[0]!.token).toBeGreaterThan(first.token);
-        expect(await index.renewLease(first, TTL)).toBeUndefined();
-      });
-    });
+    leasesContract(subject);
+    racesContract(subject);
   });
 }

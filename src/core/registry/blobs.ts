@@ -1,6 +1,6 @@
 import { OciError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
-import { verify, type ByteStream } from '../streams.js';
+import { verify, type ByteStream, type VerifyExpectation } from '../streams.js';
 import type { ObjectRange } from '../../ports/blob-store.js';
 import type { Ctx } from './context.js';
 import { keys, objects } from './keys.js';
@@ -10,11 +10,13 @@ import { keys, objects } from './keys.js';
  * "has" a blob when the index holds a link for it (so pulling by digest from a repository
  * that never received the blob is a 404, as with Distribution).
  *
- * Link protocol (one item at a time, no transactions):
- *   link:   bytes are verified and stored first; putIfAbsent(blob#repo/digest) -> if created: add(refcount, +1)
+ * Link protocol (one item at a time, no transactions), ordered so that a crash or a lost reply
+ * between two steps can only leave the refcount too HIGH (bytes kept longer), never too low:
+ *   link:   bytes are verified and stored first
+ *           add(refcount, +1) -> putIfAbsent(blob#repo/digest) -> if it already existed: add(refcount, -1)
  *   unlink: delete(blob#repo/digest) -> if deleted: add(refcount, -1)
- * A crash between the two steps leaves a refcount off by one in the safe direction for the
- * link step (bytes kept longer) and the GC's retention window absorbs the unlink step.
+ * A crash after `delete` and before the decrement also errs high. A count that errs high is
+ * corrected by the GC, which recounts links before it sweeps.
  */
 
 export interface BlobInfo {
@@ -65,28 +67,34 @@ export class Blobs {
    * Streams `body` into content storage, verified against `digest` (and `size` when known)
    * before it becomes visible, then links it into the repository.
    */
-  async write(name: string, digest: Digest, body: ByteStream, size?: number): Promise<BlobInfo> {
-    const info = await this.store(digest, body, size);
+  async write(name: string, digest: Digest, body: ByteStream, size?: number, source: 'client' | 'store' = 'client'): Promise<BlobInfo> {
+    const info = await this.store(digest, body, size, source);
     await this.link(name, digest.value, info.size);
     return info;
   }
 
   /** Streams `body` into content storage, verified before it becomes visible; links nothing. */
-  async store(digest: Digest, body: ByteStream, size?: number): Promise<BlobInfo> {
-    const check = verify(this.ctx.hash, body, { algorithm: digest.algorithm, encoded: digest.encoded, size });
-    try {
-      await this.ctx.store.put(objects.content(digest), check.stream, size);
-    } catch (err) {
-      throw check.failure ?? err;
-    }
-    return { digest: digest.value, size: check.result.size };
+  async store(digest: Digest, body: ByteStream, size?: number, source: 'client' | 'store' = 'client'): Promise<BlobInfo> {
+    const result = await verifiedPut(this.ctx, objects.content(digest), body, {
+      algorithm: digest.algorithm,
+      encoded: digest.encoded,
+      size,
+      source,
+    });
+    return { digest: digest.value, size: result.size };
   }
 
   /** Makes an already stored blob part of the repository. Idempotent. */
   async link(name: string, digest: string, size: number): Promise<void> {
-    if (await this.ctx.index.putIfAbsent(keys.blobLink(name, digest), { size })) {
-      await this.ctx.index.add(keys.refcount(digest), 1);
+    await this.ctx.index.add(keys.refcount(digest), 1);
+    if (!(await this.ctx.index.putIfAbsent(keys.blobLink(name, digest), { size }))) {
+      await this.ctx.index.add(keys.refcount(digest), -1);
     }
+    await this.noteRepository(name);
+  }
+
+  /** Lists the repository in the catalog. Idempotent. */
+  async noteRepository(name: string): Promise<void> {
     await this.ctx.index.putIfAbsent(keys.repo(name), { created: this.ctx.clock.now() });
   }
 
@@ -125,4 +133,24 @@ export function resolveRange(range: RangeRequest, size: number): ObjectRange {
   const end = Math.min(range.end ?? size - 1, size - 1);
   if (end < range.start) throw unsatisfiable();
   return { offset: range.start, length: end - range.start + 1 };
+}
+
+/**
+ * Streams `body` through the verifier into the store at `key`. Content that fails
+ * verification never becomes visible (the verifier withholds the last bytes), and the
+ * verifier's reason, when it has one, is what the caller gets.
+ */
+export async function verifiedPut(
+  ctx: Ctx,
+  key: string,
+  body: ByteStream,
+  expect: VerifyExpectation,
+): Promise<{ size: number; encoded: string }> {
+  const check = verify(ctx.hash, body, expect);
+  try {
+    await ctx.store.put(key, check.stream, expect.size);
+  } catch (err) {
+    throw check.failure ?? err;
+  }
+  return { size: check.result.size, encoded: check.result.encoded! };
 }

@@ -17,8 +17,11 @@ import type { Tags } from './tags.js';
  *   validate; every referenced blob / child manifest must be in the repository
  *   store bytes under their digest (verified)  ->  put(manifest#repo/digest, record)
  *   -> [put(referrer#repo#subject/digest, descriptor)]  ->  [put(tag#repo/tag, digest)]
- * Delete by digest removes the tags that point at it, its referrer entry, then the record;
- * the bytes stay for GC, since other repositories may hold the same manifest.
+ * Delete by digest removes the record (compare-and-delete on the version it read), then the
+ * tags that point at it and its referrer entry; the bytes stay for GC, since other
+ * repositories may hold the same manifest. Between the two steps a tag may point at a deleted
+ * manifest, which readers treat as a miss. A PUT racing the tag clean-up can lose its tag
+ * (the delete saw it pointing at the digest being deleted); the record itself survives.
  */
 
 export interface ManifestRecord {
@@ -83,7 +86,7 @@ export class Manifests {
       await this.ctx.index.put(keys.referrer(name, manifest.subject.digest, digest.value), referrerDescriptor(record) as unknown as Json);
     }
     if (reference.kind === 'tag') await this.tags.set(name, reference.tag, digest.value);
-    await this.ctx.index.putIfAbsent(keys.repo(name), { created: this.ctx.clock.now() });
+    await this.blobs.noteRepository(name);
     return record;
   }
 
@@ -95,10 +98,11 @@ export class Manifests {
     }
     const digest = reference.digest.value;
     const item = await this.ctx.index.get<ManifestRecord & Json>(keys.manifest(name, digest));
-    if (!item) throw unknown(reference);
+    // The record goes first and only in the version read: a PUT of the same manifest that
+    // lands meanwhile wins, and its tags and referrer entry stay.
+    if (!item || !(await this.ctx.index.delete(keys.manifest(name, digest), item.version))) throw unknown(reference);
     await this.tags.deletePointingAt(name, digest);
     if (item.value.subject) await this.ctx.index.delete(keys.referrer(name, item.value.subject, digest));
-    await this.ctx.index.delete(keys.manifest(name, digest));
   }
 
   private digestFor(reference: Reference, bytes: Uint8Array): Digest {

@@ -1,8 +1,8 @@
 import { OciError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
-import { concatStreams, verify, type ByteStream } from '../streams.js';
+import { concatStreams, type ByteStream } from '../streams.js';
 import type { Item, Json } from '../../ports/meta-index.js';
-import type { Blobs, BlobInfo } from './blobs.js';
+import { verifiedPut, type Blobs, type BlobInfo } from './blobs.js';
 import type { Ctx } from './context.js';
 import { keys, objects } from './keys.js';
 
@@ -24,6 +24,13 @@ import { keys, objects } from './keys.js';
  *   cancel:   delete(upload/<id>); delete its parts
  * Parts of uploads that expire or whose instance dies mid-way are left for GC to sweep.
  */
+
+/**
+ * Chunks one upload may have. Upload state is one index item that lists every part (about 200
+ * bytes each), and DynamoDB caps an item at 400 KB; committing also reads each part once, one
+ * store request each. Clients that need more send larger chunks.
+ */
+export const MAX_UPLOAD_PARTS = 1000;
 
 interface Part {
   key: string;
@@ -80,6 +87,7 @@ export class Uploads {
     const size = this.checkRange(id, item.state, range, length);
     if (!body && size) throw missingBody(size);
     if (!body) return { id, name, size: item.state.size };
+    if (item.state.parts.length >= MAX_UPLOAD_PARTS) throw tooManyParts(id);
     const part = await this.writePart(id, item.state.parts.length, body, size);
     if (!part) return { id, name, size: item.state.size };
     const next: UploadState = { ...item.state, size: item.state.size + part.size, parts: [...item.state.parts, part] };
@@ -116,6 +124,7 @@ export class Uploads {
         return await this.blobs.write(name, digest, body, size);
       }
       if (body) {
+        if (parts.length >= MAX_UPLOAD_PARTS) throw tooManyParts(id);
         const last = await this.writePart(id, parts.length, body, size);
         if (last) parts.push(last);
       }
@@ -125,9 +134,15 @@ export class Uploads {
     }
   }
 
+  /** Cancels the upload; a chunk appended meanwhile is cancelled with it. */
   async cancel(name: string, id: string): Promise<void> {
-    const item = await this.load(name, id);
-    if (await this.ctx.index.delete(keys.upload(id), item.version)) await this.deleteParts(item.state.parts);
+    for (;;) {
+      const item = await this.load(name, id);
+      if (await this.ctx.index.delete(keys.upload(id), item.version)) {
+        await this.deleteParts(item.state.parts);
+        return;
+      }
+    }
   }
 
   private async commit(name: string, digest: Digest, parts: Part[]): Promise<BlobInfo> {
@@ -147,23 +162,23 @@ export class Uploads {
         return object.body;
       }),
     );
-    return this.blobs.write(name, digest, body, total);
+    return this.blobs.write(name, digest, body, total, 'store');
   }
 
   private async writePart(id: string, n: number, body: ByteStream, size?: number): Promise<Part | undefined> {
     const key = objects.uploadPart(id, n);
-    const check = verify(this.ctx.hash, body, { algorithm: 'sha256', size });
+    let written;
     try {
-      await this.ctx.store.put(key, check.stream, size);
+      written = await verifiedPut(this.ctx, key, body, { algorithm: 'sha256', size });
     } catch (err) {
       await this.ctx.store.delete(key).catch(() => undefined);
-      throw check.failure ?? err;
+      throw err;
     }
-    if (check.result.size === 0) {
+    if (written.size === 0) {
       await this.ctx.store.delete(key);
       return undefined;
     }
-    return { key, size: check.result.size, sha256: check.result.encoded! };
+    return { key, size: written.size, sha256: written.encoded };
   }
 
   /** Validates Content-Range / Content-Length against the upload; returns the expected chunk size if known. */
@@ -212,4 +227,11 @@ export class Uploads {
 /** A request that declares bytes (Content-Range or Content-Length) but has no body, as an empty body would be refused. */
 function missingBody(declared: number): OciError {
   return new OciError('SIZE_INVALID', `content is 0 bytes, declared ${declared}`, { declared, received: 0 });
+}
+
+function tooManyParts(id: string): OciError {
+  return new OciError('BLOB_UPLOAD_INVALID', `an upload may have at most ${MAX_UPLOAD_PARTS} chunks; send larger chunks`, {
+    uploadId: id,
+    limit: MAX_UPLOAD_PARTS,
+  });
 }

@@ -1,0 +1,124 @@
+import { beforeEach, describe, expect, it } from 'vitest';
+import type { MetaIndex } from '../../src/ports/meta-index.js';
+import type { TestClock } from '../support/clock.js';
+import { key, TTL, type MetaIndexSubject } from './meta-index-fixture.js';
+
+/**
+ * The lease part of the MetaIndex contract (acquireLease, renewLease, releaseLease): one holder
+ * at a time, expiry by the TestClock, and fencing tokens that only grow. Called by
+ * metaIndexContract inside its describe, with the subject its beforeEach makes.
+ */
+export function leasesContract(subject: () => MetaIndexSubject): void {
+  let clock: TestClock;
+  let index: MetaIndex;
+
+  describe('leases', () => {
+    beforeEach(() => {
+      ({ clock, index } = subject());
+    });
+
+    const lk = key('lease', 'leases');
+
+    it('acquires a free lease with a token and expiry', async () => {
+      const lease = await index.acquireLease(lk, 'A', TTL);
+      expect(lease).toEqual({ key: lk, owner: 'A', token: expect.any(Number), expiresAt: clock.now() + TTL });
+      expect(lease!.token).toBeGreaterThan(0);
+    });
+
+    it('lets the holder reacquire (a retry), extending it and keeping the token', async () => {
+      const first = (await index.acquireLease(lk, 'A', TTL))!;
+      clock.advance(TTL - 1);
+      const again = await index.acquireLease(lk, 'A', TTL);
+      expect(again).toEqual({ ...first, expiresAt: clock.now() + TTL });
+      clock.advance(TTL - 1); // past the first expiry, within the extension
+      expect(await index.acquireLease(lk, 'B', TTL)).toBeUndefined();
+    });
+
+    it('refuses another owner while it is held, up to the instant it expires', async () => {
+      await index.acquireLease(lk, 'A', TTL);
+      expect(await index.acquireLease(lk, 'B', TTL)).toBeUndefined();
+      clock.advance(TTL - 1);
+      expect(await index.acquireLease(lk, 'B', TTL)).toBeUndefined();
+    });
+
+    it('is taken over after expiry, with a larger token', async () => {
+      const a = (await index.acquireLease(lk, 'A', TTL))!;
+      clock.advance(TTL);
+      const b = await index.acquireLease(lk, 'B', TTL);
+      expect(b).toMatchObject({ owner: 'B', expiresAt: clock.now() + TTL });
+      expect(b!.token).toBeGreaterThan(a.token);
+      expect(await index.acquireLease(lk, 'A', TTL)).toBeUndefined();
+    });
+
+    it('is renewed by its holder, keeping the token (idempotent)', async () => {
+      const a = (await index.acquireLease(lk, 'A', TTL))!;
+      clock.advance(TTL - 1);
+      const renewed = await index.renewLease(a, TTL);
+      expect(renewed).toEqual({ ...a, expiresAt: clock.now() + TTL });
+      expect(await index.renewLease(renewed!, TTL)).toEqual(renewed);
+      expect(await index.renewLease(a, TTL)).toEqual(renewed); // the older copy of the same lease
+      clock.advance(TTL - 1);
+      expect(await index.acquireLease(lk, 'B', TTL)).toBeUndefined();
+    });
+
+    it('cannot be renewed once expired or taken over', async () => {
+      const a = (await index.acquireLease(lk, 'A', TTL))!;
+      clock.advance(TTL);
+      expect(await index.renewLease(a, TTL)).toBeUndefined();
+      const b = (await index.acquireLease(lk, 'B', TTL))!;
+      expect(await index.renewLease(a, TTL)).toBeUndefined();
+      expect(await index.renewLease({ ...a, token: b.token }, TTL)).toBeUndefined(); // right token, wrong owner
+      expect(await index.acquireLease(lk, 'A', TTL)).toBeUndefined(); // B still holds it
+      expect(await index.renewLease(b, TTL)).toMatchObject({ owner: 'B', token: b.token });
+    });
+
+    it('is released by its holder so the next acquirer need not wait, with a larger token', async () => {
+      const a = (await index.acquireLease(lk, 'A', TTL))!;
+      expect(await index.releaseLease(a)).toBe(true);
+      expect(await index.releaseLease(a)).toBe(false); // idempotent: already given up
+      expect(await index.renewLease(a, TTL)).toBeUndefined();
+      const b = await index.acquireLease(lk, 'B', TTL);
+      expect(b?.owner).toBe('B');
+      expect(b!.token).toBeGreaterThan(a.token);
+    });
+
+    it('ignores a release or renewal by a holder that already lost it', async () => {
+      const a = (await index.acquireLease(lk, 'A', TTL))!;
+      clock.advance(TTL);
+      const b = (await index.acquireLease(lk, 'B', TTL))!;
+      expect(await index.releaseLease(a)).toBe(false);
+      expect(await index.acquireLease(lk, 'C', TTL)).toBeUndefined();
+      expect(await index.renewLease(b, TTL)).toBeDefined();
+    });
+
+    it('fences an owner from its own earlier acquisition', async () => {
+      const first = (await index.acquireLease(lk, 'A', TTL))!;
+      await index.releaseLease(first);
+      const second = (await index.acquireLease(lk, 'A', TTL))!;
+      expect(second.token).toBeGreaterThan(first.token);
+      expect(await index.renewLease(first, TTL)).toBeUndefined();
+      expect(await index.releaseLease(first)).toBe(false);
+      expect(await index.renewLease(second, TTL)).toBeDefined();
+    });
+
+    it('keeps fencing tokens strictly increasing across releases, expiries and owners', async () => {
+      const tokens: number[] = [];
+      const owners = ['A', 'B', 'A', 'C', 'C', 'B'];
+      for (const [i, owner] of owners.entries()) {
+        const lease = (await index.acquireLease(lk, owner, TTL))!;
+        expect(lease, `acquisition ${i} by ${owner}`).toBeDefined();
+        tokens.push(lease.token);
+        if (i % 2 === 0) expect(await index.releaseLease(lease)).toBe(true);
+        else clock.advance(TTL);
+      }
+      for (let i = 1; i < tokens.length; i++) expect(tokens[i]).toBeGreaterThan(tokens[i - 1]!);
+    });
+
+    it('keeps separate keys independent', async () => {
+      const a = await index.acquireLease(key('one', 'leases'), 'A', TTL);
+      const b = await index.acquireLease(key('two', 'leases'), 'B', TTL);
+      expect(a?.owner).toBe('A');
+      expect(b?.owner).toBe('B');
+    });
+  });
+}

@@ -1,0 +1,123 @@
+import { beforeEach, describe, expect, it } from 'vitest';
+import type { Lease, MetaIndex } from '../../src/ports/meta-index.js';
+import type { TestClock } from '../support/clock.js';
+import { key, TTL, type MetaIndexFixture, type MetaIndexSubject } from './meta-index-fixture.js';
+
+/**
+ * The concurrent part of the MetaIndex contract: a second instance over the same storage sees
+ * every write, and each atomic operation has exactly one winner when RACERS callers contend
+ * for it at once (split across both instances when there are two). Called by
+ * metaIndexContract inside its describe, with the subject its beforeEach makes.
+ */
+
+/** Contenders in each race: enough to interleave, few enough to stay fast. */
+const RACERS = 16;
+
+export function racesContract(subject: () => MetaIndexSubject): void {
+  let clock: TestClock;
+  let fixture: MetaIndexFixture;
+  let index: MetaIndex;
+  const take = () => {
+    ({ clock, fixture, index } = subject());
+  };
+  /** The instance racer `i` uses: alternates between both instances when there are two. */
+  const racer = (i: number) => (fixture.other && i % 2 === 1 ? fixture.other : index);
+
+  describe('a second instance over the same storage', () => {
+    beforeEach(take);
+
+    it('sees every write at once', async ({ skip }) => {
+      if (!fixture.other) return skip();
+      const other = fixture.other;
+      await index.put(key('k'), 'from one');
+      expect(await other.get(key('k'))).toEqual({ value: 'from one', version: 1 });
+      expect(await other.compareAndSet(key('k'), 1, 'from two')).toBe(2);
+      expect((await index.get(key('k')))?.value).toBe('from two');
+      const lease = (await index.acquireLease(key('l'), 'A', TTL))!;
+      expect(await other.acquireLease(key('l'), 'B', TTL)).toBeUndefined();
+      expect(await other.releaseLease(lease)).toBe(true);
+      expect((await index.acquireLease(key('l'), 'B', TTL))!.token).toBeGreaterThan(lease.token);
+    });
+  });
+
+  describe('races (Promise.all)', () => {
+    beforeEach(take);
+
+    const all = <T>(make: (i: number) => Promise<T>) => Promise.all(Array.from({ length: RACERS }, (_, i) => make(i)));
+
+    it('concurrent putIfAbsent: exactly one creates the item, and its value stays', async () => {
+      const created = await all((i) => racer(i).putIfAbsent(key('k'), i));
+      expect(created.filter(Boolean)).toHaveLength(1);
+      expect(await index.get(key('k'))).toEqual({ value: created.indexOf(true), version: 1 });
+    });
+
+    it('concurrent putIfAbsent over an expired item: exactly one revives it', async () => {
+      await index.put(key('k'), 'old', { expiresAt: clock.now() + 5 });
+      clock.advance(5);
+      const created = await all((i) => racer(i).putIfAbsent(key('k'), i));
+      expect(created.filter(Boolean)).toHaveLength(1);
+      expect(await index.get(key('k'))).toEqual({ value: created.indexOf(true), version: 2 });
+    });
+
+    it('concurrent compareAndSet from the same version: exactly one succeeds', async () => {
+      const v = await index.put(key('k'), 'start');
+      const results = await all((i) => racer(i).compareAndSet(key('k'), v, i));
+      const winners = results.flatMap((r, i) => (r === undefined ? [] : [i]));
+      expect(winners).toHaveLength(1);
+      expect(results[winners[0]!]).toBe(v + 1);
+      expect(await index.get(key('k'))).toEqual({ value: winners[0], version: v + 1 });
+    });
+
+    it('concurrent read-modify-write loops with compareAndSet lose no update', async () => {
+      await index.put(key('k'), 0);
+      await all(async (i) => {
+        const ix = racer(i);
+        for (;;) {
+          const cur = (await ix.get<number>(key('k')))!;
+          if ((await ix.compareAndSet(key('k'), cur.version, cur.value + 1)) !== undefined) return;
+        }
+      });
+      expect((await index.get(key('k')))?.value).toBe(RACERS);
+    });
+
+    it('concurrent add(+1): no update is lost and every caller sees a distinct total', async () => {
+      const totals = await all((i) => racer(i).add(key('n'), 1));
+      expect([...totals].sort((a, b) => a - b)).toEqual(Array.from({ length: RACERS }, (_, i) => i + 1));
+      expect((await index.get(key('n')))?.value).toBe(RACERS);
+    });
+
+    it('concurrent put: every writer gets a distinct version and one value wins whole', async () => {
+      const versions = await all((i) => racer(i).put(key('k'), { writer: i, payload: 'x'.repeat(i) }));
+      expect([...versions].sort((a, b) => a - b)).toEqual(Array.from({ length: RACERS }, (_, i) => i + 1));
+      const last = versions.indexOf(RACERS);
+      expect(await index.get(key('k'))).toEqual({ value: { writer: last, payload: 'x'.repeat(last) }, version: RACERS });
+    });
+
+    it('concurrent delete with the same expectedVersion: exactly one removes it', async () => {
+      const v = await index.put(key('k'), 'x');
+      const removed = await all((i) => racer(i).delete(key('k'), v));
+      expect(removed.filter(Boolean)).toHaveLength(1);
+      expect(await index.get(key('k'))).toBeUndefined();
+    });
+
+    it('concurrent acquireLease by different owners: exactly one holds it', async () => {
+      const leases = await all((i) => racer(i).acquireLease(key('l'), `owner-${i}`, TTL));
+      const held = leases.filter((l): l is Lease => l !== undefined);
+      expect(held).toHaveLength(1);
+      for (let i = 0; i < RACERS; i++) {
+        const again = await racer(i).acquireLease(key('l'), `owner-${i}`, TTL);
+        expect(again?.token).toBe(`owner-${i}` === held[0]!.owner ? held[0]!.token : undefined);
+      }
+    });
+
+    it('concurrent takeover of an expired lease: exactly one wins, with a larger token', async () => {
+      const first = (await index.acquireLease(key('l'), 'first', TTL))!;
+      clock.advance(TTL);
+      const leases = await all((i) => racer(i).acquireLease(key('l'), `owner-${i}`, TTL));
+      const held = leases.filter((l): l is Lease => l !== undefined);
+      expect(held).toHaveLength(1);
+      expect(held[0]!.token).toBeGreaterThan(first.token);
+      expect(await index.renewLease(first, TTL)).toBeUndefined();
+    });
+  });
+}

@@ -1,0 +1,64 @@
+import { describe, expect, it } from 'vitest';
+import { MAX_UPLOAD_PARTS } from '../../src/core/registry/uploads.js';
+import { sha256 } from '../support/images.js';
+import { testApp } from '../support/app.js';
+import { expectOciError } from '../support/oci-errors.js';
+import { finish, patch, startUpload } from '../support/uploads.js';
+
+describe('upload limits and server faults', () => {
+  it(`refuses chunk ${MAX_UPLOAD_PARTS + 1} with 400 naming the limit, and the upload still completes`, async () => {
+    const t = testApp();
+    const location = await startUpload(t);
+    const byte = new Uint8Array([7]);
+    for (let i = 0; i < MAX_UPLOAD_PARTS; i++) expect((await patch(t, location, byte)).status).toBe(202);
+    const refused = await patch(t, location, byte);
+    const entry = await expectOciError(refused, { status: 400, code: 'BLOB_UPLOAD_INVALID' });
+    expect(entry?.message).toContain(String(MAX_UPLOAD_PARTS));
+    const all = new Uint8Array(MAX_UPLOAD_PARTS).fill(7);
+    expect((await finish(t, location, sha256(all))).status).toBe(201);
+  });
+
+  it('answers a stored part that vanished before commit with 500, not as the client’s fault', async () => {
+    const t = testApp();
+    const location = await startUpload(t);
+    expect((await patch(t, location, new Uint8Array([1, 2]))).status).toBe(202);
+    expect((await patch(t, location, new Uint8Array([3]))).status).toBe(202);
+    for (const key of [...t.store.objects.keys()]) if (key.startsWith('uploads/')) t.store.objects.delete(key);
+    const res = await finish(t, location, sha256(new Uint8Array([1, 2, 3])));
+    expect(res.status).toBe(500);
+    expect(((await res.json()) as { errors: Array<{ code: string }> }).errors[0]!.code).toBe('UNKNOWN');
+  });
+});
+
+describe('reference counts', () => {
+  const count = async (t: ReturnType<typeof testApp>, digest: string) => (await t.index.get({ pk: 'refcount', sk: digest }))?.value;
+
+  it('count repositories linking a blob, once each however often it is pushed', async () => {
+    const t = testApp();
+    const blob = { digest: sha256('abc'), size: 3, bytes: Buffer.from('abc'), mediaType: 'application/octet-stream' };
+    await t.pushBlob('a', blob);
+    await t.pushBlob('a', blob);
+    await t.pushBlob('b', blob);
+    expect(await count(t, blob.digest)).toBe(2);
+    expect((await t.request(`/v2/a/blobs/${blob.digest}`, { method: 'DELETE' })).status).toBe(202);
+    expect(await count(t, blob.digest)).toBe(1);
+  });
+
+  it('err high, never low, when linking fails midway and is retried', async () => {
+    const t = testApp();
+    const blob = { digest: sha256('xyz'), size: 3, bytes: Buffer.from('xyz'), mediaType: 'application/octet-stream' };
+    const putIfAbsent = t.index.putIfAbsent.bind(t.index);
+    let failed = false;
+    t.index.putIfAbsent = async (key, value, options) => {
+      if (!failed && key.pk === 'blob#a') {
+        failed = true;
+        throw new Error('index unavailable');
+      }
+      return putIfAbsent(key, value, options);
+    };
+    const first = await t.request(`/v2/a/blobs/uploads/?digest=${blob.digest}`, { method: 'POST', body: new Uint8Array(blob.bytes) });
+    expect(first.status).toBe(500);
+    await t.pushBlob('a', blob);
+    expect(await count(t, blob.digest)).toBeGreaterThanOrEqual(1);
+  });
+});

@@ -1,0 +1,68 @@
+import { createHash } from 'node:crypto';
+import { expect } from 'vitest';
+import type { Blob } from './images.js';
+import { expectOciError, guardedApp } from './oci-errors.js';
+
+/**
+ * Requests and assertions shared by the upload tests in test/http/uploads-*.test.ts: open a
+ * session, PATCH bytes into it, complete it with PUT ?digest=, and check what is then visible.
+ */
+
+export type App = ReturnType<typeof guardedApp>;
+
+/** Appends a query parameter to a Location that may already carry a query. */
+export function withQuery(location: string, key: string, value: string): string {
+  return `${location}${location.includes('?') ? '&' : '?'}${key}=${encodeURIComponent(value)}`;
+}
+
+/** POST /v2/<name>/blobs/uploads/: asserts 202 and returns the session's Location. */
+export async function startUpload(t: App, name = 'repo'): Promise<string> {
+  const res = await t.request(`/v2/${name}/blobs/uploads/`, { method: 'POST', headers: { 'Content-Length': '0' } });
+  expect(res.status).toBe(202);
+  const location = res.headers.get('location')!;
+  expect(location.startsWith(`/v2/${name}/blobs/uploads/`)).toBe(true);
+  return location;
+}
+
+/** PATCH bytes into a session, with a Content-Range when one is given (chunked) and without it (streamed). */
+export function patch(t: App, location: string, bytes: Uint8Array, range?: string, headers: Record<string, string> = {}) {
+  return t.request(location, {
+    method: 'PATCH',
+    body: new Uint8Array(bytes),
+    headers: { 'Content-Type': 'application/octet-stream', ...(range ? { 'Content-Range': range } : {}), ...headers },
+  });
+}
+
+/** PUT <location>?digest=, with an optional final chunk: completes the upload. */
+export function finish(t: App, location: string, digest: string, bytes?: Uint8Array, headers: Record<string, string> = {}) {
+  return t.request(withQuery(location, 'digest', digest), {
+    method: 'PUT',
+    body: bytes && new Uint8Array(bytes),
+    headers: { 'Content-Type': 'application/octet-stream', ...headers },
+  });
+}
+
+/** A completion answered 201 with Location and Docker-Content-Digest, and the blob now serves its bytes. */
+export async function expectCreated(t: App, res: Response, name: string, b: Blob) {
+  expect(res.status, await res.clone().text()).toBe(201);
+  expect(res.headers.get('location')).toBe(`/v2/${name}/blobs/${b.digest}`);
+  expect(res.headers.get('docker-content-digest')).toBe(b.digest);
+  const got = await t.request(`/v2/${name}/blobs/${b.digest}`);
+  expect(got.status).toBe(200);
+  expect(Buffer.from(await got.arrayBuffer()).equals(b.bytes)).toBe(true);
+}
+
+/** GET of the blob in `name` is 404 BLOB_UNKNOWN. */
+export async function expectNotVisible(t: App, name: string, digest: string) {
+  await expectOciError(await t.request(`/v2/${name}/blobs/${digest}`), { status: 404, code: 'BLOB_UNKNOWN' });
+}
+
+/** GET of the session is 404 BLOB_UPLOAD_UNKNOWN. */
+export async function expectUploadGone(t: App, location: string) {
+  await expectOciError(await t.request(location), { status: 404, code: 'BLOB_UPLOAD_UNKNOWN' });
+}
+
+/** The sha512 digest of `bytes` (the images helpers make only sha256). */
+export function sha512(bytes: Uint8Array): string {
+  return `sha512:${createHash('sha512').update(bytes).digest('hex')}`;
+}
