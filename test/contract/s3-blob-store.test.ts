@@ -73,6 +73,11 @@ describe('S3BlobStore specifics', () => {
     expect(forged.status).toBe(403);
   });
 
+  it('treats a missing bucket as a failure, not as a missing object', async () => {
+    const store = new S3BlobStore({ client, bucket: `no-such-bucket-${randomUUID().slice(0, 8)}` });
+    await expect(store.get('anything')).rejects.toMatchObject({ name: 'NoSuchBucket' });
+  });
+
   it('is refused with a wrong secret: signatures are really checked', async () => {
     const wrong = createS3Client({ ...server, secretAccessKey: 'not-the-secret', forcePathStyle: true });
     await expect(wrong.send(new GetObjectCommand({ Bucket: bucket, Key: 'anything' }))).rejects.toMatchObject({

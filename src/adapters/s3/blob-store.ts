@@ -92,9 +92,13 @@ export class S3BlobStore implements BlobStore {
   async put(key: string, body: ByteStream, size?: number): Promise<ObjectInfo> {
     const partBytes = size === undefined ? this.partBytes : Math.max(this.partBytes, Math.ceil(size / MAX_PARTS));
     const reader = body.getReader();
-    const buffers = [new Uint8Array(partBytes), new Uint8Array(partBytes)];
+    // Small content known to fit one part gets a buffer of its own size (manifests, configs);
+    // the second buffer exists only once the content turns out to need multipart.
+    const first = new Uint8Array(size !== undefined && size < partBytes ? size : partBytes);
+    const buffers = [first];
     let which = 0;
-    let filled = await fill(reader, buffers[which]!);
+    let filled = await fill(reader, first);
+    if (!filled.ended && size !== undefined && size <= first.byteLength) filled = { bytes: filled.bytes, ended: await atEnd(reader) };
     if (filled.ended) {
       const bytes = filled.bytes;
       if (size !== undefined && bytes.byteLength !== size) throw new Error(`short write: ${bytes.byteLength} of ${size} bytes`);
@@ -122,6 +126,7 @@ export class S3BlobStore implements BlobStore {
           });
         if (filled.ended) break;
         which ^= 1;
+        buffers[which] ??= new Uint8Array(partBytes);
         filled = await fill(reader, buffers[which]!);
         if (filled.ended && filled.bytes.byteLength === 0) break;
       }
@@ -203,10 +208,29 @@ async function fill(reader: ReadableStreamDefaultReader<Uint8Array>, buffer: Uin
   }
 }
 
+/**
+ * Whether the stream has ended, for a buffer that filled exactly: reads once more, keeping
+ * anything that arrives for the next fill (a body longer than declared then fails the size check).
+ */
+async function atEnd(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<boolean> {
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) return true;
+    if (value.byteLength > 0) {
+      carry.set(reader, value);
+      return false;
+    }
+  }
+}
+
 /** Bytes read past the end of a part buffer, per reader, until the next fill. */
 const carry = new WeakMap<ReadableStreamDefaultReader<Uint8Array>, Uint8Array>();
 
+/**
+ * A missing object is a miss; a missing bucket is a failure (misconfiguration), never a miss.
+ * GetObject names the two apart; HeadObject has no body, so its bare 404 counts as a miss.
+ */
 function isNotFound(err: unknown): boolean {
-  const e = err as { name?: string; $metadata?: { httpStatusCode?: number } };
-  return e?.name === 'NotFound' || e?.name === 'NoSuchKey' || e?.$metadata?.httpStatusCode === 404;
+  const e = err as { name?: string };
+  return e?.name === 'NoSuchKey' || e?.name === 'NotFound';
 }
