@@ -33,6 +33,8 @@ export interface Config {
   uploadTtlSeconds: number;
   /** When > 0 and the store can presign, blob GETs redirect to the store for this many seconds. */
   redirectSeconds: number;
+  /** Smallest chunk clients are asked to PATCH (OCI-Chunk-Min-Length); 0 asks nothing. */
+  chunkMinBytes: number;
 }
 
 export class ConfigError extends Error {
@@ -50,6 +52,7 @@ export const CONFIG_VARIABLES = {
   OUTPOST_DATA_DIR: 'directory of the local store (default ./data)',
   OUTPOST_UPLOAD_TTL_SECONDS: 'how long an idle blob upload is kept (default 86400)',
   OUTPOST_REDIRECT_SECONDS: 'redirect blob downloads to presigned store URLs valid this long; 0 serves them directly (default 0)',
+  OUTPOST_CHUNK_MIN_BYTES: 'smallest chunk clients are asked to PATCH, sent as OCI-Chunk-Min-Length; 0 sends nothing (default 0)',
   OUTPOST_S3_ENDPOINT: 'S3 endpoint URL (default: AWS for the region)',
   OUTPOST_S3_REGION: 'S3 region (default us-east-1; "auto" for R2)',
   OUTPOST_S3_BUCKET: 'bucket for blobs (required for cloud)',
@@ -81,7 +84,9 @@ export function readConfig(env: Record<string, unknown>, defaults: { store: 'loc
   const host = get('OUTPOST_HOST') ?? '127.0.0.1';
   const port = integer(get('OUTPOST_PORT'), 5000, 'OUTPOST_PORT', 0, 65535, problems);
   const uploadTtlSeconds = integer(get('OUTPOST_UPLOAD_TTL_SECONDS'), 86_400, 'OUTPOST_UPLOAD_TTL_SECONDS', 60, 30 * 86_400, problems);
+  // SigV4 presigned URLs are valid for at most 7 days.
   const redirectSeconds = integer(get('OUTPOST_REDIRECT_SECONDS'), 0, 'OUTPOST_REDIRECT_SECONDS', 0, 7 * 86_400, problems);
+  const chunkMinBytes = integer(get('OUTPOST_CHUNK_MIN_BYTES'), 0, 'OUTPOST_CHUNK_MIN_BYTES', 0, 5 * 1024 * 1024 * 1024, problems);
 
   const kind = get('OUTPOST_STORE') ?? defaults.store;
   let store: StoreConfig;
@@ -94,7 +99,7 @@ export function readConfig(env: Record<string, unknown>, defaults: { store: 'loc
     store = { kind: 'local', dataDir: './data' };
   }
   if (problems.length > 0) throw new ConfigError(problems);
-  return { host, port, store, uploadTtlSeconds, redirectSeconds };
+  return { host, port, store, uploadTtlSeconds, redirectSeconds, chunkMinBytes };
 }
 
 function readS3(get: (name: ConfigVariable) => string | undefined, problems: string[]): S3Config {

@@ -12,7 +12,11 @@ export function outpostApp(config: Config, adapters: { store: BlobStore; index: 
     ...adapters,
     hash: nodeHash,
     clock: systemClock,
-    options: { uploadTtlMs: config.uploadTtlSeconds * 1000, redirectSeconds: config.redirectSeconds },
+    options: {
+      uploadTtlMs: config.uploadTtlSeconds * 1000,
+      redirectSeconds: config.redirectSeconds,
+      chunkMinLength: config.chunkMinBytes,
+    },
   });
   return createApp({ registry });
 }

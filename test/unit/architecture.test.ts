@@ -28,7 +28,7 @@ function layerOf(path: string): string {
 const ALLOWED: Record<string, string[]> = {
   core: ['core', 'ports'],
   ports: ['ports'],
-  adapters: ['adapters', 'ports', 'core'],
+  adapters: ['adapters', 'ports'],
   http: ['http', 'core', 'ports'],
   entry: ['entry', 'http', 'core', 'ports', 'adapters'],
 };

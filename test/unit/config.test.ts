@@ -19,6 +19,7 @@ describe('readConfig', () => {
       store: { kind: 'local', dataDir: './data' },
       uploadTtlSeconds: 86_400,
       redirectSeconds: 0,
+      chunkMinBytes: 0,
     });
   });
 

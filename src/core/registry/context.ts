@@ -14,11 +14,15 @@ export interface RegistryDeps {
 
 export interface RegistryOptions {
   /**
-   * Smallest chunk a client should PATCH, sent as OCI-Chunk-Min-Length. 0 sends nothing.
-   * Object stores with multipart minimums (S3: 5 MiB) set this; the filesystem needs none.
+   * Smallest chunk a client should PATCH, sent as OCI-Chunk-Min-Length; 0 sends nothing. No
+   * store needs one (chunks are stored as separate objects), but larger chunks keep uploads
+   * far from MAX_UPLOAD_PARTS.
    */
   chunkMinLength: number;
-  /** An upload untouched for this long is forgotten (its parts are left for GC). */
+  /**
+   * An upload untouched for this long is forgotten. Its parts stay under uploads/<id>/ until
+   * the garbage collector (or an S3 lifecycle rule on that prefix) removes them.
+   */
   uploadTtlMs: number;
   /**
    * When > 0 and the store can presign, blob downloads are redirected to a store URL valid for

@@ -22,7 +22,8 @@ import { keys, objects } from './keys.js';
  *             link into the repository; delete the parts
  *             on a digest or size mismatch the upload is cancelled, as Distribution does
  *   cancel:   delete(upload/<id>); delete its parts
- * Parts of uploads that expire or whose instance dies mid-way are left for GC to sweep.
+ * Parts of uploads that expire or whose instance dies mid-way stay under uploads/<id>/, a
+ * prefix of their own, for the garbage collector (or an S3 lifecycle rule) to remove.
  */
 
 /**
