@@ -1,5 +1,6 @@
 import type { Context } from 'hono';
 import { OciError, isOciError } from '../core/errors.js';
+import { jsonResponse } from './json.js';
 
 /**
  * The one place that writes OCI error bodies (spec.md#error-codes):
@@ -15,19 +16,7 @@ export function errorResponse(err: unknown, c: Context): Response {
 
 export function ociErrorResponse(err: OciError, head = false): Response {
   const body = { errors: [{ code: err.code, message: err.message, detail: err.detail ?? null }] };
-  return json(err.status, body, err.headers, head);
-}
-
-function json(status: number, body: unknown, headers: Record<string, string>, head: boolean): Response {
-  const text = JSON.stringify(body);
-  return new Response(head ? null : text, {
-    status,
-    headers: {
-      'Content-Type': 'application/json; charset=utf-8',
-      'Content-Length': String(new TextEncoder().encode(text).byteLength),
-      ...headers,
-    },
-  });
+  return jsonResponse(err.status, body, { head, headers: err.headers });
 }
 
 export function methodNotAllowed(allowed: string[]): OciError {

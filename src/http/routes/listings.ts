@@ -4,6 +4,7 @@ import { MediaType, isValidMediaType } from '../../core/oci/media-types.js';
 import { OciError } from '../../core/errors.js';
 import type { Registry } from '../../core/registry/registry.js';
 import { methodNotAllowed } from '../errors.js';
+import { jsonResponse } from '../json.js';
 import { nextLink, pageRequest } from '../request.js';
 
 /** GET /v2/<name>/tags/list (spec.md#listing-tags). */
@@ -13,7 +14,7 @@ export async function tagsRoute(c: Context, registry: Registry, name: string): P
   const page = await registry.tags.list(name, request);
   const headers: Record<string, string> = {};
   if (page.next) headers.Link = nextLink(`/v2/${name}/tags/list`, { n: request.n?.toString(), last: page.next });
-  return jsonResponse(c, { name, tags: page.tags }, 'application/json', headers);
+  return jsonResponse(200, { name, tags: page.tags }, { contentType: 'application/json', headers, head: c.req.method === 'HEAD' });
 }
 
 /** GET /v2/_catalog (Distribution's catalog API, paged like tags). */
@@ -23,7 +24,7 @@ export async function catalogRoute(c: Context, registry: Registry): Promise<Resp
   const page = await registry.catalog.list(request);
   const headers: Record<string, string> = {};
   if (page.next) headers.Link = nextLink('/v2/_catalog', { n: request.n?.toString(), last: page.next });
-  return jsonResponse(c, { repositories: page.repositories }, 'application/json', headers);
+  return jsonResponse(200, { repositories: page.repositories }, { contentType: 'application/json', headers, head: c.req.method === 'HEAD' });
 }
 
 /** GET /v2/<name>/referrers/<digest>[?artifactType=] (spec.md#listing-referrers). */
@@ -39,17 +40,10 @@ export async function referrersRoute(c: Context, registry: Registry, name: strin
   const headers: Record<string, string> = {};
   if (page.filtered) headers['OCI-Filters-Applied'] = 'artifactType';
   if (page.next) headers.Link = nextLink(`/v2/${name}/referrers/${subject.value}`, { artifactType, last: page.next });
-  return jsonResponse(c, { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: page.manifests }, MediaType.OciIndex, headers);
+  const index = { schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: page.manifests };
+  return jsonResponse(200, index, { contentType: MediaType.OciIndex, headers, head: c.req.method === 'HEAD' });
 }
 
 function onlyGet(c: Context): void {
   if (c.req.method !== 'GET' && c.req.method !== 'HEAD') throw methodNotAllowed(['GET', 'HEAD']);
-}
-
-function jsonResponse(c: Context, value: unknown, contentType: string, headers: Record<string, string>): Response {
-  const text = JSON.stringify(value);
-  return new Response(c.req.method === 'HEAD' ? null : text, {
-    status: 200,
-    headers: { 'Content-Type': contentType, 'Content-Length': String(new TextEncoder().encode(text).byteLength), ...headers },
-  });
 }
