@@ -8,7 +8,36 @@ export type ByteStream = ReadableStream<Uint8Array>;
 
 export interface ObjectInfo {
   size: number;
+  /**
+   * When the object was last written at its key (put, or move onto it), in epoch
+   * milliseconds, when the store knows it. It is the store's clock, not the caller's (S3: the
+   * server's LastModified, whole seconds from `stat`; Fs: the file's mtime), so a retention
+   * window must be far longer than any clock skew. `put` need not report it.
+   */
+  lastModified?: number;
 }
+
+/** One object found by `list`. */
+export interface ListedObject extends ObjectInfo {
+  key: string;
+}
+
+export interface ObjectListOptions {
+  /** Only keys strictly greater than this one (in byte order): the previous page's `next`. */
+  after?: string;
+  /** At most this many keys (1..MAX_LIST_KEYS; larger values are capped). */
+  limit: number;
+}
+
+export interface ObjectPage {
+  /** In ascending byte order of the key (UTF-8), as S3 lists. */
+  keys: ListedObject[];
+  /** Set when more keys may follow: pass it as `after` for the next page. */
+  next?: string;
+}
+
+/** S3's ListObjectsV2 returns at most 1000 keys a request; longer listings are paged. */
+export const MAX_LIST_KEYS = 1000;
 
 /** A byte range within an object; the caller guarantees offset + length <= size. */
 export interface ObjectRange {
@@ -23,7 +52,7 @@ export interface ObjectBody {
 }
 
 export interface BlobStore {
-  /** The object's size, or undefined when there is no object at `key`. */
+  /** The object's size (and age, where known), or undefined when there is no object at `key`. */
   stat(key: string): Promise<ObjectInfo | undefined>;
 
   /** Streams the object, or one range of it. undefined when there is no object at `key`. */
@@ -41,7 +70,22 @@ export interface BlobStore {
   delete(key: string): Promise<void>;
 
   /**
-   * Optional ability: renames `from` to `to` in one atomic step, replacing `to`.
+   * The objects whose keys start with `prefix` (a plain string prefix: "blobs/", "uploads/<id>/",
+   * or "" for all), strictly after `options.after`, at most `options.limit` of them, in
+   * ascending byte order. `next` is set when more may follow (it may be set on a page after
+   * which nothing follows). Page through with `after = next` until `next` is undefined.
+   *
+   * Not a snapshot. S3's ListObjectsV2 is strongly consistent for writes that completed before
+   * the call (on AWS; other S3 implementations may lag); the Fs store walks its directory tree,
+   * so a write or delete that races the walk may or may not be seen, and its temporary files
+   * (writes in progress) are never listed. A caller that deletes what it lists (GC) must check
+   * `lastModified` against a retention window, never the mere absence of a reference.
+   */
+  list(prefix: string, options: ObjectListOptions): Promise<ObjectPage>;
+
+  /**
+   * Optional ability: renames `from` to `to` in one atomic step, replacing `to`. The moved object's
+   * `lastModified` is the time of the move, as if it had been put there.
    * Without it core copies through a stream and deletes `from`.
    */
   move?(from: string, to: string): Promise<void>;

@@ -47,10 +47,20 @@ export interface Lease {
   /**
    * Fencing token: strictly increases with every acquisition of the key by a new holder, so
    * a writer that lost its lease (paused past expiry) can be told apart from the current one.
+   * See "Fencing" on acquireLease for how to use it when every write touches one item.
    */
   token: number;
   expiresAt: number;
 }
+
+/**
+ * What acquireLease found. Refused: who holds the lease (`holder`, its `token`) and until when
+ * (`expiresAt`, epoch ms by the adapter's Clock, always in the future when reported), so a
+ * waiter knows whom it waits for and when to try again.
+ */
+export type LeaseResult =
+  | { acquired: true; lease: Lease }
+  | { acquired: false; holder: string; token: number; expiresAt: number };
 
 export interface MetaIndex {
   /** Reads one item; undefined when absent or expired. Strongly consistent. */
@@ -101,10 +111,37 @@ export interface MetaIndex {
   /**
    * Takes the lease at `key` for `owner` for `ttlMs`, if it is free (absent, expired or
    * released) or already held by `owner` (then it is extended and keeps its token).
-   * Atomic (one conditional write). Returns undefined while someone else holds it.
-   * Idempotent per owner: a retry by the same owner returns the same token.
+   * Atomic: the lease is taken or extended by one conditional write. Refused while someone
+   * else holds it; the result then names that holder with its token and expiry, read in the
+   * same atomic step as the refusal (or by a consistent read right after it). A free lease is
+   * never reported as held: a refusal's `expiresAt` is later than the adapter's clock when it
+   * returns. The holder may renew, so a waiter retries at `expiresAt` rather than assuming the
+   * lease is free by then. Idempotent per owner: a retry by the same owner returns the same
+   * token. Fails when the live item at `key` is not a lease, or (DynamoDB) when the lease kept
+   * changing hands through every attempt to read a live holder.
+   *
+   * Fencing. No method writes two items at once, so "check my token, then write" is safe only
+   * when the check and the write are one compare-and-set on the item being written. The holder
+   * therefore keeps the work's state (a fill's progress and result) in its own item beside the
+   * lease (same partition, another sort key) and stamps every write of it with its token:
+   *
+   *   r = acquireLease(lease#d, me, ttl)
+   *   if !r.acquired: wait for r.holder's work (read its state item) until r.expiresAt, retry
+   *   for each step of the work:
+   *     cur = get(state#d)
+   *     if cur && cur.value.token > r.lease.token: stop      // a newer holder took over
+   *     cur ? compareAndSet(state#d, cur.version, { token, ...progress })
+   *         : putIfAbsent(state#d, { token, ...progress })  // refused: re-read, check again
+   *     renewLease(r.lease, ttl) or stop when it is undefined
+   *   releaseLease(r.lease)
+   *
+   * The compare-and-set makes the token check and the write one atomic step, so a holder that
+   * lost the lease can never overwrite a newer holder's state; readers trust a state item only
+   * while its token is the current lease's (or the work is marked done) and otherwise treat it
+   * as a dead holder's, to resume or discard. Items written by content address (a blob whose
+   * digest the store verifies) need no fencing: a stale holder can only write the same bytes.
    */
-  acquireLease(key: ItemKey, owner: string, ttlMs: number): Promise<Lease | undefined>;
+  acquireLease(key: ItemKey, owner: string, ttlMs: number): Promise<LeaseResult>;
 
   /**
    * Extends a lease still held by `lease.owner` with `lease.token`. Atomic. Returns the

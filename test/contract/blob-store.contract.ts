@@ -1,12 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { BlobStore } from '../../src/ports/blob-store.js';
+import type { BlobStore, ListedObject, ObjectPage } from '../../src/ports/blob-store.js';
 import type { ByteStream } from '../../src/core/streams.js';
+import { lexical } from '../support/paging.js';
 
 /**
  * The BlobStore contract (src/ports/blob-store.ts), run against every adapter: misses are
  * undefined, ranges are exact, and a put is atomic — readers see the old object or the whole
- * new one, and a body that breaks off or has the wrong size leaves nothing behind.
+ * new one, and a body that breaks off or has the wrong size leaves nothing behind. `list`
+ * pages through keys in byte order, by plain string prefix, and shows only finished writes.
  */
 export interface BlobStoreFixture {
   store: BlobStore;
@@ -18,6 +20,8 @@ export interface BlobStoreFixture {
 export interface BlobStoreTraits {
   /** The store streams reads from its backing storage instead of buffering whole objects. */
   streamsReads?: boolean;
+  /** stat and list report `lastModified` (GC retention depends on it). */
+  reportsLastModified?: boolean;
 }
 
 const MiB = 1024 * 1024;
@@ -57,13 +61,13 @@ export function blobStoreContract(
           expect(await store.get(key, { offset: 0, length: 1 }), key).toBeUndefined();
           await store.delete(key);
         }
-        expect(await store.stat('blobs/sha256/ab/abcdef')).toEqual({ size: 10 });
+        expect(await store.stat('blobs/sha256/ab/abcdef')).toMatchObject({ size: 10 });
       });
 
       it('return the size and the whole object after a put, under nested keys too', async () => {
         const bytes = randomBytes(1000);
         expect(await store.put('blobs/sha256/ab/abcdef', streamOf(bytes), bytes.length)).toEqual({ size: 1000 });
-        expect(await store.stat('blobs/sha256/ab/abcdef')).toEqual({ size: 1000 });
+        expect(await store.stat('blobs/sha256/ab/abcdef')).toMatchObject({ size: 1000 });
         const got = await store.get('blobs/sha256/ab/abcdef');
         expect(got?.size).toBe(1000);
         expectBytes(await readAll(got!.body), bytes);
@@ -71,7 +75,7 @@ export function blobStoreContract(
 
       it('store an empty object', async () => {
         expect(await store.put('empty', streamOf(new Uint8Array(0)), 0)).toEqual({ size: 0 });
-        expect(await store.stat('empty')).toEqual({ size: 0 });
+        expect(await store.stat('empty')).toMatchObject({ size: 0 });
         const got = (await store.get('empty'))!;
         expect(got.size).toBe(0);
         expect((await readAll(got.body)).byteLength).toBe(0);
@@ -114,7 +118,7 @@ export function blobStoreContract(
       it('replaces an existing object', async () => {
         await store.put('k', streamOf(bytesOf(1, 5000)), 5000);
         await store.put('k', streamOf(bytesOf(2, 10)), 10);
-        expect(await store.stat('k')).toEqual({ size: 10 });
+        expect(await store.stat('k')).toMatchObject({ size: 10 });
         expectBytes(await readAll((await store.get('k'))!.body), bytesOf(2, 10));
         expect(await leftovers()).toEqual([]);
       });
@@ -137,7 +141,7 @@ export function blobStoreContract(
         const old = bytesOf(7, 3000);
         await store.put('k', streamOf(old), old.length);
         await expect(store.put('k', failingStream(2, 4096, new Error('broken pipe')))).rejects.toThrow();
-        expect(await store.stat('k')).toEqual({ size: 3000 });
+        expect(await store.stat('k')).toMatchObject({ size: 3000 });
         expectBytes(await readAll((await store.get('k'))!.body), old);
         expect(await leftovers()).toEqual([]);
       });
@@ -164,7 +168,7 @@ export function blobStoreContract(
         expect(await store.get('a/b')).toBeUndefined();
         await store.delete('a/b');
         await store.delete('never/written');
-        expect(await store.stat('a/c')).toEqual({ size: 10 });
+        expect(await store.stat('a/c')).toMatchObject({ size: 10 });
       });
     });
 
@@ -183,9 +187,164 @@ export function blobStoreContract(
         await store.put('to', streamOf(bytesOf(6, 1000)), 1000);
         await store.move('from', 'to');
         expect(await store.stat('from')).toBeUndefined();
-        expect(await store.stat('to')).toEqual({ size: 10 });
+        expect(await store.stat('to')).toMatchObject({ size: 10 });
         expectBytes(await readAll((await store.get('to'))!.body), bytesOf(5, 10));
       });
+    });
+
+    describe('list', () => {
+      /** Writes `sizes` (key -> size) in the given order, each object `size` bytes. */
+      const putAll = async (sizes: Record<string, number>) => {
+        for (const [key, size] of Object.entries(sizes)) await store.put(key, streamOf(bytesOf(1, size)), size);
+      };
+      const keysOf = (page: ObjectPage) => page.keys.map((o) => o.key);
+
+      it('lists an empty store, and a prefix nothing has, as an empty last page', async () => {
+        expect(await store.list('', { limit: 10 })).toEqual({ keys: [] });
+        await putAll({ 'blobs/sha256/ab/abcd': 1 });
+        for (const prefix of ['uploads/', 'blobs/sha512/', 'blobs/sha256/ab/abce', 'c', 'blobs/sha256/ab/abcd/']) {
+          expect(await store.list(prefix, { limit: 10 }), prefix).toEqual({ keys: [] });
+        }
+      });
+
+      it('returns keys in ascending byte order, with their sizes', async () => {
+        // '-' < '.' < '/' < '0' < 'A' < '_' < 'a': a directory's keys fall between its siblings.
+        const sizes = {
+          'x/y/z': 3,
+          'x/y-z': 1,
+          'x/y0': 4,
+          'x/y.z': 2,
+          'x/Z': 5,
+          'x/y_': 6,
+          'a/b': 7,
+          'a-b': 8,
+          'a.b': 9,
+          B: 10,
+          '0': 11,
+          'blobs/sha256/ab/abcdef': 12,
+          'uploads/u1/0-n': 0,
+        };
+        await putAll(sizes);
+        const page = await store.list('', { limit: 100 });
+        expect(page.next).toBeUndefined();
+        const expected = Object.keys(sizes).sort(lexical);
+        expect(keysOf(page)).toEqual(expected);
+        expect(page.keys.map((o) => o.size)).toEqual(expected.map((k) => sizes[k as keyof typeof sizes]));
+        expect(keysOf(await store.list('x/', { limit: 100 }))).toEqual(['x/Z', 'x/y-z', 'x/y.z', 'x/y/z', 'x/y0', 'x/y_']);
+      });
+
+      it('filters by plain string prefix, across and within path segments', async () => {
+        await putAll({
+          'uploads/u1/0-a': 1,
+          'uploads/u1/1-b': 1,
+          'uploads/u10/0-c': 1,
+          'uploads/u2/0-d': 1,
+          'uploads-other': 1,
+          'blobs/sha256/ab/abcd': 1,
+          'blobs/sha256/ac/acde': 1,
+          'blobs/sha256/b0/b0ff': 1,
+          'blobs/sha512/ab/ab00': 1,
+        });
+        const cases: Array<[string, string[]]> = [
+          ['uploads/u1/', ['uploads/u1/0-a', 'uploads/u1/1-b']],
+          ['uploads/u1', ['uploads/u1/0-a', 'uploads/u1/1-b', 'uploads/u10/0-c']],
+          ['uploads/u1/0', ['uploads/u1/0-a']],
+          ['uploads/u1/0-a', ['uploads/u1/0-a']],
+          ['uploads/', ['uploads/u1/0-a', 'uploads/u1/1-b', 'uploads/u10/0-c', 'uploads/u2/0-d']],
+          ['uploads', ['uploads-other', 'uploads/u1/0-a', 'uploads/u1/1-b', 'uploads/u10/0-c', 'uploads/u2/0-d']],
+          ['blobs/sha256/a', ['blobs/sha256/ab/abcd', 'blobs/sha256/ac/acde']],
+          ['blobs/sha256/ab', ['blobs/sha256/ab/abcd']],
+          ['blobs/sha256/', ['blobs/sha256/ab/abcd', 'blobs/sha256/ac/acde', 'blobs/sha256/b0/b0ff']],
+          ['blobs/', ['blobs/sha256/ab/abcd', 'blobs/sha256/ac/acde', 'blobs/sha256/b0/b0ff', 'blobs/sha512/ab/ab00']],
+        ];
+        for (const [prefix, expected] of cases) {
+          const page = await store.list(prefix, { limit: 100 });
+          expect(keysOf(page), prefix).toEqual(expected);
+          expect(page.next, prefix).toBeUndefined();
+        }
+      });
+
+      it('pages with after and limit until next is undefined', async () => {
+        const inside = Array.from({ length: 23 }, (_, i) => {
+          const hex = (i * 37 + 11).toString(16).padStart(2, '0') + 'beef';
+          return `blobs/sha256/${hex.slice(0, 2)}/${hex}`;
+        });
+        const outside = ['blob', 'blobs-', 'blobs.', 'blobt/x', 'a/z', 'uploads/u/0-n'];
+        for (const key of [...inside, ...outside].reverse()) await store.put(key, streamOf(bytesOf(2, 1)), 1);
+        const expected = [...inside].sort(lexical);
+        for (const limit of [1, 4, 22, 23]) {
+          const listed = await listAll(store, 'blobs/', limit);
+          expect(listed.map((o) => o.key), `limit ${limit}`).toEqual(expected);
+        }
+        const whole = await store.list('blobs/', { limit: 24 });
+        expect(keysOf(whole)).toEqual(expected);
+        expect(whole.next).toBeUndefined();
+        // after need not be a key, nor lie inside the prefix.
+        const mid = 'blobs/sha256/7';
+        expect(keysOf(await store.list('blobs/', { after: mid, limit: 100 }))).toEqual(expected.filter((k) => lexical(k, mid) > 0));
+        expect(keysOf(await store.list('blobs/', { after: expected[5], limit: 3 }))).toEqual(expected.slice(6, 9));
+        expect(keysOf(await store.list('blobs/', { after: 'a', limit: 100 }))).toEqual(expected);
+        expect(keysOf(await store.list('blobs/', { after: 'blobs/', limit: 100 }))).toEqual(expected);
+        expect(await store.list('blobs/', { after: 'blobs0', limit: 100 })).toEqual({ keys: [] });
+        expect(await store.list('blobs/', { after: expected.at(-1), limit: 100 })).toEqual({ keys: [] });
+      });
+
+      it('does not list deleted keys', async () => {
+        await putAll({ 'uploads/u1/0-a': 5, 'uploads/u1/1-b': 6, 'uploads/u2/0-c': 7 });
+        await store.delete('uploads/u1/0-a');
+        await store.delete('uploads/u1/1-b');
+        expect(keysOf(await store.list('uploads/', { limit: 10 }))).toEqual(['uploads/u2/0-c']);
+        expect(await store.list('uploads/u1/', { limit: 10 })).toEqual({ keys: [] });
+        await store.delete('uploads/u2/0-c');
+        expect(await store.list('', { limit: 10 })).toEqual({ keys: [] });
+      });
+
+      it('does not list a put in progress, nor a put that failed', async () => {
+        await putAll({ 'uploads/u1/0-a': 10 });
+        const gate = gatedStream(bytesOf(3, 200_000), 100_000);
+        const putting = store.put('uploads/u1/1-b', gate.stream, 200_000);
+        await gate.halfway;
+        await expect(store.put('uploads/u1/2-c', failingStream(2, 4096, new Error('reset')))).rejects.toThrow();
+        expect(keysOf(await store.list('', { limit: 10 }))).toEqual(['uploads/u1/0-a']);
+        gate.release();
+        await putting;
+        expect(keysOf(await store.list('', { limit: 10 }))).toEqual(['uploads/u1/0-a', 'uploads/u1/1-b']);
+        expect(await leftovers()).toEqual([]);
+      });
+
+      if (traits.reportsLastModified) {
+        it('reports lastModified in epoch ms from stat and list, non-decreasing for later writes', async () => {
+          const before = Date.now();
+          await putAll({ 'k/first': 1 });
+          await new Promise((r) => setTimeout(r, 20));
+          await putAll({ 'k/second': 2 });
+          const first = (await store.stat('k/first'))!.lastModified!;
+          const second = (await store.stat('k/second'))!.lastModified!;
+          // The store's clock: allow for skew and for S3's whole seconds, but not for seconds-as-ms.
+          for (const t of [first, second]) {
+            expect(Number.isInteger(t)).toBe(true);
+            expect(t).toBeGreaterThan(before - 60_000);
+            expect(t).toBeLessThan(Date.now() + 60_000);
+          }
+          expect(second).toBeGreaterThanOrEqual(first);
+          const listed = (await store.list('k/', { limit: 10 })).keys;
+          expect(listed.map((o) => o.key)).toEqual(['k/first', 'k/second']);
+          // stat may round to whole seconds (S3's Last-Modified header); list may not.
+          expect(Math.abs(listed[0]!.lastModified! - first)).toBeLessThan(1000);
+          expect(Math.abs(listed[1]!.lastModified! - second)).toBeLessThan(1000);
+          expect(listed[1]!.lastModified!).toBeGreaterThanOrEqual(listed[0]!.lastModified!);
+          // Replacing an object makes it at least as new as everything written before.
+          await new Promise((r) => setTimeout(r, 20));
+          await putAll({ 'k/first': 3 });
+          expect((await store.stat('k/first'))!.lastModified!).toBeGreaterThanOrEqual(second);
+          const again = (await store.list('k/', { limit: 10 })).keys;
+          expect(again[0]!.lastModified!).toBeGreaterThanOrEqual(listed[1]!.lastModified!);
+          if (store.move) {
+            await store.move('k/second', 'k/third');
+            expect((await store.stat('k/third'))!.lastModified!).toBeGreaterThanOrEqual(second);
+          }
+        });
+      }
     });
 
     describe('concurrency', () => {
@@ -208,7 +367,7 @@ export function blobStoreContract(
         const gate = gatedStream(next, 100_000);
         const putting = store.put('k', gate.stream, next.length);
         await gate.halfway;
-        expect(await store.stat('k')).toEqual({ size: old.length });
+        expect(await store.stat('k')).toMatchObject({ size: old.length });
         expectBytes(await readAll((await store.get('k'))!.body), old);
         gate.release();
         await putting;
@@ -259,6 +418,27 @@ export function blobStoreContract(
       });
     }
   });
+}
+
+/**
+ * Every object under `prefix`, paged `limit` at a time, checking each page: at most `limit`
+ * keys, all under the prefix, strictly ascending and after the previous page.
+ */
+async function listAll(store: BlobStore, prefix: string, limit: number): Promise<ListedObject[]> {
+  const all: ListedObject[] = [];
+  let after: string | undefined;
+  for (let pages = 0; ; pages++) {
+    expect(pages, 'listing ends').toBeLessThan(1000);
+    const page = await store.list(prefix, after === undefined ? { limit } : { after, limit });
+    expect(page.keys.length).toBeLessThanOrEqual(limit);
+    for (const o of page.keys) {
+      expect(o.key.startsWith(prefix), o.key).toBe(true);
+      if (all.length) expect(lexical(o.key, all.at(-1)!.key), o.key).toBeGreaterThan(0);
+    }
+    all.push(...page.keys);
+    if (page.next === undefined) return all;
+    after = page.next;
+  }
 }
 
 /** `size` bytes all equal to `fill`: easy to tell two values, or a mix of them, apart. */

@@ -1,4 +1,5 @@
-import type { ItemKey, MetaIndex } from '../../src/ports/meta-index.js';
+import { expect } from 'vitest';
+import type { ItemKey, Lease, LeaseResult, MetaIndex } from '../../src/ports/meta-index.js';
 import type { TestClock } from '../support/clock.js';
 
 /**
@@ -31,3 +32,17 @@ export interface MetaIndexSubject {
 export const TTL = 30_000;
 
 export const key = (sk: string, pk = 'p'): ItemKey => ({ pk, sk });
+
+/** The lease an acquireLease result must hold (fails the test when it was refused). */
+export function acquired(result: LeaseResult, message?: string): Lease {
+  expect(result, message).toMatchObject({ acquired: true });
+  return (result as { lease: Lease }).lease;
+}
+
+/** The refusal acquireLease must report while `lease` is held: its holder, token and expiry exactly. */
+export const refusedBy = (lease: Lease): LeaseResult => ({
+  acquired: false,
+  holder: lease.owner,
+  token: lease.token,
+  expiresAt: lease.expiresAt,
+});

@@ -1,7 +1,7 @@
 import { beforeEach, describe, expect, it } from 'vitest';
-import type { Lease, MetaIndex } from '../../src/ports/meta-index.js';
+import type { Lease, LeaseResult, MetaIndex } from '../../src/ports/meta-index.js';
 import type { TestClock } from '../support/clock.js';
-import { key, TTL, type MetaIndexFixture, type MetaIndexSubject } from './meta-index-fixture.js';
+import { acquired, key, refusedBy, TTL, type MetaIndexFixture, type MetaIndexSubject } from './meta-index-fixture.js';
 
 /**
  * The concurrent part of the MetaIndex contract: a second instance over the same storage sees
@@ -33,10 +33,10 @@ export function racesContract(subject: () => MetaIndexSubject): void {
       expect(await other.get(key('k'))).toEqual({ value: 'from one', version: 1 });
       expect(await other.compareAndSet(key('k'), 1, 'from two')).toBe(2);
       expect((await index.get(key('k')))?.value).toBe('from two');
-      const lease = (await index.acquireLease(key('l'), 'A', TTL))!;
-      expect(await other.acquireLease(key('l'), 'B', TTL)).toBeUndefined();
+      const lease = acquired(await index.acquireLease(key('l'), 'A', TTL));
+      expect(await other.acquireLease(key('l'), 'B', TTL)).toEqual(refusedBy(lease));
       expect(await other.releaseLease(lease)).toBe(true);
-      expect((await index.acquireLease(key('l'), 'B', TTL))!.token).toBeGreaterThan(lease.token);
+      expect(acquired(await index.acquireLease(key('l'), 'B', TTL)).token).toBeGreaterThan(lease.token);
     });
   });
 
@@ -100,24 +100,54 @@ export function racesContract(subject: () => MetaIndexSubject): void {
       expect(await index.get(key('k'))).toBeUndefined();
     });
 
-    it('concurrent acquireLease by different owners: exactly one holds it', async () => {
-      const leases = await all((i) => racer(i).acquireLease(key('l'), `owner-${i}`, TTL));
-      const held = leases.filter((l): l is Lease => l !== undefined);
+    it('concurrent acquireLease by different owners: exactly one holds it, the others name it', async () => {
+      const results = await all((i) => racer(i).acquireLease(key('l'), `owner-${i}`, TTL));
+      const held = winners(results);
       expect(held).toHaveLength(1);
+      const winner = held[0]!;
+      expect(winner).toEqual({ key: key('l'), owner: expect.any(String), token: expect.any(Number), expiresAt: clock.now() + TTL });
+      for (const [i, r] of results.entries()) {
+        if (`owner-${i}` !== winner.owner) expect(r, `racer ${i}`).toEqual(refusedBy(winner));
+      }
       for (let i = 0; i < RACERS; i++) {
         const again = await racer(i).acquireLease(key('l'), `owner-${i}`, TTL);
-        expect(again?.token).toBe(`owner-${i}` === held[0]!.owner ? held[0]!.token : undefined);
+        expect(again).toEqual(`owner-${i}` === winner.owner ? { acquired: true, lease: winner } : refusedBy(winner));
       }
     });
 
-    it('concurrent takeover of an expired lease: exactly one wins, with a larger token', async () => {
-      const first = (await index.acquireLease(key('l'), 'first', TTL))!;
+    it('concurrent takeover of an expired lease: exactly one wins, with a larger token, the others name it', async () => {
+      const first = acquired(await index.acquireLease(key('l'), 'first', TTL));
       clock.advance(TTL);
-      const leases = await all((i) => racer(i).acquireLease(key('l'), `owner-${i}`, TTL));
-      const held = leases.filter((l): l is Lease => l !== undefined);
+      const results = await all((i) => racer(i).acquireLease(key('l'), `owner-${i}`, TTL));
+      const held = winners(results);
       expect(held).toHaveLength(1);
       expect(held[0]!.token).toBeGreaterThan(first.token);
+      for (const [i, r] of results.entries()) {
+        if (`owner-${i}` !== held[0]!.owner) expect(r, `racer ${i}`).toEqual(refusedBy(held[0]!));
+      }
       expect(await index.renewLease(first, TTL)).toBeUndefined();
     });
+
+    it('concurrent acquireLease while the holder releases: never an expired holder, at most one winner', async () => {
+      const first = acquired(await index.acquireLease(key('l'), 'first', TTL));
+      const [released, ...results] = await Promise.all([
+        index.releaseLease(first),
+        ...Array.from({ length: RACERS }, (_, i) => racer(i).acquireLease(key('l'), `owner-${i}`, TTL)),
+      ]);
+      expect(released).toBe(true);
+      const held = winners(results);
+      expect(held.length).toBeLessThanOrEqual(1);
+      for (const [i, r] of results.entries()) {
+        // Refused before the release (by `first`) or after it (by the one winner); never by a free lease.
+        if (!r.acquired) expect(r, `racer ${i}`).toEqual(refusedBy(r.holder === 'first' ? first : held[0]!));
+      }
+      if (held.length === 0) acquired(await index.acquireLease(key('l'), 'late', TTL), 'released and free');
+      else expect(held[0]!.token).toBeGreaterThan(first.token);
+    });
   });
+}
+
+/** The leases a batch of acquireLease results holds. */
+function winners(results: LeaseResult[]): Lease[] {
+  return results.flatMap((r) => (r.acquired ? [r.lease] : []));
 }

@@ -63,6 +63,8 @@ describe('SqliteMetaIndex across processes', () => {
       expect((await index.get({ pk: 'race', sk: `create-${r}` }))?.value).toBe(creators[0]);
       expect(await index.get({ pk: 'race', sk: `cas-${r}` })).toEqual({ value: swappers[0], version: 2 });
       expect(holders[0]!.token).toBe(1);
+      const refusals = reports.flatMap((rep) => rep.refusals.filter((x) => x.round === r));
+      expect(refusals, `round ${r} refusals name the holder`).toEqual(Array.from({ length: WORKERS - 1 }, () => ({ round: r, holder: holders[0]!.id, token: 1 })));
     }
     const totals = reports.flatMap((rep) => rep.totals).sort((a, b) => a - b);
     expect(totals).toEqual(Array.from({ length: WORKERS * ROUNDS }, (_, i) => i + 1));

@@ -32,7 +32,7 @@ function fixture() {
   };
 }
 
-blobStoreContract('S3BlobStore on Ceph RGW', fixture, { streamsReads: true });
+blobStoreContract('S3BlobStore on Ceph RGW', fixture, { streamsReads: true, reportsLastModified: true });
 
 describe('S3BlobStore specifics', () => {
   it('writes an object of several parts through multipart, with unknown and with known size', async () => {

@@ -7,9 +7,10 @@
  *   putIfAbsent race/create-r, compareAndSet race/cas-r from version 1, acquireLease race/lease-r,
  *   add race/counter +1
  *   put barrier/<id> = r + 1
- * and prints what it won as one JSON line. The barrier makes every round a real collision
- * (without it one process runs ahead and wins each round unopposed); it uses only plain puts,
- * one writer per item, so a broken conditional write fails the assertions instead of hanging.
+ * and prints what it won, and whom each refused acquireLease named, as one JSON line. The
+ * barrier makes every round a real collision (without it one process runs ahead and wins each
+ * round unopposed); it uses only plain puts, one writer per item, so a broken conditional
+ * write fails the assertions instead of hanging.
  */
 import { once } from 'node:events';
 import { SqliteMetaIndex } from '../../src/adapters/local/sqlite-meta-index.js';
@@ -19,6 +20,8 @@ export interface RaceReport {
   created: number[];
   swapped: number[];
   leases: Array<{ round: number; token: number }>;
+  /** The holder each refused acquireLease named. */
+  refusals: Array<{ round: number; holder: string; token: number }>;
   totals: number[];
 }
 
@@ -26,7 +29,7 @@ const [file, id, workers, rounds] = process.argv.slice(2);
 if (!file || !id || !workers || !rounds) throw new Error('usage: meta-index-race-worker.ts DB ID WORKERS ROUNDS');
 
 const index = new SqliteMetaIndex(file);
-const report: RaceReport = { id, created: [], swapped: [], leases: [], totals: [] };
+const report: RaceReport = { id, created: [], swapped: [], leases: [], refusals: [], totals: [] };
 
 await index.put({ pk: 'barrier', sk: id }, 0);
 process.stdout.write('ready\n');
@@ -48,7 +51,8 @@ for (let round = 0; round < Number(rounds); round++) {
   if (await index.putIfAbsent({ pk: 'race', sk: `create-${round}` }, id)) report.created.push(round);
   if ((await index.compareAndSet({ pk: 'race', sk: `cas-${round}` }, 1, id)) !== undefined) report.swapped.push(round);
   const lease = await index.acquireLease({ pk: 'race', sk: `lease-${round}` }, id, 60_000);
-  if (lease) report.leases.push({ round, token: lease.token });
+  if (lease.acquired) report.leases.push({ round, token: lease.lease.token });
+  else report.refusals.push({ round, holder: lease.holder, token: lease.token });
   report.totals.push(await index.add(counter, 1));
   await index.put({ pk: 'barrier', sk: id }, round + 1);
 }

@@ -13,6 +13,7 @@ import {
   type ItemKey,
   type Json,
   type Lease,
+  type LeaseResult,
   type ListOptions,
   type MetaIndex,
   type WriteOptions,
@@ -25,6 +26,13 @@ import {
 
 /** Tombstones and expired items are left for DynamoDB's TTL sweep this long after expiry. */
 const HOUSEKEEPING_DELAY_S = 7 * 24 * 3600;
+
+/**
+ * acquireLease's writes before it gives up. It only tries again after seeing the lease free
+ * (it expired or was released between the refusal and the read), so each further attempt
+ * needs another holder to come and go in that gap; five such in a row is churn, not waiting.
+ */
+const LEASE_ATTEMPTS = 5;
 
 type Av = Record<string, AttributeValue>;
 
@@ -46,8 +54,8 @@ export class DynamoMetaIndex implements MetaIndex {
   }
 
   async get<T extends Json>(key: ItemKey): Promise<Item<T> | undefined> {
-    const out = await this.client.send(new GetItemCommand({ TableName: this.table, Key: keyOf(key), ConsistentRead: true }));
-    return out.Item && isLive(out.Item, this.clock.now()) ? toItem<T>(out.Item) : undefined;
+    const raw = await this.read(key);
+    return raw && isLive(raw, this.clock.now()) ? toItem<T>(raw) : undefined;
   }
 
   async putIfAbsent(key: ItemKey, value: Json, options: WriteOptions = {}): Promise<boolean> {
@@ -136,28 +144,40 @@ export class DynamoMetaIndex implements MetaIndex {
     return out;
   }
 
-  async acquireLease(key: ItemKey, owner: string, ttlMs: number): Promise<Lease | undefined> {
-    // Two single-item conditional writes: take a free lease with a new token, or extend our own.
-    // Retried a few times because the lease can change hands between the two.
-    for (let attempt = 0; attempt < 3; attempt++) {
+  async acquireLease(key: ItemKey, owner: string, ttlMs: number): Promise<LeaseResult> {
+    // Per attempt one conditional write: take a free lease with a new token, or extend our own
+    // holding as last seen. A refusal returns the item as it was (ALL_OLD; a consistent read
+    // where the server does not return it): someone else live -> report them; free (it expired
+    // or was released meanwhile) or ours -> write again. A free lease is never reported as held.
+    let seen: Av | undefined;
+    for (let attempt = 0; attempt < LEASE_ATTEMPTS; attempt++) {
       const now = this.clock.now();
       const expiresAt = now + ttlMs;
-      const taken = await this.update(
-        key,
-        { set: leaseSet(owner, expiresAt), add: { '#tok': num(1) }, remove: ['#v', '#n'] },
-        { condition: 'attribute_not_exists(pk) OR #exp <= :now', values: { ':now': num(now) } },
-      );
-      if (taken) return { key, owner, token: Number(taken.tok!.N), expiresAt };
-      const extended = await this.update(
-        key,
-        { set: leaseSet(owner, expiresAt) },
-        { condition: '#owner = :owner AND #exp > :now', values: { ':owner': { S: owner }, ':now': num(now) } },
-      );
-      if (extended) return { key, owner, token: Number(extended.tok!.N), expiresAt };
-      const current = await this.client.send(new GetItemCommand({ TableName: this.table, Key: keyOf(key), ConsistentRead: true }));
-      if (current.Item && isLive(current.Item, this.clock.now())) return undefined;
+      const mine = seen !== undefined && isLive(seen, now) && seen.owner?.S === owner;
+      const result = mine
+        ? await this.write(
+            key,
+            { set: leaseSet(owner, expiresAt) },
+            {
+              condition: '#owner = :owner AND #tok = :tok AND #exp > :now',
+              values: { ':owner': { S: owner }, ':tok': seen!.tok!, ':now': num(now) },
+              returnOld: true,
+            },
+          )
+        : await this.write(
+            key,
+            { set: leaseSet(owner, expiresAt), add: { '#tok': num(1) }, remove: ['#v', '#n'] },
+            { condition: 'attribute_not_exists(pk) OR #exp <= :now', values: { ':now': num(now) }, returnOld: true },
+          );
+      if (result.written) return { acquired: true, lease: { key, owner, token: Number(result.written.tok!.N), expiresAt } };
+      seen = result.old ?? (await this.read(key));
+      if (seen === undefined || !isLive(seen, this.clock.now())) continue;
+      if (seen.owner?.S === undefined || seen.tok?.N === undefined || seen.exp?.N === undefined) {
+        throw new TypeError(`item ${key.pk}/${key.sk} is not a lease`);
+      }
+      if (seen.owner.S !== owner) return { acquired: false, holder: seen.owner.S, token: Number(seen.tok.N), expiresAt: Number(seen.exp.N) };
     }
-    return undefined;
+    throw new Error(`lease ${key.pk}/${key.sk} kept changing hands during acquireLease`);
   }
 
   async renewLease(lease: Lease, ttlMs: number): Promise<Lease | undefined> {
@@ -173,15 +193,32 @@ export class DynamoMetaIndex implements MetaIndex {
     return written !== undefined;
   }
 
-  /**
-   * One UpdateItem. `bump` (default) increments the version. Returns the new attributes, or
-   * undefined when the condition did not hold.
-   */
+  /** The stored item, live or not (a strongly consistent GetItem). */
+  private async read(key: ItemKey): Promise<Av | undefined> {
+    const out = await this.client.send(new GetItemCommand({ TableName: this.table, Key: keyOf(key), ConsistentRead: true }));
+    return out.Item;
+  }
+
+  /** write() for callers that need only the new attributes: undefined when the condition did not hold. */
   private async update(
     key: ItemKey,
     change: { set: Av; add?: Av; remove?: string[]; bump?: boolean },
     condition?: { condition: string; values: Av },
   ): Promise<Av | undefined> {
+    return (await this.write(key, change, condition)).written;
+  }
+
+  /**
+   * One UpdateItem. `bump` (default) increments the version. Returns the new attributes as
+   * `written`, or, when the condition did not hold, the item as it was then as `old` if
+   * `returnOld` asked for it and the server sent it (DynamoDB does; dynalite ignores the
+   * parameter, so callers fall back to a consistent read).
+   */
+  private async write(
+    key: ItemKey,
+    change: { set: Av; add?: Av; remove?: string[]; bump?: boolean },
+    condition?: { condition: string; values: Av; returnOld?: boolean },
+  ): Promise<{ written?: Av; old?: Av }> {
     const names: Record<string, string> = {};
     const values: Av = { ...condition?.values };
     const sets: string[] = [];
@@ -220,11 +257,15 @@ export class DynamoMetaIndex implements MetaIndex {
           ExpressionAttributeNames: names,
           ExpressionAttributeValues: Object.keys(values).length ? values : undefined,
           ReturnValues: 'ALL_NEW',
+          ReturnValuesOnConditionCheckFailure: condition?.returnOld ? 'ALL_OLD' : undefined,
         }),
       );
-      return out.Attributes ?? {};
+      return { written: out.Attributes ?? {} };
     } catch (err) {
-      if (err instanceof ConditionalCheckFailedException || (err as { name?: string }).name === 'ConditionalCheckFailedException') return undefined;
+      if (err instanceof ConditionalCheckFailedException || (err as { name?: string }).name === 'ConditionalCheckFailedException') {
+        const old = (err as { Item?: Av }).Item;
+        return old ? { old } : {};
+      }
       throw err;
     }
   }

@@ -6,6 +6,7 @@ import {
   type ItemKey,
   type Json,
   type Lease,
+  type LeaseResult,
   type ListOptions,
   type MetaIndex,
   type WriteOptions,
@@ -113,17 +114,22 @@ export class SqliteMetaIndex implements MetaIndex {
     return rows.map((row) => ({ sk: row.sk, item: toItem<T>(row) }));
   }
 
-  async acquireLease(key: ItemKey, owner: string, ttlMs: number): Promise<Lease | undefined> {
-    return this.immediate(() => {
+  async acquireLease(key: ItemKey, owner: string, ttlMs: number): Promise<LeaseResult> {
+    return this.immediate((): LeaseResult => {
       const now = this.clock.now();
       const row = this.stmt.get.get(key) as Row | undefined;
-      const value = row?.value ? (JSON.parse(row.value) as { owner?: string; token?: number }) : undefined;
+      const value = row?.value ? (JSON.parse(row.value) as { owner?: unknown; token?: unknown }) : undefined;
       const live = row !== undefined && (row.expires_at === null || row.expires_at > now);
-      if (live && value?.owner !== owner) return undefined;
-      const token = live ? value!.token! : (value?.token ?? 0) + 1;
+      if (live && (row.expires_at === null || typeof value?.owner !== 'string' || typeof value.token !== 'number')) {
+        throw new TypeError(`item ${key.pk}/${key.sk} is not a lease`);
+      }
+      if (live && value!.owner !== owner) {
+        return { acquired: false, holder: value!.owner as string, token: value!.token as number, expiresAt: row.expires_at! };
+      }
+      const token = live ? (value!.token as number) : Number(value?.token ?? 0) + 1;
       const expiresAt = now + ttlMs;
       this.stmt.put.get({ ...key, value: JSON.stringify({ owner, token }), expiresAt });
-      return { key, owner, token, expiresAt };
+      return { acquired: true, lease: { key, owner, token, expiresAt } };
     });
   }
 

@@ -1,19 +1,39 @@
-import type { BlobStore, ByteStream, ObjectBody, ObjectInfo, ObjectRange } from '../../ports/blob-store.js';
+import { systemClock, type Clock } from '../../ports/clock.js';
+import {
+  MAX_LIST_KEYS,
+  type BlobStore,
+  type ByteStream,
+  type ObjectBody,
+  type ObjectInfo,
+  type ObjectListOptions,
+  type ObjectPage,
+  type ObjectRange,
+} from '../../ports/blob-store.js';
+import { compareBytes } from './meta-index.js';
+
+interface Stored {
+  bytes: Uint8Array;
+  /** clock.now() when the object was put or moved here. */
+  lastModified: number;
+}
 
 /**
  * In-memory BlobStore for unit tests of small content. It buffers each object whole, which
  * is exactly what production adapters must never do; it exists to exercise core quickly.
+ * Write times come from the injected clock, so retention can be tested without sleeping.
  */
 export class MemoryBlobStore implements BlobStore {
-  readonly objects = new Map<string, Uint8Array>();
+  readonly objects = new Map<string, Stored>();
+
+  constructor(private readonly clock: Clock = systemClock) {}
 
   async stat(key: string): Promise<ObjectInfo | undefined> {
     const o = this.objects.get(key);
-    return o ? { size: o.byteLength } : undefined;
+    return o ? { size: o.bytes.byteLength, lastModified: o.lastModified } : undefined;
   }
 
   async get(key: string, range?: ObjectRange): Promise<ObjectBody | undefined> {
-    const o = this.objects.get(key);
+    const o = this.objects.get(key)?.bytes;
     if (!o) return undefined;
     const part = range ? o.subarray(range.offset, range.offset + range.length) : o;
     return {
@@ -41,7 +61,7 @@ export class MemoryBlobStore implements BlobStore {
       out.set(c, at);
       at += c.byteLength;
     }
-    this.objects.set(key, out);
+    this.objects.set(key, { bytes: out, lastModified: this.clock.now() });
     return { size: total };
   }
 
@@ -49,10 +69,23 @@ export class MemoryBlobStore implements BlobStore {
     this.objects.delete(key);
   }
 
+  async list(prefix: string, options: ObjectListOptions): Promise<ObjectPage> {
+    const limit = Math.min(Math.max(1, Math.floor(options.limit)), MAX_LIST_KEYS);
+    const { after } = options;
+    const found = [...this.objects.keys()]
+      .filter((key) => key.startsWith(prefix) && (after === undefined || compareBytes(key, after) > 0))
+      .sort(compareBytes);
+    const keys = found.slice(0, limit).map((key) => {
+      const o = this.objects.get(key)!;
+      return { key, size: o.bytes.byteLength, lastModified: o.lastModified };
+    });
+    return found.length > limit ? { keys, next: keys[keys.length - 1]!.key } : { keys };
+  }
+
   async move(from: string, to: string): Promise<void> {
     const o = this.objects.get(from);
     if (!o) throw new Error(`no object at ${from}`);
-    this.objects.set(to, o);
+    this.objects.set(to, { bytes: o.bytes, lastModified: this.clock.now() });
     this.objects.delete(from);
   }
 }

@@ -5,6 +5,7 @@ import {
   type ItemKey,
   type Json,
   type Lease,
+  type LeaseResult,
   type ListOptions,
   type MetaIndex,
   type WriteOptions,
@@ -76,16 +77,16 @@ export class MemoryMetaIndex implements MetaIndex {
       .map(([sk, s]) => ({ sk, item: copy(s) as Item<T> }));
   }
 
-  async acquireLease(key: ItemKey, owner: string, ttlMs: number): Promise<Lease | undefined> {
+  async acquireLease(key: ItemKey, owner: string, ttlMs: number): Promise<LeaseResult> {
     const raw = this.partition(key.pk).get(key.sk);
     const now = this.clock.now();
-    const held = raw && isLive(raw, now) ? (raw.value as { owner: string; token: number }) : undefined;
-    if (held && held.owner !== owner) return undefined;
+    const held = raw && isLive(raw, now) ? leaseValue(key, raw) : undefined;
+    if (held && held.owner !== owner) return { acquired: false, holder: held.owner, token: held.token, expiresAt: raw!.expiresAt! };
     const previousToken = raw && raw.value !== null && typeof raw.value === 'object' ? Number((raw.value as { token?: number }).token ?? 0) : 0;
     const token = held ? held.token : previousToken + 1;
     const expiresAt = now + ttlMs;
     this.write(key, { owner, token }, { expiresAt });
-    return { key, owner, token, expiresAt };
+    return { acquired: true, lease: { key, owner, token, expiresAt } };
   }
 
   async renewLease(lease: Lease, ttlMs: number): Promise<Lease | undefined> {
@@ -129,6 +130,15 @@ export class MemoryMetaIndex implements MetaIndex {
 
 function isLive(s: Stored, now: number): boolean {
   return s.expiresAt === undefined || s.expiresAt > now;
+}
+
+/** The holder of a live lease item; a live item of any other kind at a lease key is a failure. */
+function leaseValue(key: ItemKey, s: Stored): { owner: string; token: number } {
+  const v = s.value as { owner?: unknown; token?: unknown } | null;
+  if (s.expiresAt === undefined || v === null || typeof v !== 'object' || typeof v.owner !== 'string' || typeof v.token !== 'number') {
+    throw new TypeError(`item ${key.pk}/${key.sk} is not a lease`);
+  }
+  return { owner: v.owner, token: v.token };
 }
 
 function copy(s: Stored): Item {

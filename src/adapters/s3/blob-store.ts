@@ -6,13 +6,23 @@ import {
   DeleteObjectCommand,
   GetObjectCommand,
   HeadObjectCommand,
+  ListObjectsV2Command,
   PutObjectCommand,
   UploadPartCommand,
   UploadPartCopyCommand,
   type S3Client,
 } from '@aws-sdk/client-s3';
 import { getSignedUrl } from '@aws-sdk/s3-request-presigner';
-import type { BlobStore, ByteStream, ObjectBody, ObjectInfo, ObjectRange } from '../../ports/blob-store.js';
+import {
+  MAX_LIST_KEYS,
+  type BlobStore,
+  type ByteStream,
+  type ObjectBody,
+  type ObjectInfo,
+  type ObjectListOptions,
+  type ObjectPage,
+  type ObjectRange,
+} from '../../ports/blob-store.js';
 
 /**
  * BlobStore on any S3-compatible object store (AWS S3, R2's S3 API, Ceph RGW, MinIO).
@@ -61,7 +71,7 @@ export class S3BlobStore implements BlobStore {
   async stat(key: string): Promise<ObjectInfo | undefined> {
     try {
       const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));
-      return { size: out.ContentLength ?? 0 };
+      return { size: out.ContentLength ?? 0, lastModified: out.LastModified?.getTime() };
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
@@ -146,6 +156,27 @@ export class S3BlobStore implements BlobStore {
 
   async delete(key: string): Promise<void> {
     await this.client.send(new DeleteObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));
+  }
+
+  /**
+   * One ListObjectsV2 request under the store's prefix. StartAfter rather than a continuation
+   * token, so a page can start anywhere; S3 lists keys in UTF-8 byte order.
+   */
+  async list(prefix: string, options: ObjectListOptions): Promise<ObjectPage> {
+    const out = await this.client.send(
+      new ListObjectsV2Command({
+        Bucket: this.bucket,
+        Prefix: this.prefix + prefix,
+        StartAfter: options.after === undefined ? undefined : this.prefix + options.after,
+        MaxKeys: Math.min(Math.max(1, Math.floor(options.limit)), MAX_LIST_KEYS),
+      }),
+    );
+    const keys = (out.Contents ?? []).map((o) => ({
+      key: o.Key!.slice(this.prefix.length),
+      size: o.Size ?? 0,
+      lastModified: o.LastModified?.getTime(),
+    }));
+    return out.IsTruncated && keys.length > 0 ? { keys, next: keys[keys.length - 1]!.key } : { keys };
   }
 
   /** A server-side copy, then a delete of the source: the target appears whole or not at all. */
