@@ -70,7 +70,10 @@ export const CONFIG_VARIABLES = {
 
 export type ConfigVariable = keyof typeof CONFIG_VARIABLES;
 
-export function readConfig(env: Record<string, unknown>, defaults: { store: 'local' | 'cloud' } = { store: 'local' }): Config {
+/** Settings that only mean something to a process that listens and has a disk. */
+const NODE_ONLY: ConfigVariable[] = ['OUTPOST_HOST', 'OUTPOST_PORT', 'OUTPOST_DATA_DIR'];
+
+export function readConfig(env: Record<string, unknown>, runtime: 'node' | 'workers' = 'node'): Config {
   const problems: string[] = [];
   const get = (name: ConfigVariable): string | undefined => {
     const v = env[name];
@@ -81,14 +84,19 @@ export function readConfig(env: Record<string, unknown>, defaults: { store: 'loc
       problems.push(`${key} is not a known setting (known: ${Object.keys(CONFIG_VARIABLES).join(', ')})`);
     }
   }
+  if (runtime === 'workers') {
+    for (const name of NODE_ONLY) if (get(name) !== undefined) problems.push(`${name} does not apply on Workers; remove it`);
+    if (get('OUTPOST_STORE') === 'local') problems.push('OUTPOST_STORE must be "cloud" on Workers (there is no local disk)');
+  }
   const host = get('OUTPOST_HOST') ?? '127.0.0.1';
+  if (!/^[A-Za-z0-9.:[\]-]+$/.test(host)) problems.push(`OUTPOST_HOST must be an IP address or host name, got "${host}"`);
   const port = integer(get('OUTPOST_PORT'), 5000, 'OUTPOST_PORT', 0, 65535, problems);
   const uploadTtlSeconds = integer(get('OUTPOST_UPLOAD_TTL_SECONDS'), 86_400, 'OUTPOST_UPLOAD_TTL_SECONDS', 60, 30 * 86_400, problems);
   // SigV4 presigned URLs are valid for at most 7 days.
   const redirectSeconds = integer(get('OUTPOST_REDIRECT_SECONDS'), 0, 'OUTPOST_REDIRECT_SECONDS', 0, 7 * 86_400, problems);
   const chunkMinBytes = integer(get('OUTPOST_CHUNK_MIN_BYTES'), 0, 'OUTPOST_CHUNK_MIN_BYTES', 0, 5 * 1024 * 1024 * 1024, problems);
 
-  const kind = get('OUTPOST_STORE') ?? defaults.store;
+  const kind = get('OUTPOST_STORE') ?? (runtime === 'workers' ? 'cloud' : 'local');
   let store: StoreConfig;
   if (kind === 'local') {
     store = { kind: 'local', dataDir: get('OUTPOST_DATA_DIR') ?? './data' };

@@ -16,7 +16,7 @@ type Env = Record<string, unknown>;
 let app: Hono | undefined;
 
 function build(env: Env): Hono {
-  const config = readConfig(env, { store: 'cloud' });
+  const config = readConfig(env, 'workers');
   if (config.store.kind !== 'cloud') throw new ConfigError(['OUTPOST_STORE must be "cloud" on Workers']);
   return outpostApp(config, cloudAdapters(config.store, systemClock));
 }

@@ -1,9 +1,9 @@
 import { describe, expect, it } from 'vitest';
 import { ConfigError, readConfig } from '../../src/entry/config.js';
 
-function problems(env: Record<string, string>, store: 'local' | 'cloud' = 'local'): string[] {
+function problems(env: Record<string, string>, runtime: 'node' | 'workers' = 'node'): string[] {
   try {
-    readConfig(env, { store });
+    readConfig(env, runtime);
     return [];
   } catch (err) {
     if (err instanceof ConfigError) return err.problems;
@@ -33,7 +33,7 @@ describe('readConfig', () => {
   });
 
   it('requires a bucket and a table for the cloud store, and keys in pairs', () => {
-    const found = problems({ OUTPOST_S3_ACCESS_KEY_ID: 'AK', OUTPOST_S3_ENDPOINT: 'not a url' }, 'cloud');
+    const found = problems({ OUTPOST_S3_ACCESS_KEY_ID: 'AK', OUTPOST_S3_ENDPOINT: 'not a url' }, 'workers');
     expect(found.join('\n')).toMatch(/OUTPOST_S3_BUCKET is required/);
     expect(found.join('\n')).toMatch(/OUTPOST_DYNAMODB_TABLE is required/);
     expect(found.join('\n')).toMatch(/OUTPOST_S3_ACCESS_KEY_ID and OUTPOST_S3_SECRET_ACCESS_KEY must be set together/);
@@ -52,7 +52,7 @@ describe('readConfig', () => {
         // Bindings that are not strings (Workers) are not settings.
         SOME_BINDING: {} as unknown as string,
       },
-      { store: 'cloud' },
+      'workers',
     );
     expect(config.redirectSeconds).toBe(300);
     expect(config.store).toMatchObject({
@@ -60,5 +60,14 @@ describe('readConfig', () => {
       s3: { endpoint: 'http://127.0.0.1:7480', bucket: 'blobs', forcePathStyle: true, accessKeyId: 'AK', partBytes: 8 * 1024 * 1024 },
       dynamodb: { table: 'index', region: 'us-east-1', accessKeyId: 'AK', secretAccessKey: 'SK' },
     });
+  });
+
+  it('refuses settings that do not apply on Workers, and a host that is not one', () => {
+    const found = problems({ OUTPOST_PORT: '8080', OUTPOST_DATA_DIR: '/srv', OUTPOST_STORE: 'local' }, 'workers').join('\n');
+    expect(found).toMatch(/OUTPOST_PORT does not apply on Workers/);
+    expect(found).toMatch(/OUTPOST_DATA_DIR does not apply on Workers/);
+    expect(found).toMatch(/OUTPOST_STORE must be "cloud" on Workers/);
+    expect(problems({ OUTPOST_HOST: 'a host' }).join('\n')).toMatch(/OUTPOST_HOST must be an IP address or host name/);
+    expect(problems({ OUTPOST_HOST: '::1' })).toEqual([]);
   });
 });

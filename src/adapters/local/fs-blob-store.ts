@@ -14,6 +14,9 @@ import {
   type ObjectRange,
 } from '../../ports/blob-store.js';
 
+/** Size of the chunks a read streams: large enough to keep syscalls few, small enough to stay cheap per request. */
+const READ_CHUNK_BYTES = 256 * 1024;
+
 /**
  * BlobStore on a local directory. Writes go to a private temporary file and are renamed into
  * place after the body has ended cleanly, so readers (in this process or another one sharing
@@ -63,7 +66,7 @@ export class FsBlobStore implements BlobStore {
     const stream = file.createReadStream({
       start: range?.offset ?? 0,
       end: range ? range.offset + range.length - 1 : undefined,
-      highWaterMark: 256 * 1024,
+      highWaterMark: READ_CHUNK_BYTES,
     });
     return { body: Readable.toWeb(stream) as unknown as ByteStream, size };
   }

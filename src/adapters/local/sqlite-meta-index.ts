@@ -13,6 +13,13 @@ import {
 } from '../../ports/meta-index.js';
 
 /**
+ * How long a statement waits for another process's write lock before failing. better-sqlite3
+ * waits synchronously, blocking this process's event loop, so it is kept short: every write
+ * transaction here is a handful of statements and holds the lock for microseconds.
+ */
+const BUSY_TIMEOUT_MS = 5_000;
+
+/**
  * MetaIndex on an embedded SQLite database (better-sqlite3), safe for several Outpost
  * processes sharing one file: WAL journal, a busy timeout instead of SQLITE_BUSY errors, and
  * every read-then-write inside a `BEGIN IMMEDIATE` transaction, which takes the database's
@@ -28,7 +35,7 @@ export class SqliteMetaIndex implements MetaIndex {
   private readonly stmt;
 
   constructor(file: string, private readonly clock: Clock = systemClock) {
-    this.db = new Database(file, { timeout: 30_000 });
+    this.db = new Database(file, { timeout: BUSY_TIMEOUT_MS });
     this.db.pragma('journal_mode = WAL');
     this.db.pragma('synchronous = NORMAL');
     this.db.exec(`CREATE TABLE IF NOT EXISTS items (

@@ -14,6 +14,9 @@ const ENCODED: Record<DigestAlgorithm, RegExp> = {
   sha512: /^[a-f0-9]{128}$/,
 };
 
+/** sha512 is the longest registered digest (135 characters); anything much longer is refused before the grammar runs. */
+const MAX_DIGEST_LENGTH = 256;
+
 export interface Digest {
   readonly algorithm: DigestAlgorithm;
   readonly encoded: string;
@@ -23,7 +26,7 @@ export interface Digest {
 
 /** Parses a digest, or returns undefined when it is not one the registry can verify. */
 export function tryParseDigest(input: string): Digest | undefined {
-  if (input.length > 256 || !DIGEST_GRAMMAR.test(input)) return undefined;
+  if (input.length > MAX_DIGEST_LENGTH || !DIGEST_GRAMMAR.test(input)) return undefined;
   const colon = input.indexOf(':');
   const algorithm = input.slice(0, colon);
   const encoded = input.slice(colon + 1);

@@ -33,6 +33,9 @@ import { keys, objects } from './keys.js';
  */
 export const MAX_UPLOAD_PARTS = 1000;
 
+/** Upload ids are UUIDs; anything else in the URL is an unknown upload, never an index key. */
+const UPLOAD_ID = /^[A-Za-z0-9-]{1,64}$/;
+
 interface Part {
   key: string;
   size: number;
@@ -211,7 +214,7 @@ export class Uploads {
   }
 
   private async find(id: string) {
-    if (!/^[A-Za-z0-9-]{1,64}$/.test(id)) return undefined;
+    if (!UPLOAD_ID.test(id)) return undefined;
     const item = await this.ctx.index.get<UploadState & Json>(keys.upload(id));
     return item ? { ...item, state: item.value as UploadState } : undefined;
   }
