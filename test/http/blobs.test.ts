@@ -232,3 +232,21 @@ describe('invalid repository names are 400 NAME_INVALID', () => {
     }
   });
 });
+
+describe('store round trips', () => {
+  it('HEAD answers from the index alone, and GET makes a single store request', async () => {
+    const t = guardedApp();
+    const b = randomBlob(100);
+    await t.pushBlob('repo', b);
+    const calls: string[] = [];
+    const { stat, get } = t.store;
+    t.store.stat = async (key) => (calls.push('stat'), stat.call(t.store, key));
+    t.store.get = async (key, range) => (calls.push('get'), get.call(t.store, key, range));
+    expect((await t.request(`/v2/repo/blobs/${b.digest}`, { method: 'HEAD' })).status).toBe(200);
+    expect(calls).toEqual([]);
+    const res = await t.request(`/v2/repo/blobs/${b.digest}`, { headers: { Range: 'bytes=10-19' } });
+    expect(res.status).toBe(206);
+    expect(new Uint8Array(await res.arrayBuffer())).toEqual(new Uint8Array(b.bytes.subarray(10, 20)));
+    expect(calls).toEqual(['get']);
+  });
+});
