@@ -3,6 +3,8 @@ import { image, index, sha256 } from '../support/images.js';
 import { expectCreated, expectPulled, expectUnknown, put } from '../support/manifests.js';
 import { MediaType } from '../../src/core/oci/media-types.js';
 import { expectOciError, failOnServerErrors, guardedApp } from '../support/oci-errors.js';
+import { testApp } from '../support/app.js';
+import type { ItemKey } from '../../src/ports/meta-index.js';
 
 /** DELETE /v2/<name>/manifests/<reference> (spec.md#deleting-manifests): by digest, by tag, and what is left. */
 
@@ -100,5 +102,28 @@ describe('deleting manifests', () => {
     expect((await t.request(`/v2/one/manifests/${img.manifest.digest}`, { method: 'DELETE' })).status).toBe(202);
     await expectUnknown(t, 'one', 'latest');
     await expectPulled(t, 'two', 'latest', img.manifest);
+  });
+});
+
+describe('DELETE racing a push of the same manifest', () => {
+  it('leaves the manifest and its new tag when the push lands between the read and the delete', async () => {
+    const t = testApp();
+    const img = image();
+    await t.pushImage('repo', img, 'v1');
+    const get = t.index.get.bind(t.index);
+    let raced = false;
+    t.index.get = (async (key: ItemKey) => {
+      const item = await get(key);
+      if (!raced && key.pk === 'manifest#repo') {
+        raced = true;
+        // The concurrent PUT: it rewrites the record and tags the manifest anew.
+        expect((await t.pushManifest('repo', 'v2', img.manifest)).status).toBe(201);
+      }
+      return item;
+    }) as typeof t.index.get;
+    const res = await t.request(`/v2/repo/manifests/${img.manifest.digest}`, { method: 'DELETE' });
+    expect(res.status).toBe(404);
+    expect((await t.request(`/v2/repo/manifests/${img.manifest.digest}`)).status).toBe(200);
+    expect((await t.request('/v2/repo/manifests/v2')).status).toBe(200);
   });
 });
