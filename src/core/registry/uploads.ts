@@ -203,7 +203,7 @@ export class Uploads {
       'RANGE_INVALID',
       `chunk must start at offset ${size}`,
       { uploadId: id, offset: size },
-      { Range: `0-${Math.max(0, size - 1)}`, 'Docker-Upload-UUID': id },
+      { Range: uploadRange(size), 'Docker-Upload-UUID': id },
     );
   }
 
@@ -238,4 +238,9 @@ function tooManyParts(id: string): OciError {
     uploadId: id,
     limit: MAX_UPLOAD_PARTS,
   });
+}
+
+/** The Range header of an upload holding `size` bytes: inclusive, "0-0" before any (as Distribution answers). */
+export function uploadRange(size: number): string {
+  return `0-${Math.max(0, size - 1)}`;
 }

@@ -3,7 +3,7 @@ import { OciError } from '../../core/errors.js';
 import { parseDigest } from '../../core/oci/digest.js';
 import { parseName } from '../../core/oci/reference.js';
 import type { Registry } from '../../core/registry/registry.js';
-import type { UploadStatus } from '../../core/registry/uploads.js';
+import { uploadRange, type UploadStatus } from '../../core/registry/uploads.js';
 import { discard } from '../../core/streams.js';
 import { methodNotAllowed } from '../errors.js';
 import { body, chunkRange, contentLength } from '../request.js';
@@ -73,8 +73,7 @@ export async function uploadRoute(c: Context, registry: Registry, name: string, 
 function uploadHeaders(upload: UploadStatus): Record<string, string> {
   return {
     Location: `/v2/${upload.name}/blobs/uploads/${upload.id}`,
-    // Inclusive end of the bytes received; "0-0" before any, as Distribution answers.
-    Range: `0-${Math.max(0, upload.size - 1)}`,
+    Range: uploadRange(upload.size),
     'Docker-Upload-UUID': upload.id,
     'Content-Length': '0',
   };
