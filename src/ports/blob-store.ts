@@ -91,6 +91,17 @@ export interface BlobStore {
   move?(from: string, to: string): Promise<void>;
 
   /**
+   * Optional ability: writes at `to` the concatenation of the objects at `parts`, in order,
+   * inside the store (S3: a multipart upload of UploadPartCopy requests; Fs: concatenation into
+   * a temporary file and a rename), so the bytes never travel back through Outpost. Atomic at
+   * `to` like `put`: readers see the previous object or the whole result. The parts are left as
+   * they are (the caller deletes them). Rejects, writing nothing at `to`, when a part is missing.
+   * Works for any part sizes (an adapter whose server-side copy has a minimum part size falls
+   * back to streaming for parts below it). Without it core streams the parts into `put`.
+   */
+  compose?(parts: string[], to: string): Promise<ObjectInfo>;
+
+  /**
    * Optional ability: a URL from which a client can GET the object directly for the next
    * `expiresInSeconds` (an S3 presigned URL), so blob downloads can bypass Outpost.
    */

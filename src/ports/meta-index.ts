@@ -45,22 +45,39 @@ export interface Lease {
   key: ItemKey;
   owner: string;
   /**
-   * Fencing token: strictly increases with every acquisition of the key by a new holder, so
-   * a writer that lost its lease (paused past expiry) can be told apart from the current one.
-   * See "Fencing" on acquireLease for how to use it when every write touches one item.
+   * Fencing token: strictly greater than every token ever issued for this key, whatever was
+   * deleted, released, expired or swept by a store's TTL housekeeping in between (see "Tokens"
+   * on acquireLease). A writer that lost its lease can therefore always be told apart from the
+   * current one.
    */
   token: number;
   expiresAt: number;
 }
 
 /**
- * What acquireLease found. Refused: who holds the lease (`holder`, its `token`) and until when
- * (`expiresAt`, epoch ms by the adapter's Clock, always in the future when reported), so a
- * waiter knows whom it waits for and when to try again.
+ * What a lease item shows to anyone who reads it: the last token issued, the holder while the
+ * lease is live, and the work's state as last written by a holder (kept through release and
+ * expiry, so a successor can resume the work).
+ */
+export interface LeaseView<S extends Json = Json> {
+  token: number;
+  /** The live holder; undefined when the lease is free (released or expired). */
+  holder?: string;
+  /** Epoch ms by the adapter's Clock; in the past when the lease is free. */
+  expiresAt: number;
+  /** The state the last holder wrote with updateLease or releaseLease; undefined if none ever did. */
+  state?: S;
+}
+
+/**
+ * What acquireLease found. Acquired: the new lease and the state the previous holders left
+ * (`state`, undefined if none), to resume from. Refused: who holds the lease (`holder`, its
+ * `token`), until when (`expiresAt`, epoch ms by the adapter's Clock, always in the future when
+ * reported) and the holder's latest state, so a waiter can follow its progress.
  */
 export type LeaseResult =
-  | { acquired: true; lease: Lease }
-  | { acquired: false; holder: string; token: number; expiresAt: number };
+  | { acquired: true; lease: Lease; state?: Json }
+  | { acquired: false; holder: string; token: number; expiresAt: number; state?: Json };
 
 export interface MetaIndex {
   /** Reads one item; undefined when absent or expired. Strongly consistent. */
@@ -98,7 +115,8 @@ export interface MetaIndex {
   /**
    * Adds `delta` (may be negative) to the number stored at the key, creating it at 0 first.
    * Atomic counter add: concurrent adds never lose an update. Not idempotent: a retry after a
-   * lost reply adds twice. Returns the value after the add. Fails when the item is not a number.
+   * lost reply adds twice. Returns the value after the add. Fails with a TypeError, changing
+   * nothing, when the item is not a number (a lease item included, live or not).
    */
   add(key: ItemKey, delta: number): Promise<number>;
 
@@ -112,34 +130,36 @@ export interface MetaIndex {
    * Takes the lease at `key` for `owner` for `ttlMs`, if it is free (absent, expired or
    * released) or already held by `owner` (then it is extended and keeps its token).
    * Atomic: the lease is taken or extended by one conditional write. Refused while someone
-   * else holds it; the result then names that holder with its token and expiry, read in the
-   * same atomic step as the refusal (or by a consistent read right after it). A free lease is
-   * never reported as held: a refusal's `expiresAt` is later than the adapter's clock when it
+   * else holds it; the result then names that holder with its token, expiry and state, read in
+   * the same atomic step as the refusal (or by a consistent read right after it). A free lease
+   * is never reported as held: a refusal's `expiresAt` is later than the adapter's clock when it
    * returns. The holder may renew, so a waiter retries at `expiresAt` rather than assuming the
    * lease is free by then. Idempotent per owner: a retry by the same owner returns the same
    * token. Fails when the live item at `key` is not a lease, or (DynamoDB) when the lease kept
-   * changing hands through every attempt to read a live holder.
+   * changing hands through every attempt to read a live holder. The state is kept: a new holder
+   * receives it in the result, and it stays in the item until the holder overwrites it.
    *
-   * Fencing. No method writes two items at once, so "check my token, then write" is safe only
-   * when the check and the write are one compare-and-set on the item being written. The holder
-   * therefore keeps the work's state (a fill's progress and result) in its own item beside the
-   * lease (same partition, another sort key) and stamps every write of it with its token:
+   * Tokens. A new holder's token is max(previous token + 1, clock.now()). The previous token is
+   * kept in the item through release, expiry and `delete` (a tombstone keeps it), so tokens grow
+   * by at least one per acquisition; when a store's housekeeping has erased the item altogether
+   * (DynamoDB's TTL sweep, no sooner than a week after it expired), the clock term still makes
+   * the new token larger than any token issued before, since no token runs ahead of the clock by
+   * more than one per acquisition.
    *
-   *   r = acquireLease(lease#d, me, ttl)
-   *   if !r.acquired: wait for r.holder's work (read its state item) until r.expiresAt, retry
+   * Fencing. The lease item carries the work's state, so "am I still the holder?" and "write my
+   * progress" are one conditional write (updateLease): a holder that lost the lease (paused past
+   * expiry, taken over) can never overwrite its successor's state.
+   *
+   *   r = acquireLease(fill#d, me, ttl)
+   *   if !r.acquired: follow r.state until r.expiresAt (readLease), then try again
+   *   resume from r.state (what the previous holders left)
    *   for each step of the work:
-   *     cur = get(state#d)
-   *     if cur && cur.value.token > r.lease.token: stop      // a newer holder took over
-   *     cur ? compareAndSet(state#d, cur.version, { token, ...progress })
-   *         : putIfAbsent(state#d, { token, ...progress })  // refused: re-read, check again
-   *     renewLease(r.lease, ttl) or stop when it is undefined
-   *   releaseLease(r.lease)
+   *     do the step (write content under keys that carry r.lease.token)
+   *     lease = updateLease(lease, { ...progress }, ttl)   // undefined: lost it, stop at once
+   *   releaseLease(lease, { done: true, ... })
    *
-   * The compare-and-set makes the token check and the write one atomic step, so a holder that
-   * lost the lease can never overwrite a newer holder's state; readers trust a state item only
-   * while its token is the current lease's (or the work is marked done) and otherwise treat it
-   * as a dead holder's, to resume or discard. Items written by content address (a blob whose
-   * digest the store verifies) need no fencing: a stale holder can only write the same bytes.
+   * Readers trust a state only as the holder's claim of what it has written; objects written by
+   * content address (a blob whose digest the store verifies) need no fencing.
    */
   acquireLease(key: ItemKey, owner: string, ttlMs: number): Promise<LeaseResult>;
 
@@ -151,11 +171,28 @@ export interface MetaIndex {
   renewLease(lease: Lease, ttlMs: number): Promise<Lease | undefined>;
 
   /**
-   * Gives up a lease held with `lease.token` so that the next acquirer need not wait for
-   * expiry. Atomic. Returns false when it had already been lost. Idempotent. The fencing
-   * token survives the release, so the next holder still gets a larger one.
+   * Writes the work's `state` into the lease item and extends the lease by `ttlMs`, only while
+   * `lease.owner` holds it live with `lease.token`. Atomic: one conditional write checks the
+   * holder, token and expiry and writes the state. Returns the extended lease, or undefined
+   * (nothing written) when the lease expired or was taken over. Idempotent: a retry after a
+   * lost reply writes the same state again.
    */
-  releaseLease(lease: Lease): Promise<boolean>;
+  updateLease(lease: Lease, state: Json, ttlMs: number): Promise<Lease | undefined>;
+
+  /**
+   * Gives up a lease held with `lease.token` so that the next acquirer need not wait for
+   * expiry; with `state`, writes it in the same conditional write. Atomic. Returns false (and
+   * writes nothing) when it had already been lost. Idempotent. The fencing token and the state
+   * survive the release.
+   */
+  releaseLease(lease: Lease, state?: Json): Promise<boolean>;
+
+  /**
+   * The lease item as it stands (token, live holder, state), or undefined when no lease was
+   * ever taken at `key` (or housekeeping erased it). One strongly consistent read. Fails when
+   * the item at `key` is not a lease.
+   */
+  readLease<S extends Json = Json>(key: ItemKey): Promise<LeaseView<S> | undefined>;
 }
 
 /** The largest page `list` must serve; callers page through longer partitions. */
