@@ -3,12 +3,25 @@
 # is already on PATH is left alone, and nothing is installed when nothing is missing.
 # Used by test/e2e/global-setup.ts, by CI and by people: one install path for all of them.
 #
+# The tests start their own instances of the daemons (test/e2e/support/upstream-registry.ts,
+# test/e2e/support/containerd.ts) on free loopback ports with their own temporary directories,
+# so the distribution's services are neither wanted nor started: the install runs under a
+# policy-rc.d that forbids service starts, and under systemd the units it installed are disabled.
+#
 # Debian/Ubuntu only (apt-get); installing needs root. Usage: scripts/install-test-deps.sh
 set -euo pipefail
 
-# command on PATH -> Debian package that provides it. Add peers here (docker-registry, containerd).
+# command on PATH -> Debian package that provides it.
 TOOLS=(
   "skopeo:skopeo"
+  "docker-registry:docker-registry"
+  "containerd:containerd"
+  "ctr:containerd"
+)
+# Debian packages whose systemd units must not run once installed.
+SERVICES=(
+  "docker-registry:docker-registry.service"
+  "containerd:containerd.service"
 )
 
 missing_packages=()
@@ -19,7 +32,7 @@ for entry in "${TOOLS[@]}"; do
     echo "install-test-deps: $tool found at $(command -v "$tool")"
   else
     echo "install-test-deps: $tool not found; needs Debian package $package"
-    missing_packages+=("$package")
+    if [[ " ${missing_packages[*]} " != *" $package "* ]]; then missing_packages+=("$package"); fi
   fi
 done
 
@@ -38,10 +51,34 @@ if ! command -v apt-get >/dev/null 2>&1; then
   exit 1
 fi
 
+# invoke-rc.d asks /usr/sbin/policy-rc.d before starting a service; exit 101 means "forbidden"
+# (Debian policy, section 9.3.3). Only a file we created is removed again.
+POLICY=/usr/sbin/policy-rc.d
+if [ ! -e "$POLICY" ]; then
+  printf '#!/bin/sh\n# scripts/install-test-deps.sh: no service starts while it installs.\nexit 101\n' >"$POLICY"
+  chmod 755 "$POLICY"
+  trap 'rm -f "$POLICY"' EXIT
+fi
+
+# Another install (the S3 peer's global setup, a second test run) may hold dpkg's lock: wait for it.
+APT=(apt-get -o DPkg::Lock::Timeout=600)
 echo "install-test-deps: + apt-get update"
-apt-get update
-echo "install-test-deps: + DEBIAN_FRONTEND=noninteractive apt-get install -y ${missing_packages[*]}"
-DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing_packages[@]}"
+"${APT[@]}" update
+echo "install-test-deps: + DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends ${missing_packages[*]}"
+DEBIAN_FRONTEND=noninteractive "${APT[@]}" install -y --no-install-recommends "${missing_packages[@]}"
+
+# Under systemd the packages also enable their units for the next boot: disable (and stop, in
+# case something started them anyway) the ones this run installed, and no others.
+if [ -d /run/systemd/system ] && command -v systemctl >/dev/null 2>&1; then
+  for entry in "${SERVICES[@]}"; do
+    package="${entry%%:*}"
+    unit="${entry#*:}"
+    if [[ " ${missing_packages[*]} " == *" $package "* ]]; then
+      echo "install-test-deps: + systemctl disable --now $unit"
+      systemctl disable --now "$unit" || echo "install-test-deps: could not disable $unit (ignored)" >&2
+    fi
+  done
+fi
 
 for entry in "${TOOLS[@]}"; do
   tool="${entry%%:*}"

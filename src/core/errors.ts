@@ -6,8 +6,8 @@
  * its HTTP status and a default message. A few kinds share a wire code but need a
  * different status (a manifest over the size cap is SIZE_INVALID with 413, an
  * unsatisfiable range is 416), which is why the table is keyed by kind, not by code.
- * Wire codes stay within the spec's list (plus UNKNOWN for server faults), so clients that
- * switch on them keep working.
+ * Wire codes stay within the spec's list (plus UNKNOWN for server faults, and Distribution's
+ * UNAVAILABLE for an upstream that cannot be reached), so clients that switch on them keep working.
  *
  * Everything in core throws `OciError`; `http/errors.ts` is the only place that turns
  * one into `{"errors":[{code,message,detail}]}`.
@@ -36,6 +36,11 @@ export const ERRORS = {
   TOO_MANY_REQUESTS: { code: 'TOOMANYREQUESTS', status: 429, message: 'too many requests' },
   CONTENT_RANGE_INVALID: { code: 'BLOB_UPLOAD_INVALID', status: 400, message: 'malformed Content-Range' },
   MANIFEST_BODY_INCOMPLETE: { code: 'MANIFEST_INVALID', status: 400, message: 'the manifest body broke off before its end' },
+  // The mirror's upstream failed and nothing cached could answer (messages name the upstream).
+  UPSTREAM_UNAVAILABLE: { code: 'UNAVAILABLE', status: 503, message: 'the upstream registry is unavailable' },
+  UPSTREAM_RATE_LIMITED: { code: 'TOOMANYREQUESTS', status: 429, message: 'the upstream registry is rate-limiting this mirror' },
+  UPSTREAM_DENIED: { code: 'DENIED', status: 403, message: 'the upstream registry refused access' },
+  UPSTREAM_INVALID: { code: 'UNKNOWN', status: 502, message: 'the upstream registry sent invalid content' },
   // Not the client's doing; the spec has no code for these, so they use UNKNOWN as Distribution does.
   INTERNAL: { code: 'UNKNOWN', status: 500, message: 'internal server error' },
   MISCONFIGURED: { code: 'UNKNOWN', status: 503, message: 'the registry is misconfigured' },

@@ -1,8 +1,12 @@
 /**
  * Outpost's configuration: read once from string variables (the process environment on Node,
- * vars and secrets on Workers), validated, and turned into a typed object. Every problem is
- * reported at start-up, all at once. Runtime-agnostic: no node:* imports.
+ * vars and secrets on Workers) and from the configuration document (OUTPOST_CONFIG inline, or
+ * on Node the file OUTPOST_CONFIG_FILE names, whose text the Node entry passes in), validated,
+ * and turned into a typed object. Every problem is reported at start-up, all at once.
+ * Runtime-agnostic: no node:* imports. The document's sections are parsed in ./config/.
  */
+import type { MirrorConfig } from '../core/mirror/config.js';
+import { defaultDocument, readDocument, type ConfigDocument } from './config/document.js';
 
 export interface S3Config {
   endpoint?: string;
@@ -35,6 +39,18 @@ export interface Config {
   redirectSeconds: number;
   /** Smallest chunk clients are asked to PATCH (OCI-Chunk-Min-Length); 0 asks nothing. */
   chunkMinBytes: number;
+  /** Upstreams, hosted prefixes and fill tuning from the configuration document (defaults without one). */
+  mirror: MirrorConfig;
+}
+
+/** The configuration document as the entry point obtained it; readConfig never touches a file system. */
+export interface ConfigInput {
+  /** The document's text (on Node: the contents of the file OUTPOST_CONFIG_FILE names). */
+  configText?: string;
+  /** Where the text came from (the file's path), named in every problem about it. */
+  configSource?: string;
+  /** Why the entry point could not read the document (a missing or unreadable file), reported with the other problems. */
+  configReadError?: string;
 }
 
 export class ConfigError extends Error {
@@ -53,6 +69,8 @@ export const CONFIG_VARIABLES = {
   OUTPOST_UPLOAD_TTL_SECONDS: 'how long an idle blob upload is kept (default 86400)',
   OUTPOST_REDIRECT_SECONDS: 'redirect blob downloads to presigned store URLs valid this long; 0 serves them directly (default 0)',
   OUTPOST_CHUNK_MIN_BYTES: 'smallest chunk clients are asked to PATCH, sent as OCI-Chunk-Min-Length; 0 sends nothing (default 0)',
+  OUTPOST_CONFIG: 'the configuration document inline, YAML or JSON: upstreams, hosted prefixes, mirror tuning (default none)',
+  OUTPOST_CONFIG_FILE: 'path of the configuration document, YAML or JSON (Node; default none)',
   OUTPOST_S3_ENDPOINT: 'S3 endpoint URL (default: AWS for the region)',
   OUTPOST_S3_REGION: 'S3 region (default us-east-1; "auto" for R2)',
   OUTPOST_S3_BUCKET: 'bucket for blobs (required for cloud)',
@@ -73,14 +91,15 @@ export type ConfigVariable = keyof typeof CONFIG_VARIABLES;
 /** Settings that only mean something to a process that listens and has a disk. */
 const NODE_ONLY: ConfigVariable[] = ['OUTPOST_HOST', 'OUTPOST_PORT', 'OUTPOST_DATA_DIR'];
 
-export function readConfig(env: Record<string, unknown>, runtime: 'node' | 'workers' = 'node'): Config {
+export function readConfig(env: Record<string, unknown>, runtime: 'node' | 'workers' = 'node', input: ConfigInput = {}): Config {
   const problems: string[] = [];
   const get = (name: ConfigVariable): string | undefined => {
     const v = env[name];
     return typeof v === 'string' && v.trim() !== '' ? v.trim() : undefined;
   };
+  const { document, problems: documentProblems, referenced } = readConfigDocument(env, runtime, input, get);
   for (const key of Object.keys(env)) {
-    if (key.startsWith('OUTPOST_') && !(key in CONFIG_VARIABLES)) {
+    if (key.startsWith('OUTPOST_') && !(key in CONFIG_VARIABLES) && !referenced.has(key)) {
       problems.push(`${key} is not a known setting (known: ${Object.keys(CONFIG_VARIABLES).join(', ')})`);
     }
   }
@@ -106,8 +125,52 @@ export function readConfig(env: Record<string, unknown>, runtime: 'node' | 'work
     problems.push(`OUTPOST_STORE must be "local" or "cloud", got "${kind}"`);
     store = { kind: 'local', dataDir: './data' };
   }
+  problems.push(...documentProblems);
   if (problems.length > 0) throw new ConfigError(problems);
-  return { host, port, store, uploadTtlSeconds, redirectSeconds, chunkMinBytes };
+  return { host, port, store, uploadTtlSeconds, redirectSeconds, chunkMinBytes, mirror: document.mirror };
+}
+
+/**
+ * The document from one of its two places: OUTPOST_CONFIG (the text itself, the only way on
+ * Workers) or OUTPOST_CONFIG_FILE (Node; the entry point reads the file and passes its text).
+ */
+function readConfigDocument(
+  env: Record<string, unknown>,
+  runtime: 'node' | 'workers',
+  input: ConfigInput,
+  get: (name: ConfigVariable) => string | undefined,
+): { document: ConfigDocument; problems: string[]; referenced: Set<string> } {
+  const none = (problems: string[]) => ({ document: defaultDocument(), problems, referenced: new Set<string>() });
+  const raw = env.OUTPOST_CONFIG;
+  // Not trimmed: the first line's indentation is part of the YAML.
+  const inline = typeof raw === 'string' && raw.trim() !== '' ? raw : undefined;
+  if (raw !== undefined && typeof raw !== 'string') {
+    return none(['OUTPOST_CONFIG must be a string holding the YAML or JSON document (in wrangler.toml: OUTPOST_CONFIG = """...""")']);
+  }
+  const file = get('OUTPOST_CONFIG_FILE');
+  if (runtime === 'workers' && file !== undefined) {
+    return none(['OUTPOST_CONFIG_FILE does not apply on Workers; use the OUTPOST_CONFIG var']);
+  }
+  const fromFile = file !== undefined || input.configText !== undefined || input.configReadError !== undefined;
+  if (inline !== undefined && fromFile) {
+    return none(['OUTPOST_CONFIG and OUTPOST_CONFIG_FILE are both set; give the configuration document one way, not two']);
+  }
+  if (input.configReadError !== undefined) return none([input.configReadError]);
+  let text: string;
+  let source: string;
+  if (inline !== undefined) {
+    text = inline;
+    source = 'OUTPOST_CONFIG';
+  } else if (input.configText !== undefined) {
+    text = input.configText;
+    source = input.configSource ?? file ?? 'the configuration document';
+  } else if (file !== undefined) {
+    // A document named but never read would leave every setting in it silently off.
+    return none([`OUTPOST_CONFIG_FILE is set to "${file.slice(0, 80)}" but this entry point did not read it`]);
+  } else {
+    return none([]);
+  }
+  return readDocument({ text, source, env, runtime });
 }
 
 function readS3(get: (name: ConfigVariable) => string | undefined, problems: string[]): S3Config {

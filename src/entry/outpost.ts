@@ -1,13 +1,25 @@
 import { nodeHash } from '../adapters/crypto/node-hash.js';
+import { RegistryUpstream } from '../adapters/upstream/registry-upstream.js';
+import { Metrics } from '../core/metrics.js';
+import type { MirrorConfig } from '../core/mirror/config.js';
 import { createRegistry } from '../core/registry/registry.js';
 import { createApp } from '../http/app.js';
 import type { BlobStore } from '../ports/blob-store.js';
 import { systemClock } from '../ports/clock.js';
 import type { MetaIndex } from '../ports/meta-index.js';
+import type { Upstream } from '../ports/upstream.js';
 import type { Config } from './config.js';
 
+export interface OutpostOptions {
+  /** Serve /metrics (Node); Workers log the counters instead. */
+  metricsRoute: boolean;
+  /** The one way out to upstreams; the runtime's fetch by default. */
+  fetch?: typeof fetch;
+}
+
 /** The Outpost HTTP app over a store and an index, as every entry point builds it. */
-export function outpostApp(config: Config, adapters: { store: BlobStore; index: MetaIndex }) {
+export function outpostApp(config: Config, adapters: { store: BlobStore; index: MetaIndex }, options: OutpostOptions = { metricsRoute: false }) {
+  const metrics = new Metrics();
   const registry = createRegistry({
     ...adapters,
     hash: nodeHash,
@@ -17,6 +29,24 @@ export function outpostApp(config: Config, adapters: { store: BlobStore; index: 
       redirectSeconds: config.redirectSeconds,
       chunkMinLength: config.chunkMinBytes,
     },
+    mirror: { config: config.mirror, upstreams: upstreamClients(config.mirror, options.fetch ?? fetch), metrics },
   });
-  return createApp({ registry });
+  return { app: createApp({ registry, metrics: options.metricsRoute }), metrics };
+}
+
+/** One upstream client per configured upstream. */
+export function upstreamClients(config: MirrorConfig, f: typeof fetch): Map<string, Upstream> {
+  const clients = new Map<string, Upstream>();
+  for (const u of config.upstreams) {
+    clients.set(
+      u.name,
+      new RegistryUpstream({
+        url: u.url,
+        credentials: u.credentials,
+        fetch: f,
+        log: (event) => console.log(JSON.stringify({ msg: 'upstream', upstream: u.name, ...event })),
+      }),
+    );
+  }
+  return clients;
 }

@@ -7,9 +7,12 @@ import { blobRoute } from './routes/blobs.js';
 import { catalogRoute, referrersRoute, tagsRoute } from './routes/listings.js';
 import { manifestRoute } from './routes/manifests.js';
 import { startUploadRoute, uploadRoute } from './routes/uploads.js';
+import { mirrorRoute, type MirrorRoute } from './routes/mirror.js';
 
 export interface AppDeps {
   registry: Registry;
+  /** Serve the mirror's counters as Prometheus text at GET /metrics (Node; Workers logs them). */
+  metrics?: boolean;
 }
 
 /**
@@ -17,7 +20,7 @@ export interface AppDeps {
  * slashes, so /v2/ paths are matched here by their trailing segments rather than by Hono's
  * router (spec.md#endpoints).
  */
-export function createApp({ registry }: AppDeps): Hono {
+export function createApp({ registry, metrics = false }: AppDeps): Hono {
   const app = new Hono();
 
   app.use('*', async (c, next) => {
@@ -26,6 +29,9 @@ export function createApp({ registry }: AppDeps): Hono {
   });
 
   app.all('/v2', (c) => c.redirect('/v2/', 301));
+  if (metrics) {
+    app.get('/metrics', () => new Response(registry.mirror.metrics.render(), { headers: { 'Content-Type': 'text/plain; version=0.0.4' } }));
+  }
   app.all('/v2/*', (c) => dispatch(c, registry));
   // Answered, not thrown: an error thrown here skips the header middleware above.
   app.notFound((c) => errorResponse(new OciError('ROUTE_UNKNOWN', undefined, { path: c.req.path.slice(0, 300) }), c));
@@ -33,16 +39,16 @@ export function createApp({ registry }: AppDeps): Hono {
   return app;
 }
 
-type Route = [RegExp, (c: Context, registry: Registry, name: string, arg: string) => Promise<Response>];
+type Route = [RegExp, MirrorRoute, (c: Context, registry: Registry, name: string, arg: string) => Promise<Response>];
 
 /** Matched in order against the path after /v2/; the name is everything before the suffix. */
 const ROUTES: Route[] = [
-  [/^(.+)\/manifests\/([^/]+)$/, manifestRoute],
-  [/^(.+)\/blobs\/uploads\/?$/, (c, r, name) => startUploadRoute(c, r, name)],
-  [/^(.+)\/blobs\/uploads\/([^/]+)$/, uploadRoute],
-  [/^(.+)\/blobs\/([^/]+)$/, blobRoute],
-  [/^(.+)\/tags\/list$/, (c, r, name) => tagsRoute(c, r, name)],
-  [/^(.+)\/referrers\/([^/]+)$/, referrersRoute],
+  [/^(.+)\/manifests\/([^/]+)$/, 'manifest', manifestRoute],
+  [/^(.+)\/blobs\/uploads\/?$/, 'upload', (c, r, name) => startUploadRoute(c, r, name)],
+  [/^(.+)\/blobs\/uploads\/([^/]+)$/, 'upload', uploadRoute],
+  [/^(.+)\/blobs\/([^/]+)$/, 'blob', blobRoute],
+  [/^(.+)\/tags\/list$/, 'tags', (c, r, name) => tagsRoute(c, r, name)],
+  [/^(.+)\/referrers\/([^/]+)$/, 'referrers', referrersRoute],
 ];
 
 async function dispatch(c: Context, registry: Registry): Promise<Response> {
@@ -54,9 +60,13 @@ async function dispatch(c: Context, registry: Registry): Promise<Response> {
     });
   }
   if (path === '_catalog') return catalogRoute(c, registry);
-  for (const [pattern, handle] of ROUTES) {
+  for (const [pattern, kind, handle] of ROUTES) {
     const m = pattern.exec(path);
-    if (m) return handle(c, registry, parseName(m[1]!), decodeSegment(m[2] ?? ''));
+    if (!m) continue;
+    const target = registry.mirror.route(parseName(m[1]!), c.req.query('ns'));
+    const arg = decodeSegment(m[2] ?? '');
+    if (target.kind === 'mirror') return mirrorRoute(c, registry, target, kind, arg);
+    return handle(c, registry, target.name, arg);
   }
   throw new OciError('ROUTE_UNKNOWN', undefined, { path: c.req.path.slice(0, 300) });
 }

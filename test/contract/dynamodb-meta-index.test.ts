@@ -1,9 +1,9 @@
-import { GetItemCommand, UpdateItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { DeleteItemCommand, GetItemCommand, UpdateItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DynamoMetaIndex } from '../../src/adapters/dynamodb/meta-index.js';
 import { TestClock } from '../support/clock.js';
 import { startDynalite, type Dynalite } from '../support/dynalite.js';
-import { acquired, key, refusedBy, TTL } from './meta-index-fixture.js';
+import { acquired, key, refusedBy, ReplyLost, TTL, type LossyIndex } from './meta-index-fixture.js';
 import { metaIndexContract } from './meta-index.contract.js';
 
 let server: Dynalite;
@@ -23,7 +23,125 @@ metaIndexContract('DynamoMetaIndex on dynalite (two clients, one table)', async 
     index: new DynamoMetaIndex({ client: server.client, table, clock }),
     // A second instance with its own client: another worker sharing the table.
     other: new DynamoMetaIndex({ client: server.client, table, clock }),
+    // Replies lost inside a method, after one UpdateItem of it was applied.
+    lossy: losingReplies((client) => new DynamoMetaIndex({ client, table, clock })),
   };
+});
+
+/**
+ * An instance whose client, once armed, loses the reply of the next UpdateItem the table
+ * applied (a refused one answers as usual): `resend` re-sends the same command first, as the
+ * SDK's own retry does after a timeout, and answers with what that second send got.
+ */
+function losingReplies(make: (client: DynamoDBClient) => DynamoMetaIndex, options: { resend?: boolean } = {}): LossyIndex {
+  let armed = false;
+  const client = {
+    async send(command: UpdateItemCommand | GetItemCommand) {
+      const out = await server.client.send(command as UpdateItemCommand);
+      if (!armed || !(command instanceof UpdateItemCommand)) return out;
+      armed = false;
+      if (options.resend) return server.client.send(command);
+      throw new ReplyLost();
+    },
+  } as unknown as DynamoDBClient;
+  return { index: make(client), loseNextReply: () => (armed = true) };
+}
+
+/** A fresh table and an index on it. */
+async function freshIndex(name: string, clock = new TestClock()) {
+  const table = `outpost-${name}-${++tables}`;
+  await server.createTable(table);
+  return { clock, table, index: new DynamoMetaIndex({ client: server.client, table, clock }) };
+}
+
+/**
+ * DynamoDB's TTL sweep erases an item for good, no sooner than a week after its `ttl` (which
+ * the adapter sets a week past expiry). dynalite never sweeps, so the test erases the item
+ * with a DeleteItem straight to the table once the clock is past that.
+ */
+describe('DynamoMetaIndex lease items erased by the TTL sweep', () => {
+  const WEEK = 7 * 24 * 3600 * 1000;
+  const lk = key('lease', 'leases');
+
+  const rawKey = { pk: { S: lk.pk }, sk: { S: lk.sk } };
+
+  async function erase(table: string) {
+    await server.client.send(new DeleteItemCommand({ TableName: table, Key: rawKey }));
+  }
+
+  it('issues a larger token than any before, from the clock, when the item is gone', async () => {
+    const { clock, table, index } = await freshIndex('swept');
+    // Four holders within one millisecond: the last token is ahead of the clock.
+    let last = 0;
+    for (const owner of ['A', 'B', 'C', 'D']) {
+      const lease = acquired(await index.acquireLease(lk, owner, TTL));
+      await index.releaseLease(lease, `${owner} was here`);
+      last = lease.token;
+    }
+    expect(last).toBe(clock.now() + 3);
+    clock.advance(2 * WEEK + 1);
+    await erase(table);
+    expect(await index.readLease(lk)).toBeUndefined();
+    const next = await index.acquireLease(lk, 'E', TTL);
+    expect(next).toEqual({ acquired: true, lease: { key: lk, owner: 'E', token: clock.now(), expiresAt: clock.now() + TTL } });
+    expect(acquired(next).token).toBeGreaterThan(last);
+  });
+
+  it('keeps tokens growing when a tombstone is swept too', async () => {
+    const { clock, table, index } = await freshIndex('swept-tombstone');
+    const a = acquired(await index.acquireLease(lk, 'A', TTL));
+    await index.delete(lk);
+    clock.advance(WEEK + TTL + 1);
+    await erase(table);
+    expect(acquired(await index.acquireLease(lk, 'B', TTL)).token).toBeGreaterThan(a.token);
+  });
+
+  it('gives lease items a ttl no earlier than a week after their expiry', async () => {
+    const { clock, table, index } = await freshIndex('ttl');
+    const a = acquired(await index.acquireLease(lk, 'A', TTL));
+    await index.releaseLease(a, 'done');
+    const raw = await server.client.send(new GetItemCommand({ TableName: table, Key: rawKey, ConsistentRead: true }));
+    expect(Number(raw.Item!.ttl!.N) * 1000).toBeGreaterThanOrEqual(clock.now() + WEEK - 1000);
+    expect(raw.Item!.st).toEqual({ S: '"done"' });
+  });
+});
+
+/**
+ * The SDK re-sends a request whose reply timed out, so the table can see one write twice
+ * before the adapter hears anything: the second send is then judged against the first's result.
+ */
+describe('DynamoMetaIndex lease writes re-sent after a lost reply', () => {
+  const lk = key('lease', 'leases');
+  async function resending() {
+    const { clock, table } = await freshIndex('resend');
+    const plain = new DynamoMetaIndex({ client: server.client, table, clock });
+    return { clock, plain, lossy: losingReplies((client) => new DynamoMetaIndex({ client, table, clock }), { resend: true }) };
+  }
+
+  it('acquireLease: the re-sent take is refused by its own holding, which is then extended', async () => {
+    const { plain, lossy } = await resending();
+    lossy.loseNextReply();
+    const a = acquired(await lossy.index.acquireLease(lk, 'A', TTL));
+    expect(await plain.readLease(lk)).toEqual({ token: a.token, holder: 'A', expiresAt: a.expiresAt });
+    expect(await plain.acquireLease(lk, 'B', TTL)).toEqual(refusedBy(a));
+  });
+
+  it('updateLease: the re-sent write applies again, the same state', async () => {
+    const { plain, lossy } = await resending();
+    const a = acquired(await plain.acquireLease(lk, 'A', TTL));
+    lossy.loseNextReply();
+    expect(await lossy.index.updateLease(a, { parts: 1 }, TTL)).toEqual(a);
+    expect((await plain.readLease(lk))?.state).toEqual({ parts: 1 });
+  });
+
+  it('releaseLease: the re-sent write finds the lease given up and answers false; the state is written', async () => {
+    const { plain, lossy } = await resending();
+    const a = acquired(await plain.acquireLease(lk, 'A', TTL));
+    lossy.loseNextReply();
+    expect(await lossy.index.releaseLease(a, { done: true })).toBe(false);
+    expect(await plain.readLease(lk)).toMatchObject({ token: a.token, state: { done: true } });
+    expect((await plain.readLease(lk))?.holder).toBeUndefined();
+  });
 });
 
 /**
@@ -61,8 +179,9 @@ describe('DynamoMetaIndex acquireLease under churn', () => {
   it('keeps trying while it finds the lease free, and takes it', async () => {
     const { clock, plain, lk, index } = await churn(4);
     const b = acquired(await index.acquireLease(lk, 'B', TTL));
-    expect(b).toMatchObject({ owner: 'B', token: 5, expiresAt: clock.now() + TTL });
-    expect(await plain.get(lk)).toMatchObject({ value: { owner: 'B', token: 5 } });
+    // Each churning owner took it at a later clock, so B's token is the clock's now.
+    expect(b).toMatchObject({ owner: 'B', token: clock.now(), expiresAt: clock.now() + TTL });
+    expect(await plain.get(lk)).toMatchObject({ value: { owner: 'B', token: clock.now() } });
   });
 
   it('fails rather than report a holder whose lease has expired when the churn never ends', async () => {

@@ -1,13 +1,15 @@
 import { beforeEach, describe, expect, it } from 'vitest';
-import type { MetaIndex } from '../../src/ports/meta-index.js';
+import type { Lease, MetaIndex } from '../../src/ports/meta-index.js';
 import type { TestClock } from '../support/clock.js';
 import { acquired, key, refusedBy, TTL, type MetaIndexSubject } from './meta-index-fixture.js';
 
 /**
  * The lease part of the MetaIndex contract (acquireLease, renewLease, releaseLease): one holder
  * at a time, refusals that name the holder with its token and expiry, expiry by the TestClock,
- * and fencing tokens that only grow. Called by metaIndexContract inside its describe, with the
- * subject its beforeEach makes.
+ * fencing tokens that only grow (max(previous + 1, clock), whatever happened to the item in
+ * between) and lease items that no other method mistakes for something else. The lease's state
+ * is in meta-index-lease-state.contract.ts. Called by metaIndexContract inside its describe,
+ * with the subject its beforeEach makes.
  */
 export function leasesContract(subject: () => MetaIndexSubject): void {
   let clock: TestClock;
@@ -146,6 +148,25 @@ export function leasesContract(subject: () => MetaIndexSubject): void {
       for (let i = 1; i < tokens.length; i++) expect(tokens[i]).toBeGreaterThan(tokens[i - 1]!);
     });
 
+    it('fails, and changes nothing, when add is called on a lease item, live, released or expired', async () => {
+      const ends: Array<[string, (a: Lease) => Promise<unknown>]> = [
+        ['live', async () => undefined],
+        ['released', (a) => index.releaseLease(a, { step: 'released' })],
+        ['expired', async () => clock.advance(TTL)],
+      ];
+      for (const [i, [how, end]] of ends.entries()) {
+        const k = key(`add-${i}`, 'leases');
+        const a = acquired(await index.acquireLease(k, 'A', TTL));
+        await index.updateLease(a, { step: how }, TTL);
+        await end(a);
+        const [item, view] = [await index.get(k), await index.readLease(k)];
+        await expect(index.add(k, 1), how).rejects.toThrow(TypeError);
+        expect(await index.get(k), how).toEqual(item);
+        expect(await index.readLease(k), how).toEqual(view);
+        if (how === 'live') expect(await index.acquireLease(k, 'B', TTL), how).toEqual(refusedBy(a, { step: how }));
+      }
+    });
+
     it('keeps separate keys independent', async () => {
       const a = acquired(await index.acquireLease(key('one', 'leases'), 'A', TTL));
       const b = acquired(await index.acquireLease(key('two', 'leases'), 'B', TTL));
@@ -161,5 +182,53 @@ export function leasesContract(subject: () => MetaIndexSubject): void {
       clock.advance(5); // expired: free for a lease
       expect(acquired(await index.acquireLease(lk, 'A', TTL)).owner).toBe('A');
     });
+  });
+
+  describe('fencing tokens', () => {
+    beforeEach(() => {
+      ({ clock, index } = subject());
+    });
+
+    const lk = key('lease', 'leases');
+
+    it('are max(previous token + 1, clock.now()) for each new holder', async () => {
+      const a = acquired(await index.acquireLease(lk, 'A', TTL));
+      expect(a.token).toBe(clock.now()); // no previous token
+      await index.releaseLease(a);
+      const b = acquired(await index.acquireLease(lk, 'B', TTL)); // same instant: previous + 1
+      expect(b.token).toBe(a.token + 1);
+      clock.advance(TTL); // expired: the clock is ahead again
+      expect(acquired(await index.acquireLease(lk, 'C', TTL)).token).toBe(clock.now());
+    });
+
+    // Each way a lease can end, twice within the same millisecond (so only the stored token
+    // keeps the next one larger) and once more after the clock moved.
+    const ends: Array<[string, (lease: Lease) => Promise<unknown>]> = [
+      ['released', async (lease) => expect(await index.releaseLease(lease)).toBe(true)],
+      ['deleted while held', async (lease) => expect(await index.delete(lease.key)).toBe(true)],
+      ['released, overwritten by put and deleted', async (lease) => {
+        await index.releaseLease(lease);
+        await index.put(lease.key, 'not a lease any more');
+        expect(await index.delete(lease.key)).toBe(true);
+      }],
+      ['overwritten by put, then expired', async (lease) => {
+        await index.put(lease.key, { plain: true }, { expiresAt: clock.now() + 1 });
+        clock.advance(1);
+      }],
+      ['expired', async () => clock.advance(TTL)],
+    ];
+    for (const [how, end] of ends) {
+      it(`only grow when the lease was ${how} before the next acquisition`, async () => {
+        const tokens: number[] = [];
+        for (const [i, owner] of ['A', 'B', 'A'].entries()) {
+          if (i === 2) clock.advance(1_000);
+          const lease = acquired(await index.acquireLease(lk, owner, TTL), `acquisition ${i} by ${owner}`);
+          expect(lease.token, `acquisition ${i}: never behind the clock`).toBeGreaterThanOrEqual(clock.now());
+          tokens.push(lease.token);
+          await end(lease);
+        }
+        for (let i = 1; i < tokens.length; i++) expect(tokens[i], `acquisition ${i}`).toBeGreaterThan(tokens[i - 1]!);
+      });
+    }
   });
 }

@@ -115,6 +115,54 @@ export function racesContract(subject: () => MetaIndexSubject): void {
       }
     });
 
+    it('concurrent acquireLease of a released lease with a state: one resumes it, the others name it and see it', async () => {
+      const first = acquired(await index.acquireLease(key('l'), 'first', TTL));
+      await index.releaseLease(first, { parts: 3 });
+      const results = await all((i) => racer(i).acquireLease(key('l'), `owner-${i}`, TTL));
+      const held = winners(results);
+      expect(held).toHaveLength(1);
+      expect(held[0]!.token).toBeGreaterThan(first.token);
+      for (const [i, r] of results.entries()) {
+        const won = `owner-${i}` === held[0]!.owner;
+        expect(r, `racer ${i}`).toEqual(won ? { acquired: true, lease: held[0], state: { parts: 3 } } : refusedBy(held[0]!, { parts: 3 }));
+      }
+    });
+
+    it("a stale holder's updateLease against its successor's: the successor's state survives", async () => {
+      for (let round = 0; round < RACERS; round++) {
+        const k = key(`l-${round}`);
+        const stale = acquired(await index.acquireLease(k, 'stale', TTL));
+        clock.advance(TTL);
+        const next = acquired(await racer(round + 1).acquireLease(k, 'next', TTL));
+        const [lost, kept] = await Promise.all([
+          racer(round).updateLease(stale, { by: 'stale' }, TTL),
+          racer(round + 1).updateLease(next, { by: 'next' }, TTL),
+        ]);
+        expect(lost, `round ${round}`).toBeUndefined();
+        expect(kept, `round ${round}`).toEqual({ ...next, expiresAt: clock.now() + TTL });
+        expect(await index.readLease(k), `round ${round}`).toEqual({
+          token: next.token,
+          holder: 'next',
+          expiresAt: kept!.expiresAt,
+          state: { by: 'next' },
+        });
+      }
+    });
+
+    it("a stale holder's updateLease racing its successor's takeover never lands on the successor", async () => {
+      const stale = acquired(await index.acquireLease(key('l'), 'stale', TTL));
+      await index.updateLease(stale, { by: 'stale', step: 0 }, TTL);
+      clock.advance(TTL);
+      const [lost, ...results] = await Promise.all([
+        racer(0).updateLease(stale, { by: 'stale', step: 1 }, TTL),
+        ...Array.from({ length: RACERS }, (_, i) => racer(i + 1).acquireLease(key('l'), `owner-${i}`, TTL)),
+      ]);
+      expect(lost).toBeUndefined();
+      const held = winners(results);
+      expect(held).toHaveLength(1);
+      expect(await index.readLease(key('l'))).toMatchObject({ holder: held[0]!.owner, state: { by: 'stale', step: 0 } });
+    });
+
     it('concurrent takeover of an expired lease: exactly one wins, with a larger token, the others name it', async () => {
       const first = acquired(await index.acquireLease(key('l'), 'first', TTL));
       clock.advance(TTL);

@@ -2,6 +2,7 @@ import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { MetaIndex } from '../../src/ports/meta-index.js';
 import { TestClock } from '../support/clock.js';
 import { key, TTL, type MetaIndexFixture, type MetaIndexSubject } from './meta-index-fixture.js';
+import { leaseStateContract } from './meta-index-lease-state.contract.js';
 import { leasesContract } from './meta-index-leases.contract.js';
 import { racesContract } from './meta-index-races.contract.js';
 
@@ -323,6 +324,7 @@ export function metaIndexContract(label: string, makeIndex: (clock: TestClock) =
     });
 
     leasesContract(subject);
+    leaseStateContract(subject);
     racesContract(subject);
   });
 }

@@ -3,9 +3,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import Database from 'better-sqlite3';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { SqliteMetaIndex } from '../../src/adapters/local/sqlite-meta-index.js';
 import { MemoryMetaIndex } from '../../src/adapters/memory/meta-index.js';
+import { TestClock } from '../support/clock.js';
 import type { RaceReport } from '../support/meta-index-race-worker.js';
 import { metaIndexContract } from './meta-index.contract.js';
 
@@ -25,6 +27,29 @@ metaIndexContract('SqliteMetaIndex (two connections to one file)', (clock) => {
       rmSync(dir, { recursive: true, force: true });
     },
   };
+});
+
+describe('SqliteMetaIndex on a file from before leases had columns of their own', () => {
+  it('adds them on open and keeps the items', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'outpost-meta-old-'));
+    try {
+      const file = join(dir, 'index.db');
+      const old = new Database(file);
+      old.exec(`CREATE TABLE items (pk TEXT NOT NULL, sk TEXT NOT NULL, value TEXT, version INTEGER NOT NULL, expires_at INTEGER,
+        PRIMARY KEY (pk, sk)) WITHOUT ROWID`);
+      old.prepare(`INSERT INTO items VALUES ('p', 'k', '"kept"', 3, NULL)`).run();
+      old.close();
+      const clock = new TestClock();
+      const index = new SqliteMetaIndex(file, clock);
+      expect(await index.get({ pk: 'p', sk: 'k' })).toEqual({ value: 'kept', version: 3 });
+      const lease = await index.acquireLease({ pk: 'l', sk: 'k' }, 'A', 1_000);
+      expect(lease).toMatchObject({ acquired: true, lease: { token: clock.now() } });
+      index.close();
+      new SqliteMetaIndex(file, clock).close(); // opening again finds the columns there
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
 });
 
 /**
@@ -48,6 +73,7 @@ describe('SqliteMetaIndex across processes', () => {
     const index = new SqliteMetaIndex(file);
     for (let r = 0; r < ROUNDS; r++) await index.put({ pk: 'race', sk: `cas-${r}` }, 'start');
 
+    const started = Date.now();
     const workers = Array.from({ length: WORKERS }, (_, i) => startWorker(root, file, `w${i}`, WORKERS, ROUNDS));
     await Promise.all(workers.map((w) => w.ready));
     for (const w of workers) w.go();
@@ -62,9 +88,12 @@ describe('SqliteMetaIndex across processes', () => {
       expect(holders, `round ${r} acquireLease`).toHaveLength(1);
       expect((await index.get({ pk: 'race', sk: `create-${r}` }))?.value).toBe(creators[0]);
       expect(await index.get({ pk: 'race', sk: `cas-${r}` })).toEqual({ value: swappers[0], version: 2 });
-      expect(holders[0]!.token).toBe(1);
+      // The first lease at a key: its token is the clock of the process that took it.
+      expect(holders[0]!.token).toBeGreaterThanOrEqual(started);
       const refusals = reports.flatMap((rep) => rep.refusals.filter((x) => x.round === r));
-      expect(refusals, `round ${r} refusals name the holder`).toEqual(Array.from({ length: WORKERS - 1 }, () => ({ round: r, holder: holders[0]!.id, token: 1 })));
+      expect(refusals, `round ${r} refusals name the holder`).toEqual(
+        Array.from({ length: WORKERS - 1 }, () => ({ round: r, holder: holders[0]!.id, token: holders[0]!.token })),
+      );
     }
     const totals = reports.flatMap((rep) => rep.totals).sort((a, b) => a - b);
     expect(totals).toEqual(Array.from({ length: WORKERS * ROUNDS }, (_, i) => i + 1));

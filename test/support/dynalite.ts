@@ -1,4 +1,5 @@
-import { CreateTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { CreateTableCommand, DescribeTableCommand, DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import { setTimeout as sleep } from 'node:timers/promises';
 import type { AddressInfo } from 'node:net';
 import { createRequire } from 'node:module';
 
@@ -12,7 +13,7 @@ const dynalite = createRequire(import.meta.url)('dynalite') as (options: Record<
 export interface Dynalite {
   endpoint: string;
   client: DynamoDBClient;
-  /** Creates a table with the MetaIndex key schema (src/adapters/dynamodb/schema.md). */
+  /** Creates a table with the MetaIndex key schema (src/adapters/dynamodb/schema.md), and waits until it is ACTIVE. */
   createTable(name: string): Promise<void>;
   stop(): Promise<void>;
 }
@@ -54,6 +55,13 @@ export function dynamoTables(endpoint: string): Omit<Dynalite, 'stop'> {
           ],
         }),
       );
+      // dynalite answers CREATING and turns the table ACTIVE a timer tick later; until then
+      // every item request fails with ResourceNotFoundException (on a busy machine, the first).
+      for (;;) {
+        const { Table } = await client.send(new DescribeTableCommand({ TableName: name }));
+        if (Table?.TableStatus === 'ACTIVE') return;
+        await sleep(5);
+      }
     },
   };
 }

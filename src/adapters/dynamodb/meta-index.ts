@@ -14,6 +14,7 @@ import {
   type Json,
   type Lease,
   type LeaseResult,
+  type LeaseView,
   type ListOptions,
   type MetaIndex,
   type WriteOptions,
@@ -28,9 +29,10 @@ import {
 const HOUSEKEEPING_DELAY_S = 7 * 24 * 3600;
 
 /**
- * acquireLease's writes before it gives up. It only tries again after seeing the lease free
- * (it expired or was released between the refusal and the read), so each further attempt
- * needs another holder to come and go in that gap; five such in a row is churn, not waiting.
+ * acquireLease's writes before it gives up. It only tries again after seeing the lease free:
+ * once when the stored token was ahead of this clock (the write asked for too small a token),
+ * otherwise because it expired or was released between the refusal and the read, which needs
+ * another holder to come and go in that gap; five such in a row is churn, not waiting.
  */
 const LEASE_ATTEMPTS = 5;
 
@@ -84,7 +86,8 @@ export class DynamoMetaIndex implements MetaIndex {
     const now = this.clock.now();
     const written = await this.update(
       key,
-      { set: { '#exp': num(-1), '#ttl': num(Math.floor(now / 1000) + HOUSEKEEPING_DELAY_S) }, remove: ['#v', '#n'], bump: false },
+      // The tombstone keeps `tok`, so the next lease here still gets a larger token.
+      { set: { '#exp': num(-1), '#ttl': num(Math.floor(now / 1000) + HOUSEKEEPING_DELAY_S) }, remove: ['#v', '#n', '#owner', '#st'], bump: false },
       {
         condition: `attribute_exists(pk) AND ${LIVE}${expectedVersion === undefined ? '' : ' AND #ver = :expected'}`,
         values: { ':now': num(now), ...(expectedVersion === undefined ? {} : { ':expected': num(expectedVersion) }) },
@@ -95,22 +98,24 @@ export class DynamoMetaIndex implements MetaIndex {
 
   async add(key: ItemKey, delta: number): Promise<number> {
     // Numbers live in the numeric attribute `n` (put() stores them there too), so a live counter
-    // is one atomic ADD. An expired or deleted one restarts from 0 with a conditional SET.
+    // is one atomic ADD. An expired or deleted one restarts from 0 with a conditional SET. A lease
+    // item (it has an `owner`, live or not) is never a counter.
     for (let attempt = 0; attempt < 3; attempt++) {
       const now = this.clock.now();
       const added = await this.update(
         key,
         { set: {}, add: { '#n': num(delta) }, remove: ['#exp', '#ttl'] },
-        { condition: `attribute_not_exists(#v) AND ${LIVE}`, values: { ':now': num(now) } },
+        { condition: `attribute_not_exists(#v) AND attribute_not_exists(#owner) AND ${LIVE}`, values: { ':now': num(now) } },
       );
       if (added) return Number(added.n!.N);
       const restarted = await this.update(
         key,
-        { set: { '#n': num(delta) }, remove: ['#v', '#exp', '#ttl', '#owner', '#tok'] },
-        { condition: 'attribute_exists(#exp) AND #exp <= :now', values: { ':now': num(now) } },
+        { set: { '#n': num(delta) }, remove: ['#v', '#exp', '#ttl'] },
+        { condition: 'attribute_exists(#exp) AND #exp <= :now AND attribute_not_exists(#owner)', values: { ':now': num(now) } },
       );
       if (restarted) return delta;
-      if (await this.get(key)) throw new TypeError(`item ${key.pk}/${key.sk} is not a counter`);
+      const raw = await this.read(key);
+      if (raw && (raw.owner !== undefined || isLive(raw, this.clock.now()))) throw new TypeError(`item ${key.pk}/${key.sk} is not a counter`);
     }
     throw new Error(`item ${key.pk}/${key.sk} kept changing during add`);
   }
@@ -148,34 +153,38 @@ export class DynamoMetaIndex implements MetaIndex {
     // Per attempt one conditional write: take a free lease with a new token, or extend our own
     // holding as last seen. A refusal returns the item as it was (ALL_OLD; a consistent read
     // where the server does not return it): someone else live -> report them; free (it expired
-    // or was released meanwhile) or ours -> write again. A free lease is never reported as held.
+    // or was released meanwhile, or its token is ahead of our clock) or ours -> write again.
+    // A free lease is never reported as held.
     let seen: Av | undefined;
     for (let attempt = 0; attempt < LEASE_ATTEMPTS; attempt++) {
       const now = this.clock.now();
       const expiresAt = now + ttlMs;
       const mine = seen !== undefined && isLive(seen, now) && seen.owner?.S === owner;
+      // max(previous + 1, now) from the item as last seen; the condition checks it still beats the
+      // stored token. An item the TTL sweep erased leaves none, and every token it had is far
+      // behind the clock (schema.md, "Tokens only grow").
+      const token = mine ? Number(seen!.tok!.N) : Math.max(Number(seen?.tok?.N ?? 0) + 1, now);
       const result = mine
-        ? await this.write(
-            key,
-            { set: leaseSet(owner, expiresAt) },
-            {
-              condition: '#owner = :owner AND #tok = :tok AND #exp > :now',
-              values: { ':owner': { S: owner }, ':tok': seen!.tok!, ':now': num(now) },
-              returnOld: true,
-            },
-          )
+        ? await this.write(key, { set: leaseSet(owner, expiresAt) }, { ...heldBy({ owner, token }, now), returnOld: true })
         : await this.write(
             key,
-            { set: leaseSet(owner, expiresAt), add: { '#tok': num(1) }, remove: ['#v', '#n'] },
-            { condition: 'attribute_not_exists(pk) OR #exp <= :now', values: { ':now': num(now) }, returnOld: true },
+            // `st` is left alone: the state the previous holders wrote passes to this one.
+            { set: { ...leaseSet(owner, expiresAt), '#tok': num(token) }, remove: ['#v', '#n'] },
+            {
+              condition: '(attribute_not_exists(pk) OR #exp <= :now) AND (attribute_not_exists(#tok) OR #tok < :tok)',
+              values: { ':now': num(now), ':tok': num(token) },
+              returnOld: true,
+            },
           );
-      if (result.written) return { acquired: true, lease: { key, owner, token: Number(result.written.tok!.N), expiresAt } };
+      if (result.written) return withState({ acquired: true, lease: { key, owner, token, expiresAt } }, result.written);
       seen = result.old ?? (await this.read(key));
       if (seen === undefined || !isLive(seen, this.clock.now())) continue;
       if (seen.owner?.S === undefined || seen.tok?.N === undefined || seen.exp?.N === undefined) {
         throw new TypeError(`item ${key.pk}/${key.sk} is not a lease`);
       }
-      if (seen.owner.S !== owner) return { acquired: false, holder: seen.owner.S, token: Number(seen.tok.N), expiresAt: Number(seen.exp.N) };
+      if (seen.owner.S !== owner) {
+        return withState({ acquired: false, holder: seen.owner.S, token: Number(seen.tok.N), expiresAt: Number(seen.exp.N) }, seen);
+      }
     }
     throw new Error(`lease ${key.pk}/${key.sk} kept changing hands during acquireLease`);
   }
@@ -183,14 +192,38 @@ export class DynamoMetaIndex implements MetaIndex {
   async renewLease(lease: Lease, ttlMs: number): Promise<Lease | undefined> {
     const now = this.clock.now();
     const expiresAt = now + ttlMs;
-    const written = await this.update(lease.key, { set: leaseSet(lease.owner, expiresAt) }, heldBy(lease, now));
+    const written = await this.update(lease.key, { set: expirySet(expiresAt) }, heldBy(lease, now));
     return written ? { ...lease, expiresAt } : undefined;
   }
 
-  async releaseLease(lease: Lease): Promise<boolean> {
+  async updateLease(lease: Lease, state: Json, ttlMs: number): Promise<Lease | undefined> {
     const now = this.clock.now();
-    const written = await this.update(lease.key, { set: leaseSet(lease.owner, now) }, heldBy(lease, now));
+    const expiresAt = now + ttlMs;
+    const written = await this.update(lease.key, { set: { ...expirySet(expiresAt), '#st': { S: JSON.stringify(state) } } }, heldBy(lease, now));
+    return written ? { ...lease, expiresAt } : undefined;
+  }
+
+  async releaseLease(lease: Lease, state?: Json): Promise<boolean> {
+    // Expire rather than delete: the token and the state must survive for the next holder.
+    const now = this.clock.now();
+    const set = state === undefined ? expirySet(now) : { ...expirySet(now), '#st': { S: JSON.stringify(state) } };
+    const written = await this.update(lease.key, { set }, heldBy(lease, now));
     return written !== undefined;
+  }
+
+  async readLease<S extends Json>(key: ItemKey): Promise<LeaseView<S> | undefined> {
+    const raw = await this.read(key);
+    if (!raw) return undefined;
+    const live = isLive(raw, this.clock.now());
+    if (raw.owner?.S === undefined) {
+      if (live) throw new TypeError(`item ${key.pk}/${key.sk} is not a lease`);
+      // Deleted or overwritten and expired: only the token is left of a lease, if there ever was one.
+      return raw.tok?.N === undefined ? undefined : { token: Number(raw.tok.N), expiresAt: Number(raw.exp!.N) };
+    }
+    const view: LeaseView<S> = { token: Number(raw.tok!.N), expiresAt: Number(raw.exp!.N) };
+    if (live) view.holder = raw.owner.S;
+    if (raw.st?.S !== undefined) view.state = JSON.parse(raw.st.S) as S;
+    return view;
   }
 
   /** The stored item, live or not (a strongly consistent GetItem). */
@@ -279,6 +312,7 @@ const ATTRIBUTE_NAMES: Record<string, string> = {
   '#ttl': 'ttl',
   '#owner': 'owner',
   '#tok': 'tok',
+  '#st': 'st',
 };
 
 const LIVE = '(attribute_not_exists(#exp) OR #exp > :now)';
@@ -294,7 +328,8 @@ function num(n: number): AttributeValue {
 function writeValue(value: Json, options: WriteOptions): { set: Av; remove: string[] } {
   // Numbers are stored in `n`, where add() can ADD to them atomically; everything else as JSON.
   const set: Av = typeof value === 'number' ? { '#n': num(value) } : { '#v': { S: JSON.stringify(value) } };
-  const remove = [typeof value === 'number' ? '#v' : '#n', '#owner', '#tok'];
+  // A plain write ends a lease item (owner and state go) but keeps its token: tokens only grow.
+  const remove = [typeof value === 'number' ? '#v' : '#n', '#owner', '#st'];
   if (options.expiresAt !== undefined) {
     set['#exp'] = num(options.expiresAt);
     set['#ttl'] = num(Math.floor(options.expiresAt / 1000) + HOUSEKEEPING_DELAY_S);
@@ -305,11 +340,21 @@ function writeValue(value: Json, options: WriteOptions): { set: Av; remove: stri
 }
 
 function leaseSet(owner: string, expiresAt: number): Av {
-  // A lease's ttl never undercuts the housekeeping delay, so its token survives between holders.
-  return { '#owner': { S: owner }, '#exp': num(expiresAt), '#ttl': num(Math.floor(expiresAt / 1000) + HOUSEKEEPING_DELAY_S) };
+  return { '#owner': { S: owner }, ...expirySet(expiresAt) };
 }
 
-function heldBy(lease: Lease, now: number) {
+function expirySet(expiresAt: number): Av {
+  // A lease's ttl never undercuts the housekeeping delay, so its token and state survive between holders.
+  return { '#exp': num(expiresAt), '#ttl': num(Math.floor(expiresAt / 1000) + HOUSEKEEPING_DELAY_S) };
+}
+
+/** A lease result with the state stored in `raw`, when there is one. */
+function withState<R extends LeaseResult>(result: R, raw: Av): R {
+  return raw.st?.S === undefined ? result : { ...result, state: JSON.parse(raw.st.S) as Json };
+}
+
+/** The condition of a holder's write: `lease.owner` holds it live with `lease.token`. */
+function heldBy(lease: Pick<Lease, 'owner' | 'token'>, now: number) {
   return {
     condition: '#owner = :owner AND #tok = :tok AND #exp > :now',
     values: { ':owner': { S: lease.owner }, ':tok': num(lease.token), ':now': num(now) },
@@ -324,7 +369,9 @@ function toItem<T extends Json>(raw: Av): Item<T> {
   let value: Json;
   if (raw.v?.S !== undefined) value = JSON.parse(raw.v.S) as Json;
   else if (raw.n?.N !== undefined) value = Number(raw.n.N);
-  else if (raw.owner?.S !== undefined) value = { owner: raw.owner.S, token: Number(raw.tok?.N ?? 0) };
+  else if (raw.owner?.S !== undefined) {
+    value = { owner: raw.owner.S, token: Number(raw.tok?.N ?? 0), ...(raw.st?.S === undefined ? {} : { state: JSON.parse(raw.st.S) as Json }) };
+  }
   else value = null;
   const item: Item<T> = { value: value as T, version: Number(raw.ver?.N ?? 0) };
   if (raw.exp?.N !== undefined) item.expiresAt = Number(raw.exp.N);

@@ -7,6 +7,7 @@ import {
   type Json,
   type Lease,
   type LeaseResult,
+  type LeaseView,
   type ListOptions,
   type MetaIndex,
   type WriteOptions,
@@ -26,9 +27,13 @@ const BUSY_TIMEOUT_MS = 5_000;
  * write lock before reading. Single conditional writes are single statements.
  *
  * Schema (one table, the same shape as the DynamoDB table):
- *   items(pk TEXT, sk TEXT, value TEXT /* JSON *\/, version INTEGER, expires_at INTEGER NULL)
+ *   items(pk TEXT, sk TEXT, value TEXT /* JSON *\/, version INTEGER, expires_at INTEGER NULL,
+ *         owner TEXT NULL, token INTEGER NULL)
  *   PRIMARY KEY (pk, sk), BINARY collation so sk orders by UTF-8 bytes.
  * Deleted items stay as tombstones (value NULL, expires_at -1) so versions never repeat.
+ * A lease item has an `owner` (its holder, live or not) and keeps its state in `value` (NULL
+ * when none was written). `token` is the last fencing token issued at the key; no write other
+ * than a lease's clears it, so tokens only grow, through delete and overwrite too.
  */
 export class SqliteMetaIndex implements MetaIndex {
   private readonly db: Database.Database;
@@ -44,27 +49,41 @@ export class SqliteMetaIndex implements MetaIndex {
       value TEXT,
       version INTEGER NOT NULL,
       expires_at INTEGER,
+      owner TEXT,
+      token INTEGER,
       PRIMARY KEY (pk, sk)
     ) WITHOUT ROWID`);
+    this.addLeaseColumns();
     const live = '(expires_at IS NULL OR expires_at > @now)';
+    const held = `pk = @pk AND sk = @sk AND owner = @owner AND token = @token AND expires_at > @now`;
+    const columns = 'value, version, expires_at, owner, token';
     this.stmt = {
-      get: this.db.prepare(`SELECT value, version, expires_at FROM items WHERE pk = @pk AND sk = @sk`),
-      getLive: this.db.prepare(`SELECT value, version, expires_at FROM items WHERE pk = @pk AND sk = @sk AND ${live}`),
+      get: this.db.prepare(`SELECT ${columns} FROM items WHERE pk = @pk AND sk = @sk`),
+      getLive: this.db.prepare(`SELECT ${columns} FROM items WHERE pk = @pk AND sk = @sk AND ${live}`),
       // Inserts, or revives an expired/deleted item with the next version: one statement, atomic.
       putIfAbsent: this.db.prepare(`INSERT INTO items (pk, sk, value, version, expires_at) VALUES (@pk, @sk, @value, 1, @expiresAt)
-        ON CONFLICT (pk, sk) DO UPDATE SET value = excluded.value, version = items.version + 1, expires_at = excluded.expires_at
+        ON CONFLICT (pk, sk) DO UPDATE SET value = excluded.value, version = items.version + 1, expires_at = excluded.expires_at, owner = NULL
         WHERE NOT (items.expires_at IS NULL OR items.expires_at > @now)`),
       put: this.db.prepare(`INSERT INTO items (pk, sk, value, version, expires_at) VALUES (@pk, @sk, @value, 1, @expiresAt)
-        ON CONFLICT (pk, sk) DO UPDATE SET value = excluded.value, version = items.version + 1, expires_at = excluded.expires_at
+        ON CONFLICT (pk, sk) DO UPDATE SET value = excluded.value, version = items.version + 1, expires_at = excluded.expires_at, owner = NULL
         RETURNING version`),
-      cas: this.db.prepare(`UPDATE items SET value = @value, version = version + 1, expires_at = @expiresAt
+      cas: this.db.prepare(`UPDATE items SET value = @value, version = version + 1, expires_at = @expiresAt, owner = NULL
         WHERE pk = @pk AND sk = @sk AND version = @expected AND ${live} RETURNING version`),
-      delete: this.db.prepare(`UPDATE items SET value = NULL, expires_at = -1
+      delete: this.db.prepare(`UPDATE items SET value = NULL, expires_at = -1, owner = NULL
         WHERE pk = @pk AND sk = @sk AND ${live} AND (@expected IS NULL OR version = @expected)`),
-      list: this.db.prepare(`SELECT sk, value, version, expires_at FROM items
+      list: this.db.prepare(`SELECT sk, ${columns} FROM items
         WHERE pk = @pk AND ${live} AND (@after IS NULL OR sk > @after)
           AND (@prefix IS NULL OR (sk >= @prefix AND substr(sk, 1, length(@prefix)) = @prefix))
         ORDER BY sk LIMIT @limit`),
+      takeLease: this.db.prepare(`INSERT INTO items (pk, sk, value, version, expires_at, owner, token)
+        VALUES (@pk, @sk, @state, 1, @expiresAt, @owner, @token)
+        ON CONFLICT (pk, sk) DO UPDATE SET value = excluded.value, version = items.version + 1,
+          expires_at = excluded.expires_at, owner = excluded.owner, token = excluded.token`),
+      // The conditional writes of a holder: each one statement that checks owner, token and expiry.
+      renewLease: this.db.prepare(`UPDATE items SET version = version + 1, expires_at = @expiresAt WHERE ${held}`),
+      updateLease: this.db.prepare(`UPDATE items SET value = @state, version = version + 1, expires_at = @expiresAt WHERE ${held}`),
+      releaseLease: this.db.prepare(`UPDATE items SET value = coalesce(@state, value), version = version + 1, expires_at = @now
+        WHERE ${held}`),
     };
   }
 
@@ -101,9 +120,9 @@ export class SqliteMetaIndex implements MetaIndex {
   async add(key: ItemKey, delta: number): Promise<number> {
     return this.immediate(() => {
       const now = this.clock.now();
-      const row = this.stmt.getLive.get({ ...key, now }) as Row | undefined;
-      const current = row ? (JSON.parse(row.value!) as Json) : 0;
-      if (typeof current !== 'number') throw new TypeError(`item ${key.pk}/${key.sk} is not a counter`);
+      const row = this.stmt.get.get(key) as Row | undefined;
+      const current = row && isLive(row, now) ? (JSON.parse(row.value!) as Json) : 0;
+      if (row?.owner != null || typeof current !== 'number') throw new TypeError(`item ${key.pk}/${key.sk} is not a counter`);
       const next = current + delta;
       this.stmt.put.get({ ...key, value: JSON.stringify(next), expiresAt: null });
       return next;
@@ -125,47 +144,69 @@ export class SqliteMetaIndex implements MetaIndex {
     return this.immediate((): LeaseResult => {
       const now = this.clock.now();
       const row = this.stmt.get.get(key) as Row | undefined;
-      const value = row?.value ? (JSON.parse(row.value) as { owner?: unknown; token?: unknown }) : undefined;
-      const live = row !== undefined && (row.expires_at === null || row.expires_at > now);
-      if (live && (row.expires_at === null || typeof value?.owner !== 'string' || typeof value.token !== 'number')) {
-        throw new TypeError(`item ${key.pk}/${key.sk} is not a lease`);
+      const live = row !== undefined && isLive(row, now);
+      if (live && row.owner === null) throw new TypeError(`item ${key.pk}/${key.sk} is not a lease`);
+      // The state the holders left stays in the item; a plain value does not become one.
+      const state = row?.owner != null ? row.value : null;
+      if (live && row.owner !== owner) {
+        return withState({ acquired: false, holder: row.owner!, token: row.token!, expiresAt: row.expires_at! }, state);
       }
-      if (live && value!.owner !== owner) {
-        return { acquired: false, holder: value!.owner as string, token: value!.token as number, expiresAt: row.expires_at! };
-      }
-      const token = live ? (value!.token as number) : Number(value?.token ?? 0) + 1;
+      const token = live ? row.token! : Math.max((row?.token ?? 0) + 1, now);
       const expiresAt = now + ttlMs;
-      this.stmt.put.get({ ...key, value: JSON.stringify({ owner, token }), expiresAt });
-      return { acquired: true, lease: { key, owner, token, expiresAt } };
+      this.stmt.takeLease.run({ ...key, state, expiresAt, owner, token });
+      return withState({ acquired: true, lease: { key, owner, token, expiresAt } }, state);
     });
   }
 
   async renewLease(lease: Lease, ttlMs: number): Promise<Lease | undefined> {
-    return this.immediate(() => {
-      if (!this.holds(lease)) return undefined;
-      const expiresAt = this.clock.now() + ttlMs;
-      this.stmt.put.get({ ...lease.key, value: JSON.stringify({ owner: lease.owner, token: lease.token }), expiresAt });
-      return { ...lease, expiresAt };
-    });
+    const expiresAt = this.clock.now() + ttlMs;
+    const info = this.stmt.renewLease.run({ ...this.holder(lease), expiresAt });
+    return info.changes === 1 ? { ...lease, expiresAt } : undefined;
   }
 
-  async releaseLease(lease: Lease): Promise<boolean> {
-    return this.immediate(() => {
-      if (!this.holds(lease)) return false;
-      const value = JSON.stringify({ owner: lease.owner, token: lease.token });
-      this.stmt.put.get({ ...lease.key, value, expiresAt: this.clock.now() });
-      return true;
-    });
+  async updateLease(lease: Lease, state: Json, ttlMs: number): Promise<Lease | undefined> {
+    const expiresAt = this.clock.now() + ttlMs;
+    const info = this.stmt.updateLease.run({ ...this.holder(lease), state: JSON.stringify(state), expiresAt });
+    return info.changes === 1 ? { ...lease, expiresAt } : undefined;
+  }
+
+  async releaseLease(lease: Lease, state?: Json): Promise<boolean> {
+    // Expire rather than delete: the token and the state must survive for the next holder.
+    const info = this.stmt.releaseLease.run({ ...this.holder(lease), state: state === undefined ? null : JSON.stringify(state) });
+    return info.changes === 1;
+  }
+
+  async readLease<S extends Json>(key: ItemKey): Promise<LeaseView<S> | undefined> {
+    const row = this.stmt.get.get(key) as Row | undefined;
+    if (!row) return undefined;
+    const live = isLive(row, this.clock.now());
+    if (row.owner === null) {
+      if (live) throw new TypeError(`item ${key.pk}/${key.sk} is not a lease`);
+      // Deleted or overwritten and expired: only the token is left of a lease, if there ever was one.
+      return row.token === null ? undefined : { token: row.token, expiresAt: row.expires_at! };
+    }
+    const view: LeaseView<S> = { token: row.token!, expiresAt: row.expires_at! };
+    if (live) view.holder = row.owner;
+    if (row.value !== null) view.state = JSON.parse(row.value) as S;
+    return view;
   }
 
   close(): void {
     this.db.close();
   }
 
-  private holds(lease: Lease): boolean {
-    const row = this.stmt.getLive.get({ ...lease.key, now: this.clock.now() }) as Row | undefined;
-    const value = row?.value ? (JSON.parse(row.value) as { owner?: string; token?: number }) : undefined;
-    return value?.owner === lease.owner && value.token === lease.token;
+  /** The parameters of the holder condition (`held`) for `lease`, at this instant. */
+  private holder(lease: Lease) {
+    return { ...lease.key, owner: lease.owner, token: lease.token, now: this.clock.now() };
+  }
+
+  /** Files created before leases had columns of their own get them (no lease was stored before). */
+  private addLeaseColumns(): void {
+    this.immediate(() => {
+      const columns = (this.db.pragma('table_info(items)') as Array<{ name: string }>).map((c) => c.name);
+      if (!columns.includes('owner')) this.db.exec('ALTER TABLE items ADD COLUMN owner TEXT');
+      if (!columns.includes('token')) this.db.exec('ALTER TABLE items ADD COLUMN token INTEGER');
+    });
   }
 
   private immediate<R>(fn: () => R): R {
@@ -177,10 +218,26 @@ interface Row {
   value: string | null;
   version: number;
   expires_at: number | null;
+  owner: string | null;
+  token: number | null;
 }
 
+function isLive(row: Row, now: number): boolean {
+  return row.expires_at === null || row.expires_at > now;
+}
+
+/** A lease result with the lease's state (stored JSON), when there is one. */
+function withState<R extends LeaseResult>(result: R, state: string | null): R {
+  return state === null ? result : { ...result, state: JSON.parse(state) as Json };
+}
+
+/** What get and list show of a row; a lease item reads as its holder, token and state. */
 function toItem<T extends Json>(row: Row): Item<T> {
-  const item: Item<T> = { value: JSON.parse(row.value!) as T, version: row.version };
+  const value: Json =
+    row.owner !== null
+      ? { owner: row.owner, token: row.token!, ...(row.value === null ? {} : { state: JSON.parse(row.value) as Json }) }
+      : (JSON.parse(row.value!) as Json);
+  const item: Item<T> = { value: value as T, version: row.version };
   if (row.expires_at !== null) item.expiresAt = row.expires_at;
   return item;
 }

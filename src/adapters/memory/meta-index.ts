@@ -6,15 +6,21 @@ import {
   type Json,
   type Lease,
   type LeaseResult,
+  type LeaseView,
   type ListOptions,
   type MetaIndex,
   type WriteOptions,
 } from '../../ports/meta-index.js';
 
 interface Stored {
+  /** The item's value; for a lease item, the state its holders wrote (`lease.state`) instead. */
   value: Json;
   version: number;
   expiresAt?: number;
+  /** The last fencing token issued at this key: kept through every write, expiry and delete. */
+  token?: number;
+  /** Present on a lease item, live or not. */
+  lease?: { owner: string; state?: Json };
 }
 
 /**
@@ -50,15 +56,18 @@ export class MemoryMetaIndex implements MetaIndex {
   async delete(key: ItemKey, expectedVersion?: number): Promise<boolean> {
     const s = this.live(key);
     if (!s || (expectedVersion !== undefined && s.version !== expectedVersion)) return false;
-    // Keep a tombstone so versions never repeat for a key.
-    this.partition(key.pk).set(key.sk, { value: null, version: s.version, expiresAt: -1 });
+    // Keep a tombstone so versions never repeat for a key, and fencing tokens only grow.
+    const tombstone: Stored = { value: null, version: s.version, expiresAt: -1 };
+    if (s.token !== undefined) tombstone.token = s.token;
+    this.partition(key.pk).set(key.sk, tombstone);
     return true;
   }
 
   async add(key: ItemKey, delta: number): Promise<number> {
+    const raw = this.partitions.get(key.pk)?.get(key.sk);
     const s = this.live(key);
     const current = s ? s.value : 0;
-    if (typeof current !== 'number') throw new TypeError(`item ${key.pk}/${key.sk} is not a counter`);
+    if (raw?.lease || typeof current !== 'number') throw new TypeError(`item ${key.pk}/${key.sk} is not a counter`);
     const next = current + delta;
     this.write(key, next, {});
     return next;
@@ -78,33 +87,56 @@ export class MemoryMetaIndex implements MetaIndex {
   }
 
   async acquireLease(key: ItemKey, owner: string, ttlMs: number): Promise<LeaseResult> {
-    const raw = this.partition(key.pk).get(key.sk);
+    const raw = this.partitions.get(key.pk)?.get(key.sk);
     const now = this.clock.now();
-    const held = raw && isLive(raw, now) ? leaseValue(key, raw) : undefined;
-    if (held && held.owner !== owner) return { acquired: false, holder: held.owner, token: held.token, expiresAt: raw!.expiresAt! };
-    const previousToken = raw && raw.value !== null && typeof raw.value === 'object' ? Number((raw.value as { token?: number }).token ?? 0) : 0;
-    const token = held ? held.token : previousToken + 1;
+    const live = raw !== undefined && isLive(raw, now);
+    if (live && !raw.lease) throw new TypeError(`item ${key.pk}/${key.sk} is not a lease`);
+    const state = raw?.lease?.state;
+    if (live && raw.lease!.owner !== owner) {
+      return withState({ acquired: false, holder: raw.lease!.owner, token: raw.token!, expiresAt: raw.expiresAt! }, state);
+    }
+    const token = live ? raw.token! : Math.max((raw?.token ?? 0) + 1, now);
     const expiresAt = now + ttlMs;
-    this.write(key, { owner, token }, { expiresAt });
-    return { acquired: true, lease: { key, owner, token, expiresAt } };
+    this.writeLease(key, { owner, token, expiresAt, state });
+    return withState({ acquired: true, lease: { key, owner, token, expiresAt } }, state);
   }
 
   async renewLease(lease: Lease, ttlMs: number): Promise<Lease | undefined> {
-    const s = this.live(lease.key);
-    const held = s?.value as { owner: string; token: number } | undefined;
-    if (!held || held.owner !== lease.owner || held.token !== lease.token) return undefined;
+    const held = this.held(lease);
+    if (!held) return undefined;
     const expiresAt = this.clock.now() + ttlMs;
-    this.write(lease.key, held, { expiresAt });
+    this.writeLease(lease.key, { ...lease, expiresAt, state: held.lease!.state });
     return { ...lease, expiresAt };
   }
 
-  async releaseLease(lease: Lease): Promise<boolean> {
-    const s = this.live(lease.key);
-    const held = s?.value as { owner: string; token: number } | undefined;
-    if (!held || held.owner !== lease.owner || held.token !== lease.token) return false;
-    // Expire rather than delete: the token must survive for the next holder.
-    this.write(lease.key, held, { expiresAt: this.clock.now() });
+  async updateLease(lease: Lease, state: Json, ttlMs: number): Promise<Lease | undefined> {
+    if (!this.held(lease)) return undefined;
+    const expiresAt = this.clock.now() + ttlMs;
+    this.writeLease(lease.key, { ...lease, expiresAt, state });
+    return { ...lease, expiresAt };
+  }
+
+  async releaseLease(lease: Lease, state?: Json): Promise<boolean> {
+    const held = this.held(lease);
+    if (!held) return false;
+    // Expire rather than delete: the token and the state must survive for the next holder.
+    this.writeLease(lease.key, { ...lease, expiresAt: this.clock.now(), state: state === undefined ? held.lease!.state : state });
     return true;
+  }
+
+  async readLease<S extends Json>(key: ItemKey): Promise<LeaseView<S> | undefined> {
+    const raw = this.partitions.get(key.pk)?.get(key.sk);
+    if (!raw) return undefined;
+    const live = isLive(raw, this.clock.now());
+    if (!raw.lease) {
+      if (live) throw new TypeError(`item ${key.pk}/${key.sk} is not a lease`);
+      // Deleted or overwritten and expired: only the token is left of a lease, if there ever was one.
+      return raw.token === undefined ? undefined : { token: raw.token, expiresAt: raw.expiresAt! };
+    }
+    const view: LeaseView<S> = { token: raw.token!, expiresAt: raw.expiresAt! };
+    if (live) view.holder = raw.lease.owner;
+    if (raw.lease.state !== undefined) view.state = structuredClone(raw.lease.state) as S;
+    return view;
   }
 
   private partition(pk: string): Map<string, Stored> {
@@ -118,13 +150,28 @@ export class MemoryMetaIndex implements MetaIndex {
     return s && isLive(s, this.clock.now()) ? s : undefined;
   }
 
+  /** The live lease item, if `lease.owner` holds it with `lease.token`. */
+  private held(lease: Lease): Stored | undefined {
+    const s = this.live(lease.key);
+    return s?.lease?.owner === lease.owner && s.token === lease.token ? s : undefined;
+  }
+
   private write(key: ItemKey, value: Json, options: WriteOptions): number {
     const part = this.partition(key.pk);
-    const version = (part.get(key.sk)?.version ?? 0) + 1;
-    const stored: Stored = { value: structuredClone(value), version };
+    const previous = part.get(key.sk);
+    const stored: Stored = { value: structuredClone(value), version: (previous?.version ?? 0) + 1 };
     if (options.expiresAt !== undefined) stored.expiresAt = options.expiresAt;
+    if (previous?.token !== undefined) stored.token = previous.token;
     part.set(key.sk, stored);
-    return version;
+    return stored.version;
+  }
+
+  private writeLease(key: ItemKey, l: { owner: string; token: number; expiresAt: number; state: Json | undefined }): void {
+    const part = this.partition(key.pk);
+    const version = (part.get(key.sk)?.version ?? 0) + 1;
+    const lease: Stored['lease'] = { owner: l.owner };
+    if (l.state !== undefined) lease.state = structuredClone(l.state);
+    part.set(key.sk, { value: null, version, expiresAt: l.expiresAt, token: l.token, lease });
   }
 }
 
@@ -132,17 +179,17 @@ function isLive(s: Stored, now: number): boolean {
   return s.expiresAt === undefined || s.expiresAt > now;
 }
 
-/** The holder of a live lease item; a live item of any other kind at a lease key is a failure. */
-function leaseValue(key: ItemKey, s: Stored): { owner: string; token: number } {
-  const v = s.value as { owner?: unknown; token?: unknown } | null;
-  if (s.expiresAt === undefined || v === null || typeof v !== 'object' || typeof v.owner !== 'string' || typeof v.token !== 'number') {
-    throw new TypeError(`item ${key.pk}/${key.sk} is not a lease`);
-  }
-  return { owner: v.owner, token: v.token };
+/** A lease result with the lease's state, when there is one. */
+function withState<R extends LeaseResult>(result: R, state: Json | undefined): R {
+  return state === undefined ? result : { ...result, state: structuredClone(state) };
 }
 
+/** What get and list show of an item; a lease item reads as its holder, token and state. */
 function copy(s: Stored): Item {
-  const item: Item = { value: structuredClone(s.value), version: s.version };
+  const value: Json = s.lease
+    ? { owner: s.lease.owner, token: s.token!, ...(s.lease.state === undefined ? {} : { state: s.lease.state }) }
+    : s.value;
+  const item: Item = { value: structuredClone(value), version: s.version };
   if (s.expiresAt !== undefined) item.expiresAt = s.expiresAt;
   return item;
 }

@@ -13,10 +13,16 @@ import type { Digest } from '../oci/digest.js';
  *   referrer#<name>#<subject>  / <digest>        -> Descriptor                 manifests whose subject is <subject>
  *   upload                     / <id>            -> UploadState (expires)      blob upload in progress
  *   refcount                   / <digest>        -> number                     repositories linking the blob (GC)
+ *   fill                       / <digest>        -> lease + FillState          one upstream download of a blob (core/mirror/fills.ts)
+ *   mfetch                     / <name>:<ref>    -> lease + { error? }         one upstream fetch of a manifest (core/mirror/manifests.ts)
+ *   vouch#<name>               / <digest>        -> { size }                   the upstream named this blob for the mirrored repository
  *
  * BlobStore:
  *   blobs/<algorithm>/<first two hex>/<hex>        verified content, blobs and manifests alike
  *   uploads/<id>/<part>-<nonce>                    bytes of one upload request, not yet verified
+ *   fills/<algorithm>/<hex>/<offset>-<token>       bytes of one blob fill, not yet verified (16-digit zero-padded
+ *                                                  decimals, so keys sort by offset, and a holder's token keeps a
+ *                                                  stale holder from overwriting its successor's part)
  */
 export const keys = {
   repo: (name: string): ItemKey => ({ pk: 'repos', sk: name }),
@@ -29,9 +35,15 @@ export const keys = {
   referrerPartition: (name: string, subject: string) => `referrer#${name}#${subject}`,
   upload: (id: string): ItemKey => ({ pk: 'upload', sk: id }),
   refcount: (digest: string): ItemKey => ({ pk: 'refcount', sk: digest }),
+  fill: (digest: string): ItemKey => ({ pk: 'fill', sk: digest }),
+  manifestFetch: (name: string, reference: string): ItemKey => ({ pk: 'mfetch', sk: `${name}:${reference}` }),
+  vouch: (name: string, digest: string): ItemKey => ({ pk: `vouch#${name}`, sk: digest }),
 };
 
 export const objects = {
   content: (digest: Digest) => `blobs/${digest.algorithm}/${digest.encoded.slice(0, 2)}/${digest.encoded}`,
   uploadPart: (id: string, part: number) => `uploads/${id}/${part}-${crypto.randomUUID()}`,
+  fillPrefix: (digest: Digest) => `fills/${digest.algorithm}/${digest.encoded}/`,
+  fillPart: (digest: Digest, offset: number, token: number) =>
+    `fills/${digest.algorithm}/${digest.encoded}/${String(offset).padStart(16, '0')}-${String(token).padStart(16, '0')}`,
 };

@@ -76,8 +76,26 @@ export class Manifests {
     const digest = this.digestFor(reference, bytes);
     await this.checkReferences(name, manifest);
 
+    const record = await this.record(name, digest, bytes, manifest.mediaType, manifest);
+    if (reference.kind === 'tag') await this.tags.set(name, reference.tag, digest.value);
+    return record;
+  }
+
+  /**
+   * The write path of mirrored manifests: bytes exactly as the upstream served them (verified
+   * against `digest` before they become visible) with the media type it sent, and none of the
+   * reference checks of a push, since a mirror fetches only what clients ask for: the blobs and
+   * child manifests it names arrive later, or never. Tags are the mirror's business.
+   */
+  async putMirrored(name: string, digest: Digest, bytes: Uint8Array, mediaType: string, manifest: ParsedManifest): Promise<ManifestRecord> {
+    if (bytes.byteLength > MAX_MANIFEST_BYTES) throw tooLarge();
+    return this.record(name, digest, bytes, mediaType, manifest);
+  }
+
+  /** Stores the bytes, then the record, then the referrer entry (the put protocol above). */
+  private async record(name: string, digest: Digest, bytes: Uint8Array, mediaType: string, manifest: ParsedManifest): Promise<ManifestRecord> {
     await this.blobs.store(digest, streamOf(bytes), bytes.byteLength);
-    const record: ManifestRecord = { digest: digest.value, mediaType: manifest.mediaType, size: bytes.byteLength };
+    const record: ManifestRecord = { digest: digest.value, mediaType, size: bytes.byteLength };
     if (manifest.artifactType) record.artifactType = manifest.artifactType;
     if (manifest.subject) record.subject = manifest.subject.digest;
     if (manifest.annotations) record.annotations = manifest.annotations;
@@ -85,7 +103,6 @@ export class Manifests {
     if (manifest.subject) {
       await this.ctx.index.put(keys.referrer(name, manifest.subject.digest, digest.value), referrerDescriptor(record) as unknown as Json);
     }
-    if (reference.kind === 'tag') await this.tags.set(name, reference.tag, digest.value);
     await this.blobs.noteRepository(name);
     return record;
   }

@@ -5,6 +5,8 @@ import { Manifests } from './manifests.js';
 import { Referrers } from './referrers.js';
 import { Tags } from './tags.js';
 import { Uploads } from './uploads.js';
+import { Mirror, type MirrorDeps } from '../mirror/mirror.js';
+import { DEFAULT_FILL_LEASE_MS, DEFAULT_FILL_PART_BYTES } from '../mirror/config.js';
 
 export type { RegistryDeps, RegistryOptions } from './context.js';
 
@@ -16,18 +18,28 @@ export interface Registry {
   tags: Tags;
   referrers: Referrers;
   catalog: Catalog;
+  /** The pull-through mirror; with no upstreams configured every name is hosted. */
+  mirror: Mirror;
 }
 
-export function createRegistry(deps: RegistryDeps): Registry {
-  const ctx: Ctx = { ...deps, options: { ...DEFAULT_OPTIONS, ...deps.options } };
+const NO_MIRROR: MirrorDeps = {
+  config: { upstreams: [], hosted: [], fillPartBytes: DEFAULT_FILL_PART_BYTES, fillLeaseMs: DEFAULT_FILL_LEASE_MS },
+  upstreams: new Map(),
+};
+
+export function createRegistry(deps: RegistryDeps & { mirror?: MirrorDeps }): Registry {
+  const { mirror, ...rest } = deps;
+  const ctx: Ctx = { ...rest, options: { ...DEFAULT_OPTIONS, ...deps.options } };
   const blobs = new Blobs(ctx);
   const tags = new Tags(ctx);
+  const manifests = new Manifests(ctx, blobs, tags);
   return {
     blobs,
     uploads: new Uploads(ctx, blobs),
-    manifests: new Manifests(ctx, blobs, tags),
+    manifests,
     tags,
     referrers: new Referrers(ctx),
     catalog: new Catalog(ctx),
+    mirror: new Mirror(ctx, blobs, manifests, mirror ?? NO_MIRROR),
   };
 }

@@ -36,7 +36,7 @@ export async function blobRoute(c: Context, registry: Registry, name: string, ra
   }
 }
 
-function blobHeaders(digest: string, length: number): Record<string, string> {
+export function blobHeaders(digest: string, length: number): Record<string, string> {
   return {
     'Content-Type': 'application/octet-stream',
     'Content-Length': String(length),

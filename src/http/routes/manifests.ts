@@ -44,7 +44,7 @@ export async function manifestRoute(c: Context, registry: Registry, name: string
   }
 }
 
-function manifestHeaders(record: ManifestRecord): Record<string, string> {
+export function manifestHeaders(record: ManifestRecord): Record<string, string> {
   return {
     'Content-Type': record.mediaType,
     'Content-Length': String(record.size),

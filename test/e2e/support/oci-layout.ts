@@ -3,7 +3,7 @@ import { mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { expect } from 'vitest';
 import { gzipSync } from 'node:zlib';
-import { blob, descriptor, sha256, type Blob, type Image } from '../../support/images.js';
+import { blob, descriptor, index, sha256, type Blob, type Image } from '../../support/images.js';
 
 /**
  * Images a real client can read: layers are gzip-compressed tar archives with correct diff_ids
@@ -20,20 +20,34 @@ export interface LayerOptions {
   arch?: string;
   /** Docker schema 2 media types instead of OCI ones. */
   docker?: boolean;
+  /**
+   * An image to build on, as `FROM base` does: its layers come first and are shared (same
+   * digests, same diff_ids), then the new ones. Use the same `docker` setting for both.
+   */
+  base?: Image;
+}
+
+/** A multi-platform image: an index (or Docker manifest list) and the images it lists, in order. */
+export interface ImageIndex {
+  index: Blob;
+  images: Image[];
 }
 
 /** An image whose layers are real .tar.gz archives, each holding one file of random bytes. */
 export function tarImage(options: LayerOptions): Image {
   const docker = options.docker ?? false;
   const layerType = docker ? 'application/vnd.docker.image.rootfs.diff.tar.gzip' : 'application/vnd.oci.image.layer.v1.tar+gzip';
-  const tars = options.layers.map((size, i) => tar([{ name: `layer${i}/random.bin`, bytes: randomBytes(size) }]));
-  const layers = tars.map((t) => blob(gzipSync(t, { level: 1 }), layerType));
+  const base = options.base;
+  const first = base?.layers.length ?? 0;
+  const tars = options.layers.map((size, i) => tar([{ name: `layer${first + i}/random.bin`, bytes: randomBytes(size) }]));
+  const baseDiffIds = base ? (JSON.parse(base.config.bytes.toString('utf8')) as { rootfs: { diff_ids: string[] } }).rootfs.diff_ids : [];
+  const layers = [...(base?.layers ?? []), ...tars.map((t) => blob(gzipSync(t, { level: 1 }), layerType))];
   const config = blob(
     JSON.stringify({
       architecture: options.arch ?? 'amd64',
       os: 'linux',
       config: { Entrypoint: ['/bin/true'] },
-      rootfs: { type: 'layers', diff_ids: tars.map((t) => sha256(t)) },
+      rootfs: { type: 'layers', diff_ids: [...baseDiffIds, ...tars.map((t) => sha256(t))] },
       created: new Date(0).toISOString(),
     }),
     docker ? 'application/vnd.docker.container.image.v1+json' : 'application/vnd.oci.image.config.v1+json',
@@ -45,6 +59,18 @@ export function tarImage(options: LayerOptions): Image {
 
 export function imageBlobs(image: Image): Blob[] {
   return [image.manifest, image.config, ...image.layers];
+}
+
+/** One tarImage per platform (each may have a `base` of its own) under an index of them. */
+export function tarIndex(platforms: Array<LayerOptions & { arch: string }>, docker = false): ImageIndex {
+  const images = platforms.map((p) => tarImage({ ...p, docker }));
+  return { index: index(images.map((img, i) => ({ manifest: img.manifest, arch: platforms[i]!.arch })), docker), images };
+}
+
+/** The index, then every image's manifest, config and layers (a shared layer once). */
+export function indexBlobs(multi: ImageIndex): Blob[] {
+  const all = [multi.index, ...multi.images.flatMap(imageBlobs)];
+  return all.filter((b, i) => all.findIndex((o) => o.digest === b.digest) === i);
 }
 
 /** Writes an OCI image layout: `refs` become tagged entries of index.json, `blobs` go under blobs/. */

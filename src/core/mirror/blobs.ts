@@ -1,0 +1,148 @@
+import { OciError } from '../errors.js';
+import type { Digest } from '../oci/digest.js';
+import type { Metrics } from '../metrics.js';
+import { resolveRange, type Blobs, type BlobRead, type RangeRequest } from '../registry/blobs.js';
+import type { Ctx } from '../registry/context.js';
+import { keys } from '../registry/keys.js';
+import type { Upstream } from '../../ports/upstream.js';
+import { upstreamError } from './failures.js';
+import type { Defer, Fills } from './fills.js';
+import type { Target } from './routing.js';
+
+/**
+ * Mirrored blobs. A blob is served for a mirrored repository only once the upstream has
+ * vouched for it THERE: the repository's manifest names it (vouch#<name>/<digest>, written when
+ * the manifest is stored), or the upstream answered a HEAD for it in that repository. Content is
+ * stored once per digest, so without this a private upstream repository's layers would become
+ * readable under any other mirrored name.
+ *
+ *   link blob#<name>/<digest>  -> the content is here and vouched: served from the store
+ *   vouched, content committed -> link, then served from the store
+ *   vouched, not committed     -> lead or follow the digest's fill (core/mirror/fills.ts)
+ *   not vouched                -> one HEAD upstream for this repository; 404 is BLOB_UNKNOWN
+ *
+ * A Range on a blob that is not cached is answered from the fill in flight when there is one,
+ * else by a ranged request straight to the upstream (lazy-pull clients read small ranges of
+ * blobs they never want whole; those bytes are not cached).
+ */
+
+type Mirrored = Extract<Target, { kind: 'mirror' }>;
+
+export interface MirrorBlobRead extends BlobRead {
+  /** Where the bytes come from, for metrics and logs. */
+  source: 'cache' | 'fill' | 'upstream-range';
+  /** Undefined when the upstream did not say (the response is then sent without a length). */
+  size: number;
+}
+
+export interface MirrorBlobDeps {
+  ctx: Ctx;
+  metrics: Metrics;
+  blobs: Blobs;
+  fills: Fills;
+  upstream: (name: string) => Upstream | undefined;
+}
+
+export class MirrorBlobs {
+  constructor(private readonly deps: MirrorBlobDeps) {}
+
+  /** HEAD: the blob's size when it is cached or the upstream has it for this repository. */
+  async stat(target: Mirrored, digest: Digest): Promise<{ size: number }> {
+    const linked = await this.deps.blobs.stat(target.name, digest);
+    if (linked) return { size: linked.size };
+    return { size: await this.vouched(target, digest) };
+  }
+
+  async read(target: Mirrored, digest: Digest, range: RangeRequest | undefined, defer: Defer): Promise<MirrorBlobRead> {
+    const { blobs, fills, metrics } = this.deps;
+    if (await blobs.stat(target.name, digest)) {
+      metrics.count('outpost_cache_hits_total', { kind: 'blob' });
+      const read = await blobs.read(target.name, digest, range);
+      return { ...read, source: 'cache' };
+    }
+    const size = await this.vouched(target, digest);
+    const resolved = range ? resolveRange(range, size) : undefined;
+    const source = { upstream: target.upstream.name, repository: target.remote };
+    if (resolved && (await fills.status(digest)) === 'none') return this.rangeFromUpstream(target, digest, resolved, size);
+    const start = resolved?.offset ?? 0;
+    const end = resolved ? resolved.offset + resolved.length : undefined;
+    const opened = await fills.open(digest, source, start, end, defer, size);
+    if (opened.kind === 'committed') {
+      await blobs.link(target.name, digest.value, opened.size);
+      metrics.count('outpost_cache_hits_total', { kind: 'blob' });
+      const read = await blobs.read(target.name, digest, range);
+      return { ...read, source: 'cache' };
+    }
+    metrics.count('outpost_cache_misses_total', { kind: 'blob' });
+    return { digest: digest.value, size: opened.size ?? size, body: opened.body, range: resolved, source: 'fill' };
+  }
+
+  /** The size the upstream vouched for in this repository; asks it (HEAD) when nothing did yet. */
+  private async vouched(target: Mirrored, digest: Digest): Promise<number> {
+    const { ctx, metrics } = this.deps;
+    const vouch = await ctx.index.get<{ size: number }>(keys.vouch(target.name, digest.value));
+    if (vouch) return vouch.value.size;
+    const upstream = this.upstreamOf(target);
+    const answer = await upstream.blobHead(target.remote, digest.value);
+    metrics.count('outpost_upstream_requests_total', { upstream: target.upstream.name, kind: 'blob-head', result: answer.kind });
+    if (answer.kind !== 'ok') throw upstreamError(target.upstream.name, answer, () => unknown(target, digest));
+    if (answer.size === undefined) {
+      throw new OciError('UPSTREAM_INVALID', `upstream "${target.upstream.name}" did not say the size of ${digest.value}`);
+    }
+    await ctx.index.put(keys.vouch(target.name, digest.value), { size: answer.size });
+    return answer.size;
+  }
+
+  private async rangeFromUpstream(target: Mirrored, digest: Digest, range: { offset: number; length: number }, size: number): Promise<MirrorBlobRead> {
+    const answer = await this.upstreamOf(target).blob(target.remote, digest.value, range.offset, range.length);
+    this.deps.metrics.count('outpost_upstream_requests_total', { upstream: target.upstream.name, kind: 'blob-range', result: answer.kind });
+    if (answer.kind !== 'ok') throw upstreamError(target.upstream.name, answer, () => unknown(target, digest));
+    if (answer.offset !== range.offset) {
+      // The upstream ignored the Range: cut the range out of the whole blob as it streams.
+      return { digest: digest.value, size, body: cut(answer.body, range.offset - answer.offset, range.length), range, source: 'upstream-range' };
+    }
+    return { digest: digest.value, size, body: cut(answer.body, 0, range.length), range, source: 'upstream-range' };
+  }
+
+  private upstreamOf(target: Mirrored): Upstream {
+    const upstream = this.deps.upstream(target.upstream.name);
+    if (!upstream) throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${target.upstream.name}" is not configured`);
+    return upstream;
+  }
+}
+
+function unknown(target: Mirrored, digest: Digest): OciError {
+  return new OciError('BLOB_UNKNOWN', `upstream "${target.upstream.name}" has no blob ${digest.value} in ${target.remote}`, { digest: digest.value });
+}
+
+/** Bytes [skip, skip + length) of a stream; errors when it ends before them (never a clean short body). */
+function cut(body: ReadableStream<Uint8Array>, skip: number, length: number): ReadableStream<Uint8Array> {
+  const reader = body.getReader();
+  let toSkip = skip;
+  let left = length;
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      for (;;) {
+        if (left === 0) {
+          await reader.cancel().catch(() => undefined);
+          return controller.close();
+        }
+        const next = await reader.read();
+        if (next.done) return controller.error(new Error('the upstream ended the range early'));
+        let bytes = next.value;
+        if (toSkip > 0) {
+          const n = Math.min(toSkip, bytes.byteLength);
+          toSkip -= n;
+          bytes = bytes.subarray(n);
+        }
+        if (bytes.byteLength === 0) continue;
+        if (bytes.byteLength > left) bytes = bytes.subarray(0, left);
+        left -= bytes.byteLength;
+        return controller.enqueue(bytes);
+      }
+    },
+    cancel(reason) {
+      return reader.cancel(reason);
+    },
+  });
+}

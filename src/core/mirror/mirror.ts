@@ -1,0 +1,94 @@
+import { OciError } from '../errors.js';
+import type { Digest } from '../oci/digest.js';
+import { Metrics } from '../metrics.js';
+import type { Blobs } from '../registry/blobs.js';
+import type { Ctx } from '../registry/context.js';
+import type { Manifests } from '../registry/manifests.js';
+import type { PageRequest } from '../registry/pages.js';
+import type { Upstream } from '../../ports/upstream.js';
+import { MirrorBlobs } from './blobs.js';
+import { ByteBudget } from './budget.js';
+import type { MirrorConfig } from './config.js';
+import { upstreamError } from './failures.js';
+import { Fills } from './fills.js';
+import { MirrorManifests } from './manifests.js';
+import { route, type Target } from './routing.js';
+
+/**
+ * The pull-through mirror: routing of names to upstreams, mirrored manifests, blob fills.
+ * Everything it shares with other instances goes through the index and the store (ports);
+ * what it keeps in memory (fills in flight, watches, counters) is only an optimisation.
+ */
+export interface MirrorDeps {
+  config: MirrorConfig;
+  /** One client per configured upstream, by the upstream's name. */
+  upstreams: Map<string, Upstream>;
+  metrics?: Metrics;
+  /** Who this instance is in lease owners (default: a random id). */
+  instance?: string;
+  /** Bytes of fill buffers this instance may hold at once (default 64 MiB). */
+  fillMemoryBytes?: number;
+  sleep?: (ms: number) => Promise<void>;
+}
+
+/** 64 MiB: four fills of two 8 MiB parts each, well inside a Workers isolate's 128 MB. */
+export const DEFAULT_FILL_MEMORY_BYTES = 64 * 1024 * 1024;
+
+type Mirrored = Extract<Target, { kind: 'mirror' }>;
+
+export class Mirror {
+  readonly metrics: Metrics;
+  readonly manifests: MirrorManifests;
+  readonly blobs: MirrorBlobs;
+  readonly fills: Fills;
+
+  constructor(
+    ctx: Ctx,
+    blobs: Blobs,
+    manifests: Manifests,
+    private readonly deps: MirrorDeps,
+  ) {
+    this.metrics = deps.metrics ?? new Metrics();
+    const instance = deps.instance ?? crypto.randomUUID().slice(0, 12);
+    const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
+    const upstream = (name: string) => deps.upstreams.get(name);
+    this.fills = new Fills({
+      ctx,
+      metrics: this.metrics,
+      budget: new ByteBudget(deps.fillMemoryBytes ?? DEFAULT_FILL_MEMORY_BYTES),
+      upstream,
+      options: { partBytes: deps.config.fillPartBytes, leaseMs: deps.config.fillLeaseMs, instance, sleep },
+    });
+    this.manifests = new MirrorManifests({ ctx, metrics: this.metrics, manifests, upstream, instance, sleep });
+    this.blobs = new MirrorBlobs({ ctx, metrics: this.metrics, blobs, fills: this.fills, upstream });
+  }
+
+  /** Where a request for `name` goes (see routing.ts); throws for an unknown `ns` or a name the content rules refuse. */
+  route(name: string, ns: string | undefined): Target {
+    return route(this.deps.config, name, ns);
+  }
+
+  /** tags/list of a mirrored repository: the upstream's own list, one page. */
+  async tags(target: Mirrored, request: PageRequest): Promise<{ tags: string[]; next?: string }> {
+    const upstream = this.deps.upstreams.get(target.upstream.name);
+    if (!upstream) throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${target.upstream.name}" is not configured`);
+    const answer = await upstream.tags(target.remote, request.n, request.last);
+    this.metrics.count('outpost_upstream_requests_total', { upstream: target.upstream.name, kind: 'tags', result: answer.kind });
+    if (answer.kind !== 'ok') {
+      throw upstreamError(target.upstream.name, answer, () => new OciError('NAME_UNKNOWN', `upstream "${target.upstream.name}" has no repository ${target.remote}`, { name: target.remote }));
+    }
+    const rule = target.upstream.content.tags;
+    return { tags: rule ? answer.tags.filter((t) => rule.test(t)) : answer.tags, next: answer.next };
+  }
+
+  /** The referrers of a mirrored digest: the upstream's referrers API, as served. */
+  async referrers(target: Mirrored, subject: Digest, artifactType: string | undefined): Promise<{ bytes: Uint8Array; filtered: boolean } | undefined> {
+    const upstream = this.deps.upstreams.get(target.upstream.name);
+    if (!upstream) throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${target.upstream.name}" is not configured`);
+    const answer = await upstream.referrers(target.remote, subject.value, artifactType);
+    this.metrics.count('outpost_upstream_requests_total', { upstream: target.upstream.name, kind: 'referrers', result: answer.kind });
+    if (answer.kind === 'not-found') return undefined;
+    if (answer.kind !== 'ok') throw upstreamError(target.upstream.name, answer, () => new OciError('MANIFEST_UNKNOWN'));
+    return { bytes: answer.bytes, filtered: answer.filtered };
+  }
+}

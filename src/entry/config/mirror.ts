@@ -1,0 +1,42 @@
+/**
+ * The `mirror:` section of the configuration document: how blob fills from upstreams are cut
+ * into parts and how long a fill's lease lasts (src/core/mirror/config.ts has the defaults and
+ * why they are what they are).
+ */
+import { DEFAULT_FILL_LEASE_MS, DEFAULT_FILL_PART_BYTES } from '../../core/mirror/config.js';
+import { child, duration, field, mapping, size, type SectionContext } from './values.js';
+
+const MIRROR_KEYS = ['fillPartSize', 'fillLease'] as const;
+
+/** S3's smallest part of a multipart compose (every part but the last). */
+const MIN_FILL_PART_BYTES = 5 * 1024 * 1024;
+/** Each fill holds one part in memory; this bounds that per concurrent fill (a Worker has 128 MB). */
+const MAX_FILL_PART_BYTES = 64 * 1024 * 1024;
+/** Heartbeats run at a third of the lease: shorter than 5s and a slow store write loses it. */
+const MIN_FILL_LEASE_MS = 5_000;
+/** A crashed leader's fill is taken over after its lease; waiting longer than 10m helps nobody. */
+const MAX_FILL_LEASE_MS = 10 * 60_000;
+
+export interface FillSettings {
+  fillPartBytes: number;
+  fillLeaseMs: number;
+}
+
+export const DEFAULT_FILL_SETTINGS: FillSettings = { fillPartBytes: DEFAULT_FILL_PART_BYTES, fillLeaseMs: DEFAULT_FILL_LEASE_MS };
+
+export function readMirror(value: unknown, path: string, ctx: SectionContext): FillSettings {
+  const entries = mapping(value, path, ctx.problems, { known: MIRROR_KEYS });
+  if (!entries) return DEFAULT_FILL_SETTINGS;
+  return {
+    fillPartBytes: size(field(entries, 'fillPartSize'), child(path, 'fillPartSize'), ctx.problems, {
+      min: MIN_FILL_PART_BYTES,
+      max: MAX_FILL_PART_BYTES,
+      fallback: DEFAULT_FILL_PART_BYTES,
+    }),
+    fillLeaseMs: duration(field(entries, 'fillLease'), child(path, 'fillLease'), ctx.problems, {
+      min: MIN_FILL_LEASE_MS,
+      max: MAX_FILL_LEASE_MS,
+      fallback: DEFAULT_FILL_LEASE_MS,
+    }),
+  };
+}

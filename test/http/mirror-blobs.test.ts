@@ -1,0 +1,184 @@
+import { describe, expect, it } from 'vitest';
+import { errorCode } from '../support/app.js';
+import { image, randomBlob } from '../support/images.js';
+import { mirrorTest } from '../support/mirror.js';
+
+async function pull(t: { request: (p: string, i?: RequestInit) => Response | Promise<Response> }, path: string, init?: RequestInit) {
+  const res = await t.request(path, init);
+  try {
+    const body = Buffer.from(await res.arrayBuffer());
+    return { status: res.status, headers: res.headers, body, aborted: false };
+  } catch {
+    return { status: res.status, headers: res.headers, body: Buffer.alloc(0), aborted: true };
+  }
+}
+
+/** The fake upstream with one image whose layers are `sizes` bytes, its manifest pulled (vouching for the layers). */
+async function seeded(sizes: number[], options: Parameters<typeof mirrorTest>[0] = {}) {
+  const t = mirrorTest(options);
+  const img = image({ layers: sizes });
+  t.up.addImage('library/app', 'v1', img);
+  for (const inst of t.instances) await (await inst.request('/v2/up/library/app/manifests/v1')).arrayBuffer();
+  return { t, img, layer: img.layers[0]! };
+}
+
+describe('mirrored blobs: fills', () => {
+  it('serves a blob it never had, verified, and then from the cache', async () => {
+    const { t, layer } = await seeded([300_000]);
+    const first = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
+    expect(first.status).toBe(200);
+    expect(first.headers.get('Content-Length')).toBe(String(layer.size));
+    expect(first.body.equals(layer.bytes)).toBe(true);
+    const again = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
+    expect(again.body.equals(layer.bytes)).toBe(true);
+    expect(t.blobGets(layer.digest)).toHaveLength(1);
+    // Parts are removed once composed.
+    expect((await t.store.list('fills/', { limit: 100 })).keys).toHaveLength(0);
+  });
+
+  it('exactly one upstream download for 24 concurrent pulls over three instances', async () => {
+    const { t, layer } = await seeded([1_000_000], { instances: 3 });
+    t.up.fault({ kind: 'slow', chunkBytes: 32 * 1024, delayMs: 2, match: { path: '/blobs/' } });
+    const results = await Promise.all(
+      Array.from({ length: 24 }, (_, i) => pull(t.instances[i % 3]!, `/v2/up/library/app/blobs/${layer.digest}`)),
+    );
+    for (const r of results) {
+      expect(r.status).toBe(200);
+      expect(r.aborted).toBe(false);
+      expect(r.body.equals(layer.bytes)).toBe(true);
+    }
+    expect(t.blobGets(layer.digest)).toHaveLength(1);
+    const led = t.instances.reduce((n, i) => n + i.metrics.get('outpost_fills_led_total'), 0);
+    expect(led).toBe(1);
+  });
+
+  it('wrong bytes from the upstream: the response is aborted, nothing is committed, the next pull refills', async () => {
+    const { t, layer } = await seeded([200_000]);
+    t.up.fault({ kind: 'wrong-bytes', match: { path: '/blobs/' } });
+    const bad = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
+    expect(bad.aborted || bad.status >= 500).toBe(true);
+    expect(bad.body.equals(layer.bytes)).toBe(false);
+    expect(await t.store.stat(`blobs/sha256/${layer.digest.slice(7, 9)}/${layer.digest.slice(7)}`)).toBeUndefined();
+    const good = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
+    expect(good.status).toBe(200);
+    expect(good.body.equals(layer.bytes)).toBe(true);
+  });
+
+  it('a stream that breaks off is resumed with a Range request: no byte downloaded twice', async () => {
+    const { t, layer } = await seeded([500_000]);
+    t.up.fault({ kind: 'disconnect', afterBytes: 200_000, match: { path: '/blobs/' } });
+    const res = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
+    expect(res.status).toBe(200);
+    expect(res.body.equals(layer.bytes)).toBe(true);
+    const gets = t.blobGets(layer.digest);
+    expect(gets).toHaveLength(2);
+    expect(gets[1]!.headers.range).toMatch(/^bytes=\d+-/);
+    expect(t.metrics.get('outpost_upstream_bytes_total', { upstream: 'up' })).toBe(layer.size);
+  });
+
+  it('truncation (a clean early end) is resumed with Range, and never served short', async () => {
+    const { t, layer } = await seeded([300_000]);
+    t.up.fault({ kind: 'truncate', afterBytes: 100_000, match: { path: '/blobs/' }, times: Infinity });
+    const resumed = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
+    expect(resumed.body.equals(layer.bytes)).toBe(true);
+    expect(t.blobGets(layer.digest).map((r) => r.headers.range)).toEqual([undefined, 'bytes=100000-', 'bytes=200000-']);
+
+    // An upstream that truncates and ignores Range never completes: the client sees an abort.
+    const other = await seeded([300_000]);
+    other.t.up.fault({ kind: 'ignore-range', times: Infinity });
+    other.t.up.fault({ kind: 'truncate', afterBytes: 100_000, match: { path: '/blobs/' }, times: Infinity });
+    const short = await pull(other.t, `/v2/up/library/app/blobs/${other.layer.digest}`);
+    expect(short.aborted || short.status >= 500).toBe(true);
+    expect(short.body.byteLength).toBeLessThan(other.layer.size);
+  });
+
+  it('a new leader takes over an expired fill and resumes from the stored parts', async () => {
+    const { t, layer } = await seeded([400_000], { instances: 2, partBytes: 64 * 1024 });
+    // Instance 0 leads and stalls after 200 KB (three parts stored); its lease then expires.
+    t.up.fault({ kind: 'stall', afterBytes: 200_000, match: { path: '/blobs/' } });
+    const stalled = t.instances[0]!.request(`/v2/up/library/app/blobs/${layer.digest}`);
+    const res0 = await stalled;
+    const reader = res0.body!.getReader();
+    let got = 0;
+    while (got < 64 * 1024) got += (await reader.read()).value!.byteLength;
+    await new Promise((r) => setTimeout(r, 50));
+    t.clock.advance(31_000);
+    const res = await pull(t.instances[1]!, `/v2/up/library/app/blobs/${layer.digest}`);
+    expect(res.status).toBe(200);
+    expect(res.body.equals(layer.bytes)).toBe(true);
+    expect(t.instances[1]!.metrics.get('outpost_fill_takeovers_total')).toBe(1);
+    const gets = t.blobGets(layer.digest);
+    expect(gets).toHaveLength(2);
+    const resumedAt = Number(/bytes=(\d+)-/.exec(gets[1]!.headers.range ?? '')![1]);
+    expect(resumedAt).toBeGreaterThanOrEqual(3 * 64 * 1024);
+    await reader.cancel();
+  });
+
+  it('HEAD of an uncached blob answers from the upstream; a blob the upstream lacks is BLOB_UNKNOWN', async () => {
+    const t = mirrorTest();
+    const b = randomBlob(5000);
+    t.up.addBlob('library/app', b.bytes);
+    const head = await t.request(`/v2/up/library/app/blobs/${b.digest}`, { method: 'HEAD' });
+    expect(head.status).toBe(200);
+    expect(head.headers.get('Content-Length')).toBe('5000');
+    const missing = await t.request(`/v2/up/library/app/blobs/sha256:${'0'.repeat(64)}`);
+    expect(missing.status).toBe(404);
+    expect(await errorCode(missing)).toBe('BLOB_UNKNOWN');
+  });
+
+  it('no cross-repository leak: a blob filled for A is served for B only when the upstream vouches for B', async () => {
+    const t = mirrorTest();
+    const secret = randomBlob(10_000);
+    t.up.addBlob('private/a', secret.bytes);
+    const a = await pull(t, `/v2/up/private/a/blobs/${secret.digest}`);
+    expect(a.body.equals(secret.bytes)).toBe(true);
+    const b = await t.request(`/v2/up/public/b/blobs/${secret.digest}`);
+    expect(b.status).toBe(404);
+    // Once the upstream has it in B too, B is served from the cache, without a second download.
+    t.up.addBlob('public/b', secret.bytes);
+    const b2 = await pull(t, `/v2/up/public/b/blobs/${secret.digest}`);
+    expect(b2.body.equals(secret.bytes)).toBe(true);
+    expect(t.blobGets(secret.digest)).toHaveLength(1);
+  });
+
+  it('a Range on an uncached blob is answered by a ranged upstream request, at once', async () => {
+    const { t, layer } = await seeded([200_000]);
+    const res = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`, { headers: { Range: 'bytes=1000-1999' } });
+    expect(res.status).toBe(206);
+    expect(res.headers.get('Content-Range')).toBe(`bytes 1000-1999/${layer.size}`);
+    expect(res.body.equals(layer.bytes.subarray(1000, 2000))).toBe(true);
+    // Also when the upstream ignores Range.
+    t.up.fault({ kind: 'ignore-range' });
+    const whole = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`, { headers: { Range: 'bytes=5000-5099' } });
+    expect(whole.body.equals(layer.bytes.subarray(5000, 5100))).toBe(true);
+  });
+
+  it('a cached blob keeps Range support', async () => {
+    const { t, layer } = await seeded([100_000]);
+    await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
+    const res = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`, { headers: { Range: 'bytes=-10' } });
+    expect(res.status).toBe(206);
+    expect(res.body.equals(layer.bytes.subarray(layer.size - 10))).toBe(true);
+  });
+
+  it('an unreachable upstream with nothing cached is 503; rate-limited is 429 with Retry-After', async () => {
+    const { t, layer } = await seeded([10_000]);
+    t.up.fault({ kind: 'connection-error', times: Infinity, match: { path: '/blobs/' } });
+    const down = await t.request(`/v2/up/library/app/blobs/${layer.digest}`);
+    expect(down.status).toBe(503);
+    expect(await errorCode(down)).toBe('UNAVAILABLE');
+  });
+
+  it('the fill survives its client: a client that goes away does not stop the download', async () => {
+    const { t, layer } = await seeded([600_000]);
+    t.up.fault({ kind: 'slow', chunkBytes: 32 * 1024, delayMs: 2, match: { path: '/blobs/' } });
+    const res = await t.request(`/v2/up/library/app/blobs/${layer.digest}`);
+    await res.body!.cancel();
+    for (let i = 0; i < 200 && t.metrics.get('outpost_fills_led_total') === 1 && !(await t.store.stat(`blobs/sha256/${layer.digest.slice(7, 9)}/${layer.digest.slice(7)}`)); i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    const cached = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
+    expect(cached.body.equals(layer.bytes)).toBe(true);
+    expect(t.blobGets(layer.digest)).toHaveLength(1);
+  });
+});

@@ -1,0 +1,73 @@
+import { nodeHash } from '../../src/adapters/crypto/node-hash.js';
+import { MemoryBlobStore } from '../../src/adapters/memory/blob-store.js';
+import { MemoryMetaIndex } from '../../src/adapters/memory/meta-index.js';
+import { RegistryUpstream } from '../../src/adapters/upstream/registry-upstream.js';
+import type { MirrorConfig, UpstreamConfig } from '../../src/core/mirror/config.js';
+import { Metrics } from '../../src/core/metrics.js';
+import { createRegistry } from '../../src/core/registry/registry.js';
+import { createApp } from '../../src/http/app.js';
+import type { BlobStore } from '../../src/ports/blob-store.js';
+import type { MetaIndex } from '../../src/ports/meta-index.js';
+import { TestClock } from './clock.js';
+import { FakeUpstream, type FakeUpstreamOptions } from './fake-upstream.js';
+
+/**
+ * Outpost instances mirroring a scripted fake upstream (test/support/fake-upstream.ts) through
+ * the real upstream client, all over one in-memory store and index, driven through
+ * app.request(). Several instances share nothing but the store and the index, like stateless
+ * workers, so cross-instance single flight is tested here without processes.
+ */
+export function upstreamConfig(overrides: Partial<UpstreamConfig> = {}): UpstreamConfig {
+  return {
+    name: 'up',
+    url: 'https://registry.test',
+    namespace: 'registry.test',
+    default: false,
+    tagTtlMs: 60_000,
+    maxStaleMs: 3_600_000,
+    content: { allow: [], deny: [] },
+    ...overrides,
+  };
+}
+
+export interface MirrorTestOptions {
+  upstream?: FakeUpstreamOptions;
+  config?: Partial<UpstreamConfig>;
+  hosted?: string[];
+  instances?: number;
+  partBytes?: number;
+  leaseMs?: number;
+  store?: BlobStore;
+  index?: MetaIndex;
+}
+
+export function mirrorTest(options: MirrorTestOptions = {}) {
+  const clock = new TestClock();
+  const up = new FakeUpstream({ host: 'registry.test', ...options.upstream });
+  const store = options.store ?? new MemoryBlobStore();
+  const index = options.index ?? new MemoryMetaIndex(clock);
+  const upstream = upstreamConfig({ url: up.url, namespace: up.host, ...options.config });
+  const config: MirrorConfig = {
+    upstreams: [upstream],
+    hosted: options.hosted ?? [],
+    fillPartBytes: options.partBytes ?? 64 * 1024,
+    fillLeaseMs: options.leaseMs ?? 30_000,
+  };
+  const instances = Array.from({ length: options.instances ?? 1 }, (_, i) => {
+    const metrics = new Metrics();
+    const client = new RegistryUpstream({ url: up.url, fetch: up.fetch, clock, sleep: async () => undefined, random: () => 0 });
+    const registry = createRegistry({
+      store,
+      index,
+      hash: nodeHash,
+      clock,
+      mirror: { config, upstreams: new Map([[upstream.name, client]]), metrics, instance: `i${i}`, sleep: (ms) => new Promise((r) => setTimeout(r, Math.min(ms, 5))) },
+    });
+    const app = createApp({ registry, metrics: true });
+    return { registry, app, metrics, request: (path: string, init?: RequestInit) => app.request(path, init) };
+  });
+  const first = instances[0]!;
+  /** Blob GETs the upstream served for `digest` (redirects and ranges included). */
+  const blobGets = (digest: string) => up.requests.filter((r) => r.method === 'GET' && r.path.endsWith(`/blobs/${digest}`));
+  return { clock, up, store, index, config, instances, request: first.request, metrics: first.metrics, blobGets };
+}
