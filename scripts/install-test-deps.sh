@@ -25,11 +25,12 @@ SERVICES=(
 )
 
 missing_packages=()
+found_tools=()
 for entry in "${TOOLS[@]}"; do
   tool="${entry%%:*}"
   package="${entry#*:}"
   if command -v "$tool" >/dev/null 2>&1; then
-    echo "install-test-deps: $tool found at $(command -v "$tool")"
+    found_tools+=("$tool")
   else
     echo "install-test-deps: $tool not found; needs Debian package $package"
     if [[ " ${missing_packages[*]} " != *" $package "* ]]; then missing_packages+=("$package"); fi
@@ -37,6 +38,7 @@ for entry in "${TOOLS[@]}"; do
 done
 
 if [ "${#missing_packages[@]}" -eq 0 ]; then
+  echo "install-test-deps: all present (${found_tools[*]})"
   exit 0
 fi
 

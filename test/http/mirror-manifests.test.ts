@@ -160,3 +160,30 @@ describe('mirrored manifests', () => {
     expect(catalog.repositories).toContain('registry.test/library/app');
   });
 });
+
+describe('mirrored referrers', () => {
+  it('come from the upstream referrers API, or from the tag schema where it has none', async () => {
+    for (const referrersApi of [true, false]) {
+      const t = mirrorTest({ upstream: { referrersApi } });
+      const img = image();
+      const subject = t.up.addImage('library/app', 'v1', img);
+      const sig = image({ subject: img.manifest, artifactType: 'application/vnd.dev.sigstore.bundle.v0.3+json' });
+      const sigDigest = t.up.addImage('library/app', undefined, sig);
+      if (!referrersApi) {
+        const idx = JSON.stringify({
+          schemaVersion: 2,
+          mediaType: 'application/vnd.oci.image.index.v1+json',
+          manifests: [{ mediaType: sig.manifest.mediaType, digest: sigDigest, size: sig.manifest.size, artifactType: 'application/vnd.dev.sigstore.bundle.v0.3+json' }],
+        });
+        t.up.addManifest('library/app', `sha256-${subject.slice(7)}`, idx, 'application/vnd.oci.image.index.v1+json');
+      }
+      const res = await t.request(`/v2/up/library/app/referrers/${subject}`);
+      expect(res.status).toBe(200);
+      const body = (await res.json()) as { manifests: Array<{ digest: string }> };
+      expect(body.manifests.map((m) => m.digest)).toEqual([sigDigest]);
+      const filtered = await t.request(`/v2/up/library/app/referrers/${subject}?artifactType=application/x-other`);
+      expect(((await filtered.json()) as { manifests: unknown[] }).manifests).toEqual([]);
+      expect(filtered.headers.get('OCI-Filters-Applied')).toBe('artifactType');
+    }
+  });
+});

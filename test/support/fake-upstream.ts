@@ -1,4 +1,5 @@
 import type { Clock } from '../../src/ports/clock.js';
+import type { UpstreamResult } from '../../src/ports/upstream.js';
 import { sha256, type Image } from './images.js';
 
 /**
@@ -423,4 +424,25 @@ function ociError(status: number, code: string, message: string, method: string,
 export function recordingSleep(): { sleep: (ms: number) => Promise<void>; waits: number[] } {
   const waits: number[] = [];
   return { waits, sleep: async (ms: number) => void waits.push(ms) };
+}
+
+/** Narrows an upstream answer to its `ok` case, failing the test with the answer otherwise. */
+export function expectOk<T>(r: UpstreamResult<T>): T {
+  if (r.kind !== 'ok') throw new Error(`expected ok, got ${JSON.stringify(r)}`);
+  return r;
+}
+
+/** Reads a body to its end, or to its error: what arrived, and the error if it broke off. */
+export async function readBody(s: ReadableStream<Uint8Array>): Promise<{ bytes: Buffer; error?: unknown }> {
+  const chunks: Uint8Array[] = [];
+  const reader = s.getReader();
+  try {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return { bytes: Buffer.concat(chunks) };
+      chunks.push(value);
+    }
+  } catch (error) {
+    return { bytes: Buffer.concat(chunks), error };
+  }
 }

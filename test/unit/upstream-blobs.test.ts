@@ -1,8 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { RegistryUpstream, type RegistryUpstreamOptions } from '../../src/adapters/upstream/registry-upstream.js';
-import type { UpstreamResult } from '../../src/ports/upstream.js';
 import { TestClock } from '../support/clock.js';
-import { FakeUpstream, recordingSleep, type FakeUpstreamOptions } from '../support/fake-upstream.js';
+import { FakeUpstream, expectOk, readBody, recordingSleep, type FakeUpstreamOptions } from '../support/fake-upstream.js';
 import { randomBlob } from '../support/images.js';
 
 /** Blob GET and HEAD: Range, truncation, and redirects to a CDN that must never see our credentials. */
@@ -21,31 +20,12 @@ function setup(fake: FakeUpstreamOptions = {}, client: Partial<RegistryUpstreamO
   return { up, upstream, layer, get, events };
 }
 
-async function drain(s: ReadableStream<Uint8Array>): Promise<{ bytes: Buffer; error?: unknown }> {
-  const chunks: Uint8Array[] = [];
-  const reader = s.getReader();
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) return { bytes: Buffer.concat(chunks) };
-      chunks.push(value);
-    }
-  } catch (error) {
-    return { bytes: Buffer.concat(chunks), error };
-  }
-}
-
-function ok<T>(r: UpstreamResult<T>): T {
-  if (r.kind !== 'ok') throw new Error(`expected ok, got ${JSON.stringify(r)}`);
-  return r;
-}
-
 describe('blob GET', () => {
   it('streams the whole blob, without a Range header', async () => {
     const { up, layer, get } = setup();
-    const r = ok(await get());
+    const r = expectOk(await get());
     expect({ offset: r.offset, length: r.length, size: r.size }).toEqual({ offset: 0, length: SIZE, size: SIZE });
-    expect((await drain(r.body)).bytes.equals(layer.bytes)).toBe(true);
+    expect((await readBody(r.body)).bytes.equals(layer.bytes)).toBe(true);
     expect(up.requests[0]!.path).toBe(`/v2/library/nginx/blobs/${layer.digest}`);
     expect(up.requests[0]!.headers.range).toBeUndefined();
   });
@@ -59,26 +39,26 @@ describe('blob GET', () => {
     [0, undefined, undefined, 0, SIZE, SIZE],
   ])('offset %s length %s: sends %s, reports offset %s length %s size %s', async (offset, length, range, at, len, size) => {
     const { up, layer, get } = setup();
-    const r = ok(await get(offset, length));
+    const r = expectOk(await get(offset, length));
     expect(up.requests[0]!.headers.range).toBe(range);
     expect({ offset: r.offset, length: r.length, size: r.size }).toEqual({ offset: at, length: len, size });
-    expect((await drain(r.body)).bytes.equals(layer.bytes.subarray(at, at + len))).toBe(true);
+    expect((await readBody(r.body)).bytes.equals(layer.bytes.subarray(at, at + len))).toBe(true);
   });
 
   it('reports offset 0 and the whole size when the upstream ignores Range and answers 200', async () => {
     const { up, layer, get } = setup();
     up.fault({ kind: 'ignore-range' });
-    const r = ok(await get(1_000, 500));
+    const r = expectOk(await get(1_000, 500));
     expect({ offset: r.offset, length: r.length, size: r.size }).toEqual({ offset: 0, length: SIZE, size: SIZE });
-    expect((await drain(r.body)).bytes.equals(layer.bytes)).toBe(true);
+    expect((await readBody(r.body)).bytes.equals(layer.bytes)).toBe(true);
   });
 
   it('reads a 206 with an unknown total (bytes a-b/*)', async () => {
     const { up, get } = setup();
     up.fault({ kind: 'status', status: 206, headers: { 'content-range': 'bytes 10-19/*' }, body: '0123456789' });
-    const r = ok(await get(10, 10));
+    const r = expectOk(await get(10, 10));
     expect({ offset: r.offset, length: r.length, size: r.size }).toEqual({ offset: 10, length: 10, size: undefined });
-    expect((await drain(r.body)).bytes.toString()).toBe('0123456789');
+    expect((await readBody(r.body)).bytes.toString()).toBe('0123456789');
   });
 
   it.each([
@@ -104,8 +84,8 @@ describe('blob GET', () => {
   ] as const)('errors the stream on %s, never ends it cleanly', async (_, fault) => {
     const { up, get } = setup();
     up.fault(fault);
-    const r = ok(await get());
-    const read = await drain(r.body);
+    const r = expectOk(await get());
+    const read = await readBody(r.body);
     expect(read.error).toBeInstanceOf(Error);
     expect(read.bytes.byteLength).toBeLessThanOrEqual(60_000);
   });
@@ -113,20 +93,20 @@ describe('blob GET', () => {
   it('errors a truncated range too', async () => {
     const { up, get } = setup();
     up.fault({ kind: 'truncate', afterBytes: 100 });
-    const r = ok(await get(1_000, 500));
-    expect(String((await drain(r.body)).error)).toContain('body ended after 100 of 500 bytes');
+    const r = expectOk(await get(1_000, 500));
+    expect(String((await readBody(r.body)).error)).toContain('body ended after 100 of 500 bytes');
   });
 
   it('errors a body that runs past its Content-Length', async () => {
     const { up, get } = setup();
     up.fault({ kind: 'status', status: 200, headers: { 'content-length': '5' }, body: '0123456789' });
-    expect(String((await drain(ok(await get()).body)).error)).toContain('runs past its Content-Length');
+    expect(String((await readBody(expectOk(await get()).body)).error)).toContain('runs past its Content-Length');
   });
 
   it('passes wrong bytes through as served: the digest is core’s to check', async () => {
     const { up, layer, get } = setup();
     up.fault({ kind: 'wrong-bytes' });
-    const { bytes, error } = await drain(ok(await get()).body);
+    const { bytes, error } = await readBody(expectOk(await get()).body);
     expect(error).toBeUndefined();
     expect(bytes.byteLength).toBe(SIZE);
     expect(bytes.equals(layer.bytes)).toBe(false);
@@ -136,9 +116,9 @@ describe('blob GET', () => {
     const { up, get } = setup();
     // 1 TiB declared: answered at once with a stream, which errors when the bytes run out.
     up.fault({ kind: 'status', status: 200, headers: { 'content-length': String(2 ** 40) }, body: 'tiny' });
-    const r = ok(await get());
+    const r = expectOk(await get());
     expect(r.length).toBe(2 ** 40);
-    const read = await drain(r.body);
+    const read = await readBody(r.body);
     expect(read.bytes.toString()).toBe('tiny');
     expect(String(read.error)).toContain(`body ended after 4 of ${2 ** 40} bytes`);
   });
@@ -164,9 +144,9 @@ describe('blob GET', () => {
 describe('redirects', () => {
   it('follows a blob redirect to a CDN without the credentials', async () => {
     const { up, layer, get, events } = setup({ blobHost: 'cdn.test', auth: { scheme: 'bearer', users: [USER], anonymous: false } }, { credentials: USER });
-    const r = ok(await get(1_000));
+    const r = expectOk(await get(1_000));
     expect(r.offset).toBe(1_000);
-    expect((await drain(r.body)).bytes.equals(layer.bytes.subarray(1_000))).toBe(true);
+    expect((await readBody(r.body)).bytes.equals(layer.bytes.subarray(1_000))).toBe(true);
     const cdn = up.requestsTo('cdn.test');
     expect(cdn).toHaveLength(1);
     expect(cdn[0]!.headers.authorization).toBeUndefined();
@@ -180,7 +160,7 @@ describe('redirects', () => {
   it('applies truncation and disconnects at the CDN as well', async () => {
     const { up, get } = setup({ blobHost: 'cdn.test' });
     up.fault({ kind: 'truncate', afterBytes: 10, match: { host: 'cdn.test' } });
-    expect((await drain(ok(await get()).body)).error).toBeDefined();
+    expect((await readBody(expectOk(await get()).body)).error).toBeDefined();
   });
 
   it('keeps Authorization on a same-origin redirect, and never adds it back after leaving', async () => {
@@ -192,8 +172,8 @@ describe('redirects', () => {
     up.fault({ kind: 'status', status: 302, headers: { location: '/v2/moved/blob' }, match: { path } });
     up.fault({ kind: 'status', status: 307, headers: { location: 'https://elsewhere.test/hop' }, match: { path: '/v2/moved/blob' } });
     up.fault({ kind: 'status', status: 308, headers: { location: `https://registry.test${path}` }, match: { host: 'elsewhere.test' } });
-    const r = ok(await get());
-    expect((await drain(r.body)).bytes.equals(layer.bytes)).toBe(true);
+    const r = expectOk(await get());
+    expect((await readBody(r.body)).bytes.equals(layer.bytes)).toBe(true);
     expect(up.requests.map((q) => `${q.host}${q.path} ${q.headers.authorization ? 'auth' : '-'}`)).toEqual([
       `registry.test${path} -`,
       `registry.test${path} auth`,

@@ -2,9 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { MAX_MANIFEST_BYTES as CORE_MAX_MANIFEST_BYTES } from '../../src/core/oci/manifest.js';
 import { MAX_MANIFEST_BYTES } from '../../src/adapters/upstream/limits.js';
 import { RegistryUpstream, repositoryPath, segment, type RegistryUpstreamOptions } from '../../src/adapters/upstream/registry-upstream.js';
-import type { UpstreamResult } from '../../src/ports/upstream.js';
 import { TestClock } from '../support/clock.js';
-import { FakeUpstream, recordingSleep, type FakeUpstreamOptions } from '../support/fake-upstream.js';
+import { FakeUpstream, expectOk, recordingSleep, type FakeUpstreamOptions } from '../support/fake-upstream.js';
 import { artifact, image, index } from '../support/images.js';
 
 /** Manifests (GET, HEAD, caps), tag lists, referrers, rate-limit headers and path escaping. */
@@ -21,15 +20,10 @@ function setup(fake: FakeUpstreamOptions = {}, client: Partial<RegistryUpstreamO
   return { up, upstream, img, clock };
 }
 
-function ok<T>(r: UpstreamResult<T>): T {
-  if (r.kind !== 'ok') throw new Error(`expected ok, got ${JSON.stringify(r)}`);
-  return r;
-}
-
 describe('manifests', () => {
   it('GET sends the Accept list and returns the bytes exactly as served', async () => {
     const { up, upstream, img } = setup();
-    const m = ok(await upstream.manifest('library/nginx', 'latest', 'GET', ACCEPT));
+    const m = expectOk(await upstream.manifest('library/nginx', 'latest', 'GET', ACCEPT));
     expect(Buffer.from(m.bytes!).equals(img.manifest.bytes)).toBe(true);
     expect(m).toMatchObject({ mediaType: OCI, digest: img.manifest.digest, size: img.manifest.size });
     expect(up.requests[0]!.headers.accept).toBe(ACCEPT.join(', '));
@@ -37,14 +31,14 @@ describe('manifests', () => {
 
   it('HEAD answers media type, digest and size without bytes', async () => {
     const { up, upstream, img } = setup();
-    const m = ok(await upstream.manifest('library/nginx', 'latest', 'HEAD', ACCEPT));
+    const m = expectOk(await upstream.manifest('library/nginx', 'latest', 'HEAD', ACCEPT));
     expect(m).toEqual({ kind: 'ok', mediaType: OCI, digest: img.manifest.digest, size: img.manifest.size });
     expect(up.requests[0]!.method).toBe('HEAD');
   });
 
   it('fetches by digest with the colon unescaped', async () => {
     const { up, upstream, img } = setup();
-    ok(await upstream.manifest('library/nginx', img.manifest.digest, 'GET', ACCEPT));
+    expectOk(await upstream.manifest('library/nginx', img.manifest.digest, 'GET', ACCEPT));
     expect(up.requests[0]!.path).toBe(`/v2/library/nginx/manifests/${img.manifest.digest}`);
   });
 
@@ -52,13 +46,13 @@ describe('manifests', () => {
     const { up, upstream, img } = setup();
     const list = index([{ manifest: img.manifest, arch: 'amd64' }], true);
     up.addManifest('library/nginx', 'multi', list.bytes, list.mediaType);
-    expect(ok(await upstream.manifest('library/nginx', 'multi', 'GET', ACCEPT)).mediaType).toBe(list.mediaType);
+    expect(expectOk(await upstream.manifest('library/nginx', 'multi', 'GET', ACCEPT)).mediaType).toBe(list.mediaType);
   });
 
   it('omits the digest when the upstream sends none', async () => {
     const { up, upstream } = setup();
     up.fault({ kind: 'status', status: 200, headers: { 'content-type': OCI }, body: '{"schemaVersion":2}' });
-    const m = ok(await upstream.manifest('library/nginx', 'latest', 'GET', ACCEPT));
+    const m = expectOk(await upstream.manifest('library/nginx', 'latest', 'GET', ACCEPT));
     expect(m).toEqual({ kind: 'ok', mediaType: OCI, bytes: new TextEncoder().encode('{"schemaVersion":2}'), size: 19 });
   });
 
@@ -165,18 +159,18 @@ describe('tags', () => {
 
   it('lists one page with n and last, and passes the Link header’s last on as next', async () => {
     const { up, upstream } = tagged(5);
-    const first = ok(await upstream.tags('library/nginx', 2));
+    const first = expectOk(await upstream.tags('library/nginx', 2));
     expect(first).toEqual({ kind: 'ok', tags: ['latest', 'v00'], next: 'v00' });
-    const second = ok(await upstream.tags('library/nginx', 2, first.next));
+    const second = expectOk(await upstream.tags('library/nginx', 2, first.next));
     expect(second).toEqual({ kind: 'ok', tags: ['v01', 'v02'], next: 'v02' });
     const url = new URL(up.requests[1]!.url);
     expect([url.pathname, url.searchParams.get('n'), url.searchParams.get('last')]).toEqual(['/v2/library/nginx/tags/list', '2', 'v00']);
-    expect(ok(await upstream.tags('library/nginx', 10, 'v02'))).toEqual({ kind: 'ok', tags: ['v03', 'v04'] });
+    expect(expectOk(await upstream.tags('library/nginx', 10, 'v02'))).toEqual({ kind: 'ok', tags: ['v03', 'v04'] });
   });
 
   it('lists everything without n', async () => {
     const { up, upstream } = tagged(3);
-    expect(ok(await upstream.tags('library/nginx')).tags).toEqual(['latest', 'v00', 'v01', 'v02']);
+    expect(expectOk(await upstream.tags('library/nginx')).tags).toEqual(['latest', 'v00', 'v01', 'v02']);
     expect(new URL(up.requests[0]!.url).search).toBe('');
   });
 
@@ -202,7 +196,7 @@ describe('tags', () => {
   ])('reads Link %s as next %s', async (link, next) => {
     const { up, upstream } = setup();
     up.fault({ kind: 'status', status: 200, headers: { link }, body: '{"name":"x","tags":["a"]}' });
-    expect(ok(await upstream.tags('library/nginx')).next).toBe(next);
+    expect(expectOk(await upstream.tags('library/nginx')).next).toBe(next);
   });
 
   it('refuses a tag list over its cap', async () => {
@@ -224,7 +218,7 @@ describe('referrers', () => {
 
   it('returns the referrers index bytes, unfiltered', async () => {
     const { up, upstream, img, sig, sbom } = withReferrers();
-    const r = ok(await upstream.referrers('library/nginx', img.manifest.digest));
+    const r = expectOk(await upstream.referrers('library/nginx', img.manifest.digest));
     expect(r.filtered).toBe(false);
     const doc = JSON.parse(new TextDecoder().decode(r.bytes));
     expect(doc.manifests.map((m: { digest: string }) => m.digest).sort()).toEqual([sig.manifest.digest, sbom.manifest.digest].sort());
@@ -234,7 +228,7 @@ describe('referrers', () => {
 
   it('passes artifactType on and reports OCI-Filters-Applied', async () => {
     const { up, upstream, img, sbom } = withReferrers();
-    const r = ok(await upstream.referrers('library/nginx', img.manifest.digest, 'application/spdx+json'));
+    const r = expectOk(await upstream.referrers('library/nginx', img.manifest.digest, 'application/spdx+json'));
     expect(r.filtered).toBe(true);
     expect(JSON.parse(new TextDecoder().decode(r.bytes)).manifests.map((m: { digest: string }) => m.digest)).toEqual([sbom.manifest.digest]);
     expect(new URL(up.requests[0]!.url).searchParams.get('artifactType')).toBe('application/spdx+json');
@@ -243,7 +237,7 @@ describe('referrers', () => {
   it('reports filtered false when the upstream ignores the filter', async () => {
     const { up, upstream, img } = withReferrers();
     up.fault({ kind: 'status', status: 200, body: '{"schemaVersion":2,"manifests":[]}' });
-    expect(ok(await upstream.referrers('library/nginx', img.manifest.digest, 'application/spdx+json')).filtered).toBe(false);
+    expect(expectOk(await upstream.referrers('library/nginx', img.manifest.digest, 'application/spdx+json')).filtered).toBe(false);
   });
 
   it('answers not-found when the upstream has no referrers API', async () => {

@@ -1,8 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { RegistryUpstream, type RegistryUpstreamOptions } from '../../src/adapters/upstream/registry-upstream.js';
-import type { UpstreamResult } from '../../src/ports/upstream.js';
 import { TestClock } from '../support/clock.js';
-import { FakeUpstream, recordingSleep, type FakeUpstreamOptions } from '../support/fake-upstream.js';
+import { FakeUpstream, expectOk, readBody, recordingSleep, type FakeUpstreamOptions } from '../support/fake-upstream.js';
 import { image, randomBlob } from '../support/images.js';
 
 /**
@@ -34,25 +33,6 @@ async function settle<T>(p: Promise<T>, stepMs = 1_000, maxMs = 600_000): Promis
   const tracked = p.finally(() => (done = true));
   for (let t = 0; !done && t < maxMs; t += stepMs) await vi.advanceTimersByTimeAsync(stepMs);
   return tracked;
-}
-
-async function drain(s: ReadableStream<Uint8Array>): Promise<{ bytes: number; error?: unknown }> {
-  const reader = s.getReader();
-  let bytes = 0;
-  try {
-    for (;;) {
-      const { done, value } = await reader.read();
-      if (done) return { bytes };
-      bytes += value.byteLength;
-    }
-  } catch (error) {
-    return { bytes, error };
-  }
-}
-
-function ok<T>(r: UpstreamResult<T>): T {
-  if (r.kind !== 'ok') throw new Error(`expected ok, got ${JSON.stringify(r)}`);
-  return r;
 }
 
 afterEach(() => {
@@ -120,10 +100,10 @@ describe('retries', () => {
   it('never retries once a body is handed over: a blob that breaks off errors its stream', async () => {
     const { up, upstream, layer } = setup();
     up.fault({ kind: 'disconnect', afterBytes: 40_000 });
-    const r = ok(await upstream.blob('library/nginx', layer.digest));
-    const read = await drain(r.body);
+    const r = expectOk(await upstream.blob('library/nginx', layer.digest));
+    const read = await readBody(r.body);
     expect(read.error).toBeDefined();
-    expect(read.bytes).toBeLessThan(layer.size);
+    expect(read.bytes.byteLength).toBeLessThan(layer.size);
     expect(up.requests).toHaveLength(1);
   });
 });
@@ -207,9 +187,9 @@ describe('timeouts', () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     const { up, upstream, layer } = setup();
     up.fault({ kind: 'stall', afterBytes: 20_000 });
-    const r = ok(await upstream.blob('library/nginx', layer.digest));
-    const read = await settle(drain(r.body));
-    expect(read.bytes).toBe(20_000);
+    const r = expectOk(await upstream.blob('library/nginx', layer.digest));
+    const read = await settle(readBody(r.body));
+    expect(read.bytes.byteLength).toBe(20_000);
     expect(String(read.error)).toContain('registry.test: no bytes for 10000 ms');
   });
 
@@ -217,24 +197,26 @@ describe('timeouts', () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     const { up, upstream, layer } = setup();
     up.fault({ kind: 'slow', chunkBytes: 10_000, delayMs: 9_000 });
-    const r = ok(await upstream.blob('library/nginx', layer.digest));
-    expect(await settle(drain(r.body))).toEqual({ bytes: layer.size });
+    const r = expectOk(await upstream.blob('library/nginx', layer.digest));
+    const read = await settle(readBody(r.body));
+    expect(read.error).toBeUndefined();
+    expect(read.bytes.equals(layer.bytes)).toBe(true);
   });
 
   it('errors a body that trickles slower than the idle timeout', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     const { up, upstream, layer } = setup();
     up.fault({ kind: 'slow', chunkBytes: 10_000, delayMs: 11_000 });
-    const r = ok(await upstream.blob('library/nginx', layer.digest));
-    const read = await settle(drain(r.body));
-    expect(read.bytes).toBe(0);
+    const r = expectOk(await upstream.blob('library/nginx', layer.digest));
+    const read = await settle(readBody(r.body));
+    expect(read.bytes.byteLength).toBe(0);
     expect(read.error).toBeDefined();
   });
 
   it('does not count the time the caller takes between reads', async () => {
     vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout'] });
     const { upstream, layer } = setup({ chunkBytes: 50_000 });
-    const r = ok(await upstream.blob('library/nginx', layer.digest));
+    const r = expectOk(await upstream.blob('library/nginx', layer.digest));
     const reader = r.body.getReader();
     expect((await reader.read()).value?.byteLength).toBe(50_000);
     await vi.advanceTimersByTimeAsync(60_000);

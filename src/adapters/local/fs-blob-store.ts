@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, readdir, rename, rm, stat, utimes } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rm, stat, utimes, type FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Readable } from 'node:stream';
 import {
@@ -72,11 +72,8 @@ export class FsBlobStore implements BlobStore {
   }
 
   async put(key: string, body: ByteStream, size?: number): Promise<ObjectInfo> {
-    await mkdir(this.tmp, { recursive: true });
-    const temp = join(this.tmp, randomUUID());
-    const file = await open(temp, 'wx');
-    let written = 0;
-    try {
+    return this.writeAtomically(key, async (file) => {
+      let written = 0;
       const reader = body.getReader();
       try {
         for (;;) {
@@ -90,12 +87,56 @@ export class FsBlobStore implements BlobStore {
         throw err;
       }
       if (size !== undefined && written !== size) throw new Error(`short write: ${written} of ${size} bytes`);
+      return written;
+    });
+  }
+
+  /**
+   * Concatenates the part files into a temporary file and renames it onto `to`, like put. Each
+   * part is opened before it is read, so a part deleted meanwhile fails the whole compose
+   * (ENOENT) and nothing appears at `to`.
+   */
+  async compose(parts: string[], to: string): Promise<ObjectInfo> {
+    const paths = parts.map((key) => ({ key, path: this.path(key) }));
+    return this.writeAtomically(to, async (file) => {
+      const buffer = Buffer.allocUnsafe(READ_CHUNK_BYTES);
+      let written = 0;
+      for (const { key, path } of paths) {
+        const part = await open(path, 'r');
+        try {
+          // A directory only holds other keys (keys are flat): no object there.
+          if (!(await part.stat()).isFile()) throw new Error(`no object at ${key}`);
+          for (;;) {
+            const { bytesRead } = await part.read(buffer, 0, buffer.byteLength, null);
+            if (bytesRead === 0) break;
+            await file.write(buffer, 0, bytesRead);
+            written += bytesRead;
+          }
+        } finally {
+          await part.close();
+        }
+      }
+      return written;
+    });
+  }
+
+  /**
+   * Runs `write` on a new private temporary file, then syncs it and renames it onto `key`, so
+   * readers see the previous object or the whole new one. If `write` throws, the temporary file
+   * is removed and nothing changes at `key`.
+   */
+  private async writeAtomically(key: string, write: (file: FileHandle) => Promise<number>): Promise<ObjectInfo> {
+    const target = this.path(key);
+    await mkdir(this.tmp, { recursive: true });
+    const temp = join(this.tmp, randomUUID());
+    const file = await open(temp, 'wx');
+    try {
+      const size = await write(file);
       await file.sync();
       await file.close();
-      const target = this.path(key);
       await mkdir(dirname(target), { recursive: true });
       await rename(temp, target);
-      return { size: written };
+      return { size };
     } catch (err) {
       await file.close().catch(() => undefined);
       await rm(temp, { force: true });

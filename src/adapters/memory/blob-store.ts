@@ -88,4 +88,21 @@ export class MemoryBlobStore implements BlobStore {
     this.objects.set(to, { bytes: o.bytes, lastModified: this.clock.now() });
     this.objects.delete(from);
   }
+
+  /** Concatenates the parts; a missing part rejects before anything is written. */
+  async compose(parts: string[], to: string): Promise<ObjectInfo> {
+    const sources = parts.map((key) => {
+      const o = this.objects.get(key);
+      if (!o) throw new Error(`no object at ${key}`);
+      return o.bytes;
+    });
+    const out = new Uint8Array(sources.reduce((n, b) => n + b.byteLength, 0));
+    let at = 0;
+    for (const b of sources) {
+      out.set(b, at);
+      at += b.byteLength;
+    }
+    this.objects.set(to, { bytes: out, lastModified: this.clock.now() });
+    return { size: out.byteLength };
+  }
 }

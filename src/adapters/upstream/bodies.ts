@@ -51,7 +51,7 @@ export function watchBody(body: ByteStream, o: WatchOptions): ByteStream {
           for (;;) {
             const next = await Promise.race([reader.read(), idle]);
             if (next.done) {
-              if (false) {
+              if (o.length !== undefined && received < o.length) {
                 throw new UpstreamBodyError(`${o.host}: body ended after ${received} of ${o.length} bytes`);
               }
               controller.close();

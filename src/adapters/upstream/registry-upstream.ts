@@ -102,9 +102,8 @@ export class RegistryUpstream implements Upstream {
       if (size === undefined) return unavailable(`${r.url.host} answered a manifest HEAD without a Content-Length`);
       return withDigest({ kind: 'ok' as const, mediaType, size });
     }
-    const read = await readBounded(res, MAX_MANIFEST_BYTES, this.watch(r));
-    if (read.kind === 'too-large') return unavailable(`${r.url.host} served a manifest larger than ${MAX_MANIFEST_BYTES} bytes`);
-    if (read.kind === 'broken') return unavailable(read.message);
+    const read = await this.readWhole(r, MAX_MANIFEST_BYTES, 'manifest');
+    if (read.kind !== 'ok') return read;
     return withDigest({ kind: 'ok' as const, bytes: read.bytes, mediaType, size: read.bytes.byteLength });
   }
 
@@ -173,9 +172,8 @@ export class RegistryUpstream implements Upstream {
     if (r.kind !== 'response') return r;
     const { res } = r;
     if (res.status !== 200) return this.failure(r, 'tag list');
-    const read = await readBounded(res, MAX_TAG_LIST_BYTES, this.watch(r));
-    if (read.kind === 'too-large') return unavailable(`${r.url.host} served a tag list larger than ${MAX_TAG_LIST_BYTES} bytes`);
-    if (read.kind === 'broken') return unavailable(read.message);
+    const read = await this.readWhole(r, MAX_TAG_LIST_BYTES, 'tag list');
+    if (read.kind !== 'ok') return read;
     const tags = parseTagList(read.bytes);
     if (!tags) return unavailable(`${r.url.host} served a tag list that is not {"name", "tags": [...]}`);
     const next = parseNextLink(res.headers.get('link'), r.url)?.searchParams.get('last') ?? undefined;
@@ -188,9 +186,8 @@ export class RegistryUpstream implements Upstream {
     if (r.kind !== 'response') return r;
     const { res } = r;
     if (res.status !== 200) return this.failure(r, 'referrers');
-    const read = await readBounded(res, MAX_REFERRERS_BYTES, this.watch(r));
-    if (read.kind === 'too-large') return unavailable(`${r.url.host} served a referrers index larger than ${MAX_REFERRERS_BYTES} bytes`);
-    if (read.kind === 'broken') return unavailable(read.message);
+    const read = await this.readWhole(r, MAX_REFERRERS_BYTES, 'referrers index');
+    if (read.kind !== 'ok') return read;
     // spec.md#listing-referrers: OCI-Filters-Applied names the filters the registry applied.
     const applied = (res.headers.get('oci-filters-applied') ?? '').split(',').map((f) => f.trim());
     return { kind: 'ok', bytes: read.bytes, filtered: applied.includes('artifactType') };
@@ -218,6 +215,14 @@ export class RegistryUpstream implements Upstream {
   private send(method: 'GET' | 'HEAD', url: URL, headers: Record<string, string>, attempt: Attempt) {
     const h = attempt.header === undefined ? headers : { ...headers, authorization: attempt.header };
     return this.transport.send({ method, url, headers: h, timeoutMs: this.timeouts.headersMs });
+  }
+
+  /** A 200's whole body, at most `max` bytes (limits.ts says why each cap). */
+  private async readWhole(r: Received, max: number, what: string): Promise<{ kind: 'ok'; bytes: Uint8Array } | UpstreamFailure> {
+    const read = await readBounded(r.res, max, this.watch(r));
+    if (read.kind === 'too-large') return unavailable(`${r.url.host} served a ${what} larger than ${max} bytes`);
+    if (read.kind === 'broken') return unavailable(read.message);
+    return read;
   }
 
   private failure(r: Received, what: string): Promise<UpstreamFailure> {

@@ -6,6 +6,9 @@ import type { Ctx } from '../registry/context.js';
 import type { Manifests } from '../registry/manifests.js';
 import type { PageRequest } from '../registry/pages.js';
 import type { Upstream } from '../../ports/upstream.js';
+import { MAX_MANIFEST_BYTES } from '../oci/manifest.js';
+import { tooLarge } from '../registry/manifests.js';
+import { readCapped } from '../streams.js';
 import { MirrorBlobs } from './blobs.js';
 import { ByteBudget } from './budget.js';
 import type { MirrorConfig } from './config.js';
@@ -81,14 +84,31 @@ export class Mirror {
     return { tags: rule ? answer.tags.filter((t) => rule.test(t)) : answer.tags, next: answer.next };
   }
 
-  /** The referrers of a mirrored digest: the upstream's referrers API, as served. */
+  /**
+   * The referrers of a mirrored digest: the upstream's referrers API as served; where the
+   * upstream has none (404), the referrers tag schema (spec.md#referrers-tag-schema): the index
+   * tagged `<algorithm>-<hex>`, mirrored like any tag (so cached with its TTL). Undefined when
+   * neither has any.
+   */
   async referrers(target: Mirrored, subject: Digest, artifactType: string | undefined): Promise<{ bytes: Uint8Array; filtered: boolean } | undefined> {
     const upstream = this.deps.upstreams.get(target.upstream.name);
     if (!upstream) throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${target.upstream.name}" is not configured`);
     const answer = await upstream.referrers(target.remote, subject.value, artifactType);
     this.metrics.count('outpost_upstream_requests_total', { upstream: target.upstream.name, kind: 'referrers', result: answer.kind });
-    if (answer.kind === 'not-found') return undefined;
-    if (answer.kind !== 'ok') throw upstreamError(target.upstream.name, answer, () => new OciError('MANIFEST_UNKNOWN'));
-    return { bytes: answer.bytes, filtered: answer.filtered };
+    if (answer.kind === 'ok') return { bytes: answer.bytes, filtered: answer.filtered };
+    if (answer.kind !== 'not-found') throw upstreamError(target.upstream.name, answer, () => new OciError('MANIFEST_UNKNOWN'));
+    const tag = `${subject.algorithm}-${subject.encoded}`;
+    let read;
+    try {
+      read = await this.manifests.get(target, { kind: 'tag', tag }, 'GET');
+    } catch (err) {
+      if (err instanceof OciError && (err.kind === 'MANIFEST_UNKNOWN' || err.kind === 'DENIED')) return undefined;
+      throw err;
+    }
+    const bytes = await readCapped(read.body ?? null, MAX_MANIFEST_BYTES, tooLarge);
+    if (artifactType === undefined) return { bytes, filtered: false };
+    const index = JSON.parse(new TextDecoder().decode(bytes)) as { manifests?: Array<{ artifactType?: string }> };
+    const manifests = (index.manifests ?? []).filter((d) => d.artifactType === artifactType);
+    return { bytes: new TextEncoder().encode(JSON.stringify({ ...index, manifests })), filtered: true };
   }
 }

@@ -65,8 +65,9 @@ export function baseEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-export function startOutpost(dataDir: string): Promise<OutpostProcess> {
-  return startNode({ OUTPOST_STORE: 'local', OUTPOST_DATA_DIR: dataDir });
+/** Outpost on the local store in `dataDir`; `env` adds settings (OUTPOST_CONFIG, secrets it names). */
+export function startOutpost(dataDir: string, env: Record<string, string> = {}): Promise<OutpostProcess> {
+  return startNode({ OUTPOST_STORE: 'local', OUTPOST_DATA_DIR: dataDir, ...env });
 }
 
 /** The Node server on the cloud store: blobs in S3, the index in DynamoDB. */

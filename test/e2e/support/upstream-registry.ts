@@ -262,12 +262,12 @@ export async function seedImage(up: UpstreamRegistry, repository: string, tag: s
 
 async function pushImage(up: UpstreamRegistry, repository: string, image: Image, reference: string): Promise<void> {
   const blobs = [image.config, ...image.layers].filter((b, i, all) => all.findIndex((o) => o.digest === b.digest) === i);
-  await Promise.all(blobs.map((b) => pushBlob(up, repository, b)));
+  await Promise.all(blobs.map((b) => seedBlob(up, repository, b)));
   await putManifest(up, repository, reference, image.manifest);
 }
 
 /** HEAD, then POST and PUT ?digest= (Distribution 2.8 has no monolithic POST: it ignores the body). */
-export async function pushBlob(up: UpstreamRegistry, repository: string, content: Blob): Promise<void> {
+export async function seedBlob(up: UpstreamRegistry, repository: string, content: Blob): Promise<void> {
   const head = await up.fetch(`/v2/${repository}/blobs/${content.digest}`, { method: 'HEAD' });
   if (head.status === 200) return;
   const started = await up.fetch(`/v2/${repository}/blobs/uploads/`, { method: 'POST' });
@@ -338,7 +338,10 @@ export async function startDaemon(options: DaemonOptions): Promise<Daemon> {
   const child = spawn(options.command, options.args, { env: options.env ?? process.env, stdio: ['ignore', fd, fd] });
   closeSync(fd);
   const pid = child.pid;
-  if (pid === undefined) throw new Error(`could not start ${label} (${options.command})`);
+  if (pid === undefined) {
+    const err = await new Promise<Error>((r) => child.once('error', r));
+    throw new Error(`could not start ${label} (${options.command}): ${err.message}`);
+  }
   const killNow = () => {
     try {
       process.kill(pid, 'SIGKILL');
@@ -398,8 +401,7 @@ export function bcryptHtpasswdLine(username: string, password: string, cost = 4)
 export function bcrypt(password: string, salt: Buffer, cost: number): string {
   // The key is the password's bytes with its NUL terminator, at most 72 bytes.
   const key = Buffer.concat([Buffer.from(password, 'utf8'), Buffer.alloc(1)]).subarray(0, 72);
-  const { p, s } = blowfishInitialState();
-  const state = { p, s };
+  const state = blowfishInitialState();
   expandKey(state, key, salt);
   for (let i = 0; i < 2 ** cost; i++) {
     expandKey(state, key);

@@ -1,0 +1,174 @@
+import { randomBytes } from 'node:crypto';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { randomBlob, type Blob } from '../support/images.js';
+import { startContainerd, UNREACHABLE_SERVER, writeHostsToml, type Containerd } from './support/containerd.js';
+import { expectSameBlobs, imageBlobs, indexBlobs, readLayout, tarImage, tarIndex } from './support/oci-layout.js';
+import { startOutpost, type OutpostProcess } from './support/server.js';
+import { skopeo } from './support/skopeo.js';
+import { startThrottleProxy, type ThrottleProxy } from './support/throttle-proxy.js';
+import { seedBlob, seedImage, startUpstreamRegistry, type RegistryRequest, type UpstreamRegistry } from './support/upstream-registry.js';
+
+/**
+ * The mirror end to end: Debian's docker-registry (Distribution 2.8, htpasswd auth) as the
+ * upstream, three Outpost processes on one data directory, real skopeo and containerd clients.
+ * The upstream's own request log counts what it served.
+ */
+
+const MiB = 1024 * 1024;
+const ARCH = process.arch === 'arm64' ? 'arm64' : 'amd64';
+const OTHER_ARCH = ARCH === 'amd64' ? 'arm64' : 'amd64';
+
+// A = L1 L2 L3; B = L1 L2 L4 L5; and a two-platform index over the same base.
+const base = tarImage({ layers: [1 * MiB, 2 * MiB], arch: ARCH });
+const imageA = tarImage({ layers: [3 * MiB], arch: ARCH, base });
+const imageB = tarImage({ layers: [1 * MiB, 512 * 1024], arch: ARCH, base });
+const multi = tarIndex([
+  { arch: ARCH, layers: [256 * 1024], base },
+  { arch: OTHER_ARCH, layers: [384 * 1024], base },
+]);
+const big = randomBlob(24 * MiB);
+const credentials = { username: 'outpost', password: randomBytes(12).toString('base64url') };
+const PART = 5 * MiB;
+
+let work: string;
+let up: UpstreamRegistry;
+let throttle: ThrottleProxy;
+let instances: OutpostProcess[] = [];
+
+const blobGets = (requests: RegistryRequest[], digest: string) =>
+  requests.filter((r) => r.method === 'GET' && r.kind === 'blob' && r.digest === digest && r.status === 200);
+
+beforeAll(async () => {
+  work = await mkdtemp(join(tmpdir(), 'outpost-e2e-mirror-'));
+  up = await startUpstreamRegistry({ auth: credentials });
+  await seedImage(up, 'library/a', 'v1', imageA);
+  await seedImage(up, 'library/b', 'v1', imageB);
+  await seedImage(up, 'library/multi', 'v1', multi);
+  await seedBlob(up, 'library/big', big);
+  throttle = await startThrottleProxy(up.url, 8 * MiB);
+  const config = {
+    upstreams: [
+      { name: 'hub', url: up.url, namespace: 'docker.io', username: credentials.username, passwordEnv: 'UPSTREAM_PASSWORD', tagTtl: '5m' },
+      { name: 'slow', url: throttle.url, namespace: 'slow.test', username: credentials.username, passwordEnv: 'UPSTREAM_PASSWORD' },
+    ],
+    mirror: { fillPartSize: '5MiB', fillLease: '5s' },
+  };
+  const env = { OUTPOST_CONFIG: JSON.stringify(config), UPSTREAM_PASSWORD: credentials.password };
+  const dataDir = join(work, 'data');
+  instances = await Promise.all([0, 1, 2].map(() => startOutpost(dataDir, env)));
+}, 120_000);
+
+afterAll(async () => {
+  await Promise.all(instances.map((i) => i.stop()));
+  await throttle?.stop();
+  await up?.stop();
+  if (work) await rm(work, { recursive: true, force: true });
+});
+
+describe('pull-through mirror over a real upstream', () => {
+  it('8 concurrent cold skopeo pulls over three instances: one upstream download per blob', async () => {
+    const images = [imageA, imageB];
+    await Promise.all(
+      Array.from({ length: 8 }, (_, i) =>
+        skopeo('copy', '--quiet', '--src-tls-verify=false', `docker://${instances[i % 3]!.host}/hub/library/${i % 2 ? 'b' : 'a'}:v1`, `oci:${join(work, `pull-${i}`)}:v1`),
+      ),
+    );
+    for (let i = 0; i < 8; i++) {
+      const img = images[i % 2]!;
+      const pulled = await readLayout(join(work, `pull-${i}`));
+      expect(pulled.ref('v1')).toEqual({ mediaType: img.manifest.mediaType, digest: img.manifest.digest, size: img.manifest.size });
+      expectSameBlobs(pulled.blobs, imageBlobs(img));
+    }
+    const served = await up.requests();
+    const unique = new Map([...imageBlobs(imageA), ...imageBlobs(imageB)].filter((b) => !b.mediaType.includes('manifest')).map((b) => [b.digest, b]));
+    let upstreamBytes = 0;
+    for (const b of unique.values()) {
+      const gets = blobGets(served, b.digest);
+      expect(gets, `upstream GETs of ${b.digest}`).toHaveLength(1);
+      upstreamBytes += gets[0]!.bytes;
+    }
+    const uniqueBytes = [...unique.values()].reduce((n, b) => n + b.size, 0);
+    expect(upstreamBytes / uniqueBytes).toBe(1);
+    // Each tag was fetched once in all (single flight), however many clients asked.
+    const tagGets = served.filter((r) => r.kind === 'manifest' && r.reference === 'v1' && r.method === 'GET');
+    expect(tagGets.length).toBeLessThanOrEqual(2);
+  });
+
+  it('a multi-arch index pulls whole with skopeo --all, and warm pulls make no upstream blob request', async () => {
+    const before = (await up.requests()).length;
+    await skopeo('copy', '--quiet', '--all', '--src-tls-verify=false', `docker://${instances[1]!.host}/docker.io/library/multi:v1`, `oci:${join(work, 'multi')}:v1`);
+    const pulled = await readLayout(join(work, 'multi'));
+    expect(pulled.ref('v1').digest).toBe(multi.index.digest);
+    expectSameBlobs(pulled.blobs, indexBlobs(multi));
+    await skopeo('copy', '--quiet', '--src-tls-verify=false', `docker://${instances[2]!.host}/hub/library/a:v1`, `oci:${join(work, 'warm')}:v1`);
+    const after = (await up.requests()).slice(before);
+    const baseDigests = new Set(base.layers.map((l) => l.digest));
+    // The base layers came with A and B: not fetched again for the index, nor for the warm pull.
+    expect(after.filter((r) => r.kind === 'blob' && r.method === 'GET' && baseDigests.has(r.digest!))).toEqual([]);
+    expect(after.filter((r) => r.repository === 'library/a' && r.kind === 'blob')).toEqual([]);
+  });
+
+  it('containerd pulls docker.io names through a hosts.toml mirror, routed by ?ns=', async () => {
+    let ctd: Containerd | undefined;
+    try {
+      ctd = await startContainerd();
+      const hostsDir = join(work, 'hosts');
+      await writeHostsToml(hostsDir, 'docker.io', instances[0]!.url, { server: UNREACHABLE_SERVER });
+      for (const [ref, img] of [['docker.io/library/a:v1', imageA], ['docker.io/library/b:v1', imageB]] as const) {
+        const result = await ctd.pull(ref, { hostsDir });
+        expect(result.code, result.stderr).toBe(0);
+        expect(await ctd.images()).toContainEqual({ ref, mediaType: img.manifest.mediaType, digest: img.manifest.digest });
+        for (const b of imageBlobs(img)) expect((await ctd.readBlob(b.digest)).equals(b.bytes), b.digest).toBe(true);
+      }
+      const result = await ctd.pull('docker.io/library/multi:v1', { hostsDir });
+      expect(result.code, result.stderr).toBe(0);
+      // A namespace Outpost does not mirror is refused, not sent to another upstream.
+      await writeHostsToml(hostsDir, 'quay.io', instances[0]!.url, { server: UNREACHABLE_SERVER });
+      const refused = await ctd.pull('quay.io/library/a:v1', { hostsDir });
+      expect(refused.code).not.toBe(0);
+    } finally {
+      await ctd?.stop();
+    }
+  });
+
+  it('metrics count what happened', async () => {
+    const text = await (await fetch(`${instances[0]!.url}/metrics`)).text();
+    expect(text).toMatch(/outpost_fills_led_total \d+/);
+    expect(text).toMatch(/outpost_upstream_requests_total\{kind="blob",result="ok",upstream="hub"\} \d+/);
+  });
+
+  it('killing the leading instance mid-fill: the pull completes with the right bytes from another, resumed by Range', async () => {
+    // Vouch for the blob in library/big (a HEAD through the mirror), then start the fill on instance 0.
+    const path = `/v2/slow/library/big/blobs/${big.digest}`;
+    const head = await fetch(`${instances[0]!.url}${path}`, { method: 'HEAD' });
+    expect(head.status).toBe(200);
+    const res = await fetch(`${instances[0]!.url}${path}`);
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    let received = 0;
+    while (received < 2 * PART + MiB) received += (await reader.read()).value!.byteLength;
+    process.kill(instances[0]!.pid, 'SIGKILL');
+    await reader.cancel().catch(() => undefined);
+    const startedAt = Date.now();
+    const other = await fetch(`${instances[1]!.url}${path}`);
+    expect(other.status).toBe(200);
+    const bytes = Buffer.from(await other.arrayBuffer());
+    expect(bytes.equals(big.bytes)).toBe(true);
+    // It waited for the dead leader's lease (5 s) at most, then took over.
+    expect(Date.now() - startedAt).toBeLessThan(20_000);
+    const gets = throttle.requests.filter((r) => r.method === 'GET' && r.path.endsWith(big.digest));
+    expect(gets).toHaveLength(2);
+    const resumedAt = Number(/^bytes=(\d+)-/.exec(gets[1]!.range ?? '')?.[1]);
+    // At least the two parts the dead leader had stored are not downloaded again.
+    expect(resumedAt).toBeGreaterThanOrEqual(2 * PART);
+    expect(resumedAt % PART).toBe(0);
+    expect(gets[1]!.bytes).toBe(big.size - resumedAt);
+    // What the dead leader received but had not stored yet (at most one part in flight) is all that came twice.
+    expect(gets[0]!.bytes - resumedAt).toBeLessThanOrEqual(PART + 2 * MiB);
+  });
+});
+
+export type { Blob };
