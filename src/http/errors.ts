@@ -9,7 +9,11 @@ import { jsonResponse } from './json.js';
  * logged and answered 500 without internals.
  */
 export function errorResponse(err: unknown, c: Context): Response {
-  if (isOciError(err)) return ociErrorResponse(err, c.req.method === 'HEAD');
+  if (isOciError(err)) {
+    // A 5xx is ours or an upstream's, never the client's: the operator needs to see it.
+    if (err.status >= 500) console.error(`outpost: ${c.req.method} ${c.req.path.slice(0, 300)} answered ${err.status}: ${err.message}`);
+    return ociErrorResponse(err, c.req.method === 'HEAD');
+  }
   console.error(`outpost: ${c.req.method} ${c.req.path} failed:`, err);
   return ociErrorResponse(new OciError('INTERNAL'), c.req.method === 'HEAD');
 }

@@ -65,6 +65,8 @@ interface Segment {
 
 export interface FillState {
   phase: 'filling' | 'verified' | 'committed' | 'failed';
+  /** The token of the holder that wrote this state: a state from an earlier holder is history, not news. */
+  token: number;
   source: FillSource;
   /** The whole blob's size, once the upstream said. */
   size?: number;
@@ -161,7 +163,7 @@ export class Fills {
       // Someone else leads: wait for the size (or the failure), then follow its parts.
       metrics.count('outpost_lease_waits_total');
       const watch = this.watch(digest);
-      const first = await watch.until((s) => s === undefined || s.size !== undefined || s.phase !== 'filling');
+      const first = await watch.until((s) => s.size !== undefined || s.phase !== 'filling');
       if (!first) continue;
       if (first.phase === 'failed' && first.failure) throw errorOf(first.failure);
       if (first.phase === 'committed') continue;
@@ -302,7 +304,10 @@ export class Fills {
             if (await fromContent(state.size)) continue;
             return controller.close();
           }
-          if (state?.phase === 'failed') throw state.failure ? errorOf(state.failure) : new OciError('UPSTREAM_INVALID');
+          // A failure counts only while it is the latest word (its writer is the last holder).
+          if (state?.phase === 'failed' && state.token === view?.token) {
+            throw state.failure ? errorOf(state.failure) : new OciError('UPSTREAM_INVALID');
+          }
           const readable = state?.phase === 'verified' ? (state.size ?? state.stored) : (state?.stored ?? 0);
           if (state && pos < readable && (await fromParts(state, readable))) continue;
           if (view && view.holder === undefined) {
@@ -353,11 +358,18 @@ class RemoteWatch {
     await this.refresh();
   }
 
-  async until(done: (state: FillState | undefined) => boolean): Promise<FillState | undefined> {
+  /** Waits until the live holder's own state satisfies `done`, or the lease is free (then undefined). */
+  async until(done: (state: FillState) => boolean): Promise<FillState | undefined> {
     await this.refresh();
     for (let waited = 0; ; ) {
-      const state = this.view?.state;
-      if (done(state) || this.view?.holder === undefined) return state;
+      const view = this.view;
+      if (view?.holder === undefined) {
+        // Free: committed, or the last holder's failure (answered as is, not retried by every waiter).
+        const last = view?.state;
+        return last && (last.phase === 'committed' || (last.phase === 'failed' && last.token === view.token)) ? last : undefined;
+      }
+      const state = view.state?.token === view.token ? view.state : undefined;
+      if (state && done(state)) return state;
       if (waited > this.deps.options.leaseMs * 2) {
         throw new OciError('UPSTREAM_UNAVAILABLE', 'the instance fetching this blob is not making progress; try again');
       }
@@ -418,6 +430,7 @@ class LocalFill {
     const stored = resume?.stored ?? 0;
     this.state = {
       phase: 'filling',
+      token: lease.token,
       source,
       stored,
       segments: [...(resume?.segments ?? []).filter((s) => s.start < stored), { token: lease.token, start: stored, part: deps.options.partBytes }],
@@ -487,6 +500,7 @@ class LocalFill {
       await this.deleteParts();
     } catch (err) {
       clearInterval(heartbeat);
+      if (!(err instanceof OciError)) console.error(`outpost: the fill of ${this.digest.value} failed:`, err);
       const failure = err instanceof OciError ? err : new OciError('UPSTREAM_UNAVAILABLE', `the fill failed: ${String(err).slice(0, 200)}`);
       metrics.count('outpost_fills_failed_total', { reason: failure.kind });
       this.abort(failure, true);

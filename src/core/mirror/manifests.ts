@@ -150,7 +150,8 @@ export class MirrorManifests {
       const r = await ctx.index.acquireLease(key, owner, FETCH_LEASE_MS);
       if (r.acquired) {
         try {
-          const record = await work();
+          // Another instance may have fetched it between our read and our lease: use that.
+          const record = (await reread()) ?? (await work());
           await ctx.index.releaseLease(r.lease, { at: ctx.clock.now() });
           return record;
         } catch (err) {
