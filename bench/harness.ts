@@ -194,3 +194,48 @@ export function send(method: string, url: string | URL, content: Content): Promi
     pump();
   });
 }
+
+export interface HashedGet {
+  status: number;
+  digest: string;
+  size: number;
+  /** From the request's start to the last body byte. */
+  seconds: number;
+  headers: Record<string, string | string[] | undefined>;
+}
+
+/**
+ * GET with node:http, hashing the body as it arrives (nothing is kept). `onHeaders` runs once
+ * the response's status line and headers are in, e.g. to start a second client right then.
+ */
+export function getHashed(url: string | URL, headers: Record<string, string> = {}, onHeaders?: () => void): Promise<HashedGet> {
+  const started = process.hrtime.bigint();
+  return new Promise((resolve, reject) => {
+    const req = request(url, { headers }, (res) => {
+      onHeaders?.();
+      const hash = createHash('sha256');
+      let size = 0;
+      res.on('data', (chunk: Buffer) => {
+        hash.update(chunk);
+        size += chunk.byteLength;
+      });
+      res.on('error', reject);
+      res.on('end', () =>
+        resolve({
+          status: res.statusCode ?? 0,
+          digest: `sha256:${hash.digest('hex')}`,
+          size,
+          seconds: Number(process.hrtime.bigint() - started) / 1e9,
+          headers: res.headers,
+        }),
+      );
+    });
+    req.on('error', reject);
+    req.end();
+  });
+}
+
+/** A markdown table with a title line, for results that do not fit report()'s columns. */
+export function table(title: string, header: string[], rows: string[][]): string {
+  return [`\n${title}`, `| ${header.join(' | ')} |`, `|${header.map(() => '---|').join('')}`, ...rows.map((r) => `| ${r.join(' | ')} |`)].join('\n');
+}

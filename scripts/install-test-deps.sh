@@ -17,6 +17,7 @@ TOOLS=(
   "docker-registry:docker-registry"
   "containerd:containerd"
   "ctr:containerd"
+  "wrk:wrk"
 )
 # Debian packages whose systemd units must not run once installed.
 SERVICES=(

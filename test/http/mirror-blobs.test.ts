@@ -182,3 +182,47 @@ describe('mirrored blobs: fills', () => {
     expect(t.blobGets(layer.digest)).toHaveLength(1);
   });
 });
+
+describe('buffers handed to a runtime', () => {
+  /** Takes over (detaches) every chunk's buffer it is given, as workerd does with bodies it sends. */
+  const detach = (chunk: Uint8Array) => structuredClone(chunk.buffer, { transfer: [chunk.buffer] });
+
+  it('a store and clients that detach the buffers they receive still get the right bytes', async () => {
+    const { MemoryBlobStore } = await import('../../src/adapters/memory/blob-store.js');
+    const inner = new MemoryBlobStore();
+    const store = Object.assign(Object.create(inner) as typeof inner, {
+      put: async (key: string, body: ReadableStream<Uint8Array>, size?: number) => {
+        const copies: Uint8Array[] = [];
+        const reader = body.getReader();
+        for (;;) {
+          const next = await reader.read();
+          if (next.done) break;
+          copies.push(next.value.slice());
+          detach(next.value);
+        }
+        return inner.put(key, new Blob(copies as BlobPart[]).stream(), size);
+      },
+    });
+    const { t, layer } = await seeded([700_000], { store, partBytes: 64 * 1024 });
+    t.up.fault({ kind: 'slow', chunkBytes: 16 * 1024, delayMs: 1, match: { path: '/blobs/' } });
+    const read = async () => {
+      const res = await t.request(`/v2/up/library/app/blobs/${layer.digest}`);
+      const reader = res.body!.getReader();
+      const got: Buffer[] = [];
+      for (;;) {
+        const next = await reader.read();
+        if (next.done) break;
+        got.push(Buffer.from(next.value));
+        detach(next.value);
+      }
+      return Buffer.concat(got);
+    };
+    const results = await Promise.all([read(), read(), read()]);
+    for (const r of results) expect(r.equals(layer.bytes)).toBe(true);
+    expect((await pullCached(t, layer.digest)).equals(layer.bytes)).toBe(true);
+  });
+});
+
+async function pullCached(t: ReturnType<typeof mirrorTest>, digest: string): Promise<Buffer> {
+  return Buffer.from(await (await t.request(`/v2/up/library/app/blobs/${digest}`)).arrayBuffer());
+}

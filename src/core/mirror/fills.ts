@@ -237,22 +237,26 @@ export class Fills {
     let inner: ReadableStreamDefaultReader<Uint8Array> | undefined;
     let local = initial;
     let takeovers = 0;
-    const openObject = async (key: string, offset: number, length: number) => {
-      const object = await ctx.store.get(key, { offset, length });
-      if (!object) throw new OciError('UPSTREAM_UNAVAILABLE', 'a stored part of the fill vanished; try again', { digest: digest.value });
-      return object.body.getReader();
-    };
+    let vanished = 0;
     const fromParts = async (state: Pick<FillState, 'segments'>, readable: number) => {
       const part = partsOf(digest, state, readable).find((p) => p.offset <= pos && pos < p.offset + p.length);
-      if (!part) return false;
+      if (!part) return 'none';
       const until = end === undefined ? part.offset + part.length : Math.min(end, part.offset + part.length);
-      inner = await openObject(part.key, pos - part.offset, until - pos);
-      return true;
+      const object = await ctx.store.get(part.key, { offset: pos - part.offset, length: until - pos });
+      if (!object) {
+        // Parts are deleted once composed: the state read before that is now out of date.
+        if (++vanished > 3) throw new OciError('UPSTREAM_UNAVAILABLE', 'the parts of this fill keep vanishing; try again', { digest: digest.value });
+        return 'vanished';
+      }
+      inner = object.body.getReader();
+      return 'opened';
     };
     const fromContent = async (size: number) => {
       const until = end === undefined ? size : Math.min(end, size);
       if (pos >= until) return false;
-      inner = await openObject(objects.content(digest), pos, until - pos);
+      const object = await ctx.store.get(objects.content(digest), { offset: pos, length: until - pos });
+      if (!object) throw new OciError('BLOB_UNKNOWN', 'the blob was removed while it was being read; try again', { digest: digest.value });
+      inner = object.body.getReader();
       return true;
     };
     return new ReadableStream<Uint8Array>({
@@ -277,7 +281,9 @@ export class Fills {
               local = undefined;
               continue;
             }
-            const slice = local.slice(pos, end);
+            // A copy: a runtime may take over (detach) the buffer of a chunk sent in a response
+            // (workerd does), and the window's buffers are shared with the part writes.
+            const slice = local.slice(pos, end)?.slice();
             if (slice) {
               pos += slice.byteLength;
               metrics.count('outpost_served_bytes_total', { source: 'fill' }, slice.byteLength);
@@ -287,7 +293,8 @@ export class Fills {
               if (await fromContent(local.size)) continue;
               return controller.close();
             }
-            if (pos < local.windowStart && (await fromParts(local.state, local.windowStart))) continue;
+            // Vanished: composed and committed meanwhile, which the next turn sees.
+            if (pos < local.windowStart && (await fromParts(local.state, local.windowStart)) !== 'none') continue;
             if (local.stopped) {
               // It stopped without committing (lost its lease, or the upstream broke off):
               // follow whoever carries on.
@@ -309,7 +316,7 @@ export class Fills {
             throw state.failure ? errorOf(state.failure) : new OciError('UPSTREAM_INVALID');
           }
           const readable = state?.phase === 'verified' ? (state.size ?? state.stored) : (state?.stored ?? 0);
-          if (state && pos < readable && (await fromParts(state, readable))) continue;
+          if (state && pos < readable && (await fromParts(state, readable)) === 'opened') continue;
           if (view && view.holder === undefined) {
             if (++takeovers > MAX_RESUMES) throw new OciError('UPSTREAM_UNAVAILABLE', 'the upstream keeps breaking off this blob; try again later');
             // Free but not committed: the leader died or gave up. Take over from its parts.
@@ -615,7 +622,10 @@ class LocalFill {
         }
       } catch (err) {
         await reader.cancel().catch(() => undefined);
-        if (err instanceof OciError || resumes >= MAX_RESUMES) throw err;
+        if (err instanceof OciError) throw err;
+        if (resumes >= MAX_RESUMES) {
+          throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${this.source.upstream}" kept breaking off ${this.digest.value}: ${String((err as Error)?.message ?? err).slice(0, 200)}`);
+        }
         // The stream broke off: resume from what we have with a Range request.
         continue;
       }
@@ -722,12 +732,13 @@ class LocalFill {
   }
 }
 
+/** A stream of copies of `chunks` (the store's runtime may detach what it is given; the window keeps its own). */
 function streamOfChunks(chunks: Uint8Array[]): ByteStream {
   let i = 0;
   return new ReadableStream<Uint8Array>({
     pull(controller) {
       const next = chunks[i++];
-      if (next) controller.enqueue(next);
+      if (next) controller.enqueue(next.slice());
       else controller.close();
     },
   });

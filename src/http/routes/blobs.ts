@@ -22,11 +22,12 @@ export async function blobRoute(c: Context, registry: Registry, name: string, ra
       }
       const range = byteRange(c);
       const blob = await registry.blobs.read(name, digest, range);
-      const headers = blobHeaders(digest.value, blob.range ? blob.range.length : blob.size);
-      if (!blob.range) return new Response(blob.body, { status: 200, headers });
+      const length = blob.range ? blob.range.length : blob.size;
+      const headers = blobHeaders(digest.value, length);
+      if (!blob.range) return new Response(sized(blob.body, length), { status: 200, headers });
       const end = blob.range.offset + blob.range.length - 1;
       headers['Content-Range'] = `bytes ${blob.range.offset}-${end}/${blob.size}`;
-      return new Response(blob.body, { status: 206, headers });
+      return new Response(sized(blob.body, length), { status: 206, headers });
     }
     case 'DELETE':
       await registry.blobs.delete(name, digest);
@@ -34,6 +35,20 @@ export async function blobRoute(c: Context, registry: Registry, name: string, ra
     default:
       throw methodNotAllowed(['GET', 'HEAD', 'DELETE']);
   }
+}
+
+/**
+ * A body that the runtime sends with its Content-Length, so that a body which breaks off
+ * aborts the response instead of ending it cleanly. Node sends the Content-Length header we
+ * set; workerd streams a plain ReadableStream chunked whatever the header says, and keeps a
+ * declared length only for a FixedLengthStream, which errors when fewer bytes arrive.
+ */
+export function sized(body: ReadableStream<Uint8Array>, length: number): ReadableStream<Uint8Array> {
+  const Fixed = (globalThis as { FixedLengthStream?: new (length: number) => TransformStream<Uint8Array, Uint8Array> }).FixedLengthStream;
+  if (!Fixed) return body;
+  const fixed = new Fixed(length);
+  body.pipeTo(fixed.writable).catch(() => undefined);
+  return fixed.readable;
 }
 
 export function blobHeaders(digest: string, length: number): Record<string, string> {

@@ -9,7 +9,7 @@ import type { Registry } from '../../core/registry/registry.js';
 import { methodNotAllowed } from '../errors.js';
 import { jsonResponse } from '../json.js';
 import { byteRange, nextLink, pageRequest } from '../request.js';
-import { blobHeaders } from './blobs.js';
+import { blobHeaders, sized } from './blobs.js';
 import { manifestHeaders } from './manifests.js';
 
 /**
@@ -57,10 +57,11 @@ async function read(c: Context, registry: Registry, target: Mirrored, route: Mir
       });
       if (location) return new Response(null, { status: 307, headers: { Location: location, 'Docker-Content-Digest': digest.value } });
       const blob = await mirror.blobs.read(target, digest, byteRange(c), deferOf(c));
-      const headers = blobHeaders(digest.value, blob.range ? blob.range.length : blob.size);
-      if (!blob.range) return new Response(blob.body, { status: 200, headers });
+      const length = blob.range ? blob.range.length : blob.size;
+      const headers = blobHeaders(digest.value, length);
+      if (!blob.range) return new Response(sized(blob.body, length), { status: 200, headers });
       headers['Content-Range'] = `bytes ${blob.range.offset}-${blob.range.offset + blob.range.length - 1}/${blob.size}`;
-      return new Response(blob.body, { status: 206, headers });
+      return new Response(sized(blob.body, length), { status: 206, headers });
     }
     case 'tags': {
       const request = pageRequest(c);

@@ -71,8 +71,8 @@ export function startOutpost(dataDir: string, env: Record<string, string> = {}):
 }
 
 /** The Node server on the cloud store: blobs in S3, the index in DynamoDB. */
-export function startOutpostCloud(store: CloudStore): Promise<OutpostProcess> {
-  return startNode(cloudEnv(store));
+export function startOutpostCloud(store: CloudStore, env: Record<string, string> = {}): Promise<OutpostProcess> {
+  return startNode({ ...cloudEnv(store), ...env });
 }
 
 function startNode(outpost: Record<string, string>): Promise<OutpostProcess> {

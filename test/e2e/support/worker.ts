@@ -48,10 +48,11 @@ export function offlineWranglerEnv(logDir: string): NodeJS.ProcessEnv {
   };
 }
 
-export async function startWorker(store: CloudStore): Promise<OutpostProcess> {
+/** `extra` adds settings (OUTPOST_CONFIG, the secrets it names); they arrive as secrets do. */
+export async function startWorker(store: CloudStore, extra: Record<string, string> = {}): Promise<OutpostProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'outpost-e2e-wrangler-'));
   const envFile = join(dir, 'outpost.env');
-  const settings = Object.entries(cloudEnv(store)).map(([k, v]) => `${k}=${JSON.stringify(v)}`);
+  const settings = Object.entries({ ...cloudEnv(store), ...extra }).map(([k, v]) => `${k}=${dotenvQuote(v)}`);
   writeFileSync(envFile, `${settings.join('\n')}\n`, { mode: 0o600 });
 
   let worker: OutpostProcess | undefined;
@@ -104,6 +105,16 @@ export async function startWorker(store: CloudStore): Promise<OutpostProcess> {
     rmSync(dir, { recursive: true, force: true });
     throw err;
   }
+}
+
+/**
+ * A value as a .env line holds it: double-quoted (JSON escapes) unless it holds a double quote,
+ * which dotenv does not unescape; then single-quoted, which dotenv takes literally.
+ */
+function dotenvQuote(value: string): string {
+  if (!value.includes('"')) return JSON.stringify(value);
+  if (value.includes("'") || value.includes('\n')) throw new Error('a .env value with both quote kinds or a newline cannot be written');
+  return `'${value}'`;
 }
 
 /** TLS records start with content type 22 (handshake); no HTTP method does. */
