@@ -118,7 +118,8 @@ export class MirrorManifests {
     try {
       const record = await this.singleFlight(target, tag, refresh, async () => {
         const after = (await this.deps.ctx.index.get<TagItem & Json>(keys.tag(target.name, tag)))?.value;
-        if (!after || (item && after.checkedAt === item.checkedAt && !stale)) return undefined;
+        // Only news counts: the tag was (re)checked since we read it.
+        if (!after || (item && after.checkedAt === item.checkedAt)) return undefined;
         return this.record(target.name, after.digest);
       }, stale);
       return { record, cached: record === stale };
