@@ -1,5 +1,5 @@
 import { execFile, spawnSync } from 'node:child_process';
-import { readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Blob } from '../test/support/images.js';
 import { expectSameBlobs, readLayout } from '../test/e2e/support/oci-layout.js';
@@ -90,6 +90,7 @@ export interface Pull {
  */
 export async function pullBatch(dir: string, pulls: Pull[]): Promise<number> {
   const dest = (i: number) => join(dir, `client-${i}`);
+  mkdirSync(dir, { recursive: true });
   const { seconds, value } = await timed(() =>
     Promise.allSettled(
       pulls.map((p, i) =>

@@ -156,6 +156,8 @@ describe('pull-through mirror over a real upstream', () => {
     const reader = res.body!.getReader();
     let received = 0;
     while (received < 2 * PART + MiB) received += (await reader.read()).value!.byteLength;
+    // Long enough for the second part's write to land in the store and the index.
+    await new Promise((r) => setTimeout(r, 500));
     process.kill(instances[0]!.pid, 'SIGKILL');
     await reader.cancel().catch(() => undefined);
     const startedAt = Date.now();
@@ -169,13 +171,13 @@ describe('pull-through mirror over a real upstream', () => {
     const gets = throttle.requests.filter((r) => r.method === 'GET' && r.path.endsWith(big.digest) && r.status !== 401);
     expect(gets, JSON.stringify(gets)).toHaveLength(2);
     const resumedAt = Number(/^bytes=(\d+)-/.exec(gets[1]!.range ?? '')?.[1]);
-    // What the dead leader had stored is not downloaded again.
-    expect(resumedAt).toBeGreaterThanOrEqual(PART);
+    // What the dead leader had stored (its first two parts, at least) is not downloaded again.
+    expect(resumedAt).toBeGreaterThanOrEqual(2 * PART);
     expect(resumedAt % PART).toBe(0);
     expect(gets[1]!.bytes).toBe(big.size - resumedAt);
-    // What came twice is only what the dead leader had received but not stored: at most the part
-    // it was writing and the part it was filling (plus what sat in socket buffers).
-    expect(gets[0]!.bytes - resumedAt).toBeLessThanOrEqual(2 * PART + 2 * MiB);
+    // What came twice is what the dead leader had not stored: the part it was filling, and what
+    // the upstream had already sent into the loopback socket buffers (several MiB, autotuned).
+    expect(gets[0]!.bytes - resumedAt).toBeLessThanOrEqual(2 * PART + 8 * MiB);
   });
 });
 

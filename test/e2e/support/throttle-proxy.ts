@@ -39,18 +39,34 @@ export async function startThrottleProxy(target: string, bytesPerSecond: number,
         res.writeHead(answer.statusCode ?? 502, answer.headers);
         const paced = matches(entry.path) && entry.method === 'GET';
         const started = Date.now();
+        // Paused by the pace, by backpressure, or both: resume only when neither holds.
+        let waitingForPace = false;
+        let waitingForDrain = false;
+        const maybeResume = () => {
+          if (!waitingForPace && !waitingForDrain) answer.resume();
+        };
         answer.on('data', (chunk: Buffer) => {
           entry.bytes += chunk.byteLength;
-          if (!res.write(chunk)) answer.pause();
+          if (!res.write(chunk)) {
+            waitingForDrain = true;
+            answer.pause();
+          }
           if (paced) {
             const due = started + (entry.bytes / rate) * 1000 - Date.now();
             if (due > 0) {
+              waitingForPace = true;
               answer.pause();
-              setTimeout(() => answer.resume(), due);
+              setTimeout(() => {
+                waitingForPace = false;
+                maybeResume();
+              }, due);
             }
           }
         });
-        res.on('drain', () => answer.resume());
+        res.on('drain', () => {
+          waitingForDrain = false;
+          maybeResume();
+        });
         answer.on('end', () => res.end());
         answer.on('error', () => res.destroy());
       },
