@@ -226,3 +226,22 @@ describe('buffers handed to a runtime', () => {
 async function pullCached(t: ReturnType<typeof mirrorTest>, digest: string): Promise<Buffer> {
   return Buffer.from(await (await t.request(`/v2/up/library/app/blobs/${digest}`)).arrayBuffer());
 }
+
+describe('the fill memory budget', () => {
+  it('fills beyond the budget wait for room, and all complete', async () => {
+    const partBytes = 64 * 1024;
+    const t = mirrorTest({ partBytes, fillMemoryBytes: 2 * partBytes });
+    const img = image({ layers: [300_000, 300_000, 300_000] });
+    t.up.addImage('library/app', 'v1', img);
+    await (await t.request('/v2/up/library/app/manifests/v1')).arrayBuffer();
+    t.up.fault({ kind: 'slow', chunkBytes: 32 * 1024, delayMs: 1, match: { path: '/blobs/' }, times: Infinity });
+    const budget = (t.instances[0]!.registry.mirror.fills as unknown as { deps: { budget: { inUse: number } } }).deps.budget;
+    let peak = 0;
+    const watch = setInterval(() => (peak = Math.max(peak, budget.inUse)), 1);
+    const results = await Promise.all(img.layers.map((l) => pull(t, `/v2/up/library/app/blobs/${l.digest}`)));
+    clearInterval(watch);
+    results.forEach((r, i) => expect(r.body.equals(img.layers[i]!.bytes)).toBe(true));
+    expect(peak).toBeLessThanOrEqual(2 * partBytes);
+    expect(budget.inUse).toBe(0);
+  });
+});

@@ -7,7 +7,7 @@ import { mirrorTest, upstreamConfig } from '../support/mirror.js';
 
 const hub = upstreamConfig({ name: 'hub', url: 'https://registry-1.docker.io', namespace: 'docker.io', default: true });
 const ghcr = upstreamConfig({ name: 'ghcr', url: 'https://ghcr.io', namespace: 'ghcr.io', content: { allow: [/^myorg\/.*$/], deny: [/^myorg\/secret$/] } });
-const config: MirrorConfig = { upstreams: [hub, ghcr], hosted: ['team/'], fillPartBytes: 1 << 20, fillLeaseMs: 30_000 };
+const config: MirrorConfig = { upstreams: [hub, ghcr], hosted: ['team/'], fillPartBytes: 1 << 20, fillLeaseMs: 30_000, fillMemoryBytes: 64 << 20 };
 
 describe('routing of names to upstreams', () => {
   it.each([

@@ -37,6 +37,7 @@ export interface MirrorTestOptions {
   instances?: number;
   partBytes?: number;
   leaseMs?: number;
+  fillMemoryBytes?: number;
   store?: BlobStore;
   index?: MetaIndex;
 }
@@ -52,6 +53,7 @@ export function mirrorTest(options: MirrorTestOptions = {}) {
     hosted: options.hosted ?? [],
     fillPartBytes: options.partBytes ?? 64 * 1024,
     fillLeaseMs: options.leaseMs ?? 30_000,
+    fillMemoryBytes: options.fillMemoryBytes ?? 64 * 1024 * 1024,
   };
   const instances = Array.from({ length: options.instances ?? 1 }, (_, i) => {
     const metrics = new Metrics();

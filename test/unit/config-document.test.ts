@@ -123,6 +123,7 @@ describe('the configuration document', () => {
       hosted: [],
       fillPartBytes: 8 * 1024 * 1024,
       fillLeaseMs: 30_000,
+      fillMemoryBytes: 64 * 1024 * 1024,
     });
   });
 
@@ -133,7 +134,7 @@ describe('the configuration document', () => {
     ['an empty mapping', '{}'],
   ])('configures nothing with %s', (_, document) => {
     const config = readConfig({ OUTPOST_CONFIG: document }, 'node', document === '' ? { configText: '' } : {});
-    expect(config.mirror).toEqual({ upstreams: [], hosted: [], fillPartBytes: 8 * 1024 * 1024, fillLeaseMs: 30_000 });
+    expect(config.mirror).toEqual({ upstreams: [], hosted: [], fillPartBytes: 8 * 1024 * 1024, fillLeaseMs: 30_000, fillMemoryBytes: 64 * 1024 * 1024 });
   });
 
   it('accepts JSON, which is YAML', () => {
@@ -141,13 +142,13 @@ describe('the configuration document', () => {
       {
         upstreams: [{ name: 'ghcr', url: 'https://ghcr.io', tagTtl: '30s', content: { tags: 'v.*' } }],
         hosted: ['team/'],
-        mirror: { fillPartSize: 16 * 1024 * 1024, fillLease: '1m' },
+        mirror: { fillPartSize: 16 * 1024 * 1024, fillLease: '1m', fillMemory: '256MiB' },
       },
       null,
       '\t',
     );
     const config = readConfig({ OUTPOST_CONFIG: json });
-    expect(config.mirror).toMatchObject({ hosted: ['team/'], fillPartBytes: 16 * 1024 * 1024, fillLeaseMs: 60_000 });
+    expect(config.mirror).toMatchObject({ hosted: ['team/'], fillPartBytes: 16 * 1024 * 1024, fillLeaseMs: 60_000, fillMemoryBytes: 256 * 1024 * 1024 });
     expect(config.mirror.upstreams[0]).toMatchObject({ name: 'ghcr', namespace: 'ghcr.io', tagTtlMs: 30_000 });
     expect(config.mirror.upstreams[0]!.content.tags!.test('v1')).toBe(true);
     expect(config.mirror.upstreams[0]!.content.tags!.test('xv1')).toBe(false);
@@ -190,7 +191,8 @@ describe('the configuration document', () => {
     ['a fractional size', 'mirror:\n  fillPartSize: 8388608.5', ['mirror.fillPartSize: must be a size: bytes as an integer, or like 512KiB, 8MiB, 1GiB, 8MB; got 8388608.5']],
     ['a short lease', 'mirror:\n  fillLease: 1s', ['mirror.fillLease: must be from 5s to 10m, got "1s"']],
     ['a long lease', 'mirror:\n  fillLease: 11m', ['mirror.fillLease: must be from 5s to 10m, got "11m"']],
-    ['mirror not a mapping', 'mirror: [1]', ['mirror: must be a mapping with the keys fillPartSize, fillLease, got a list']],
+    ['fill memory below two parts', 'mirror:\n  fillPartSize: 32MiB\n  fillMemory: 48MiB', ['mirror.fillMemory: must hold at least two parts of fillPartSize (67108864 bytes)']],
+    ['mirror not a mapping', 'mirror: [1]', ['mirror: must be a mapping with the keys fillPartSize, fillLease, fillMemory, got a list']],
     [
       'a name that is not one path component',
       'upstreams:\n  - name: Docker/Hub\n    url: https://registry-1.docker.io',
@@ -275,13 +277,13 @@ describe('the configuration document', () => {
         'upstream: unknown key; the known keys are upstreams, hosted, mirror',
         'upstreams[0].tagTTL: unknown key; the known keys are name, url, namespace, default, tagTtl, maxStale, username, passwordEnv, content',
         'upstreams[0].content.allowed: unknown key; the known keys are allow, deny, tags',
-        'mirror.fillPart: unknown key; the known keys are fillPartSize, fillLease',
+        'mirror.fillPart: unknown key; the known keys are fillPartSize, fillLease, fillMemory',
       ],
     ],
     [
       'an unknown key that is not an identifier, quoted and cut',
       `mirror:\n  "${'x '.repeat(100)}": 1`,
-      [`mirror["${'x '.repeat(40)}..."]: unknown key; the known keys are fillPartSize, fillLease`],
+      [`mirror["${'x '.repeat(40)}..."]: unknown key; the known keys are fillPartSize, fillLease, fillMemory`],
     ],
     [
       'a literal password',

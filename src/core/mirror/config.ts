@@ -51,6 +51,11 @@ export interface MirrorConfig {
   fillPartBytes: number;
   /** A fill's lease lasts this long without a heartbeat; a successor takes over after it. */
   fillLeaseMs: number;
+  /**
+   * Bytes of fill buffers one instance may hold at once (each fill it leads holds two parts);
+   * fills beyond it wait for room, or follow another instance that leads them.
+   */
+  fillMemoryBytes: number;
 }
 
 export const DEFAULT_TAG_TTL_MS = 5 * 60_000;
@@ -60,6 +65,8 @@ export const DEFAULT_MAX_STALE_MS = 24 * 3_600_000;
  * enough for S3's 5 MiB minimum part of a server-side compose and few index writes per blob.
  */
 export const DEFAULT_FILL_PART_BYTES = 8 * 1024 * 1024;
+/** 64 MiB: four fills of two 8 MiB parts each, well inside a Workers isolate's 128 MB. */
+export const DEFAULT_FILL_MEMORY_BYTES = 64 * 1024 * 1024;
 /** Heartbeats run at a third of this, so a paused leader is replaced within it. */
 export const DEFAULT_FILL_LEASE_MS = 30_000;
 

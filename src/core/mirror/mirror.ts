@@ -29,13 +29,8 @@ export interface MirrorDeps {
   metrics?: Metrics;
   /** Who this instance is in lease owners (default: a random id). */
   instance?: string;
-  /** Bytes of fill buffers this instance may hold at once (default 64 MiB). */
-  fillMemoryBytes?: number;
   sleep?: (ms: number) => Promise<void>;
 }
-
-/** 64 MiB: four fills of two 8 MiB parts each, well inside a Workers isolate's 128 MB. */
-export const DEFAULT_FILL_MEMORY_BYTES = 64 * 1024 * 1024;
 
 type Mirrored = Extract<Target, { kind: 'mirror' }>;
 
@@ -58,7 +53,7 @@ export class Mirror {
     this.fills = new Fills({
       ctx,
       metrics: this.metrics,
-      budget: new ByteBudget(deps.fillMemoryBytes ?? DEFAULT_FILL_MEMORY_BYTES),
+      budget: new ByteBudget(deps.config.fillMemoryBytes),
       upstream,
       options: { partBytes: deps.config.fillPartBytes, leaseMs: deps.config.fillLeaseMs, instance, sleep },
     });

@@ -6,7 +6,7 @@ import { Referrers } from './referrers.js';
 import { Tags } from './tags.js';
 import { Uploads } from './uploads.js';
 import { Mirror, type MirrorDeps } from '../mirror/mirror.js';
-import { DEFAULT_FILL_LEASE_MS, DEFAULT_FILL_PART_BYTES } from '../mirror/config.js';
+import { DEFAULT_FILL_LEASE_MS, DEFAULT_FILL_MEMORY_BYTES, DEFAULT_FILL_PART_BYTES } from '../mirror/config.js';
 
 export type { RegistryDeps, RegistryOptions } from './context.js';
 
@@ -23,7 +23,7 @@ export interface Registry {
 }
 
 const NO_MIRROR: MirrorDeps = {
-  config: { upstreams: [], hosted: [], fillPartBytes: DEFAULT_FILL_PART_BYTES, fillLeaseMs: DEFAULT_FILL_LEASE_MS },
+  config: { upstreams: [], hosted: [], fillPartBytes: DEFAULT_FILL_PART_BYTES, fillLeaseMs: DEFAULT_FILL_LEASE_MS, fillMemoryBytes: DEFAULT_FILL_MEMORY_BYTES },
   upstreams: new Map(),
 };
 

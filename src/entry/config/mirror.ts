@@ -3,10 +3,10 @@
  * into parts and how long a fill's lease lasts (src/core/mirror/config.ts has the defaults and
  * why they are what they are).
  */
-import { DEFAULT_FILL_LEASE_MS, DEFAULT_FILL_PART_BYTES } from '../../core/mirror/config.js';
+import { DEFAULT_FILL_LEASE_MS, DEFAULT_FILL_MEMORY_BYTES, DEFAULT_FILL_PART_BYTES } from '../../core/mirror/config.js';
 import { child, duration, field, mapping, size, type SectionContext } from './values.js';
 
-const MIRROR_KEYS = ['fillPartSize', 'fillLease'] as const;
+const MIRROR_KEYS = ['fillPartSize', 'fillLease', 'fillMemory'] as const;
 
 /** S3's smallest part of a multipart compose (every part but the last). */
 const MIN_FILL_PART_BYTES = 5 * 1024 * 1024;
@@ -17,26 +17,45 @@ const MIN_FILL_LEASE_MS = 5_000;
 /** A crashed leader's fill is taken over after its lease; waiting longer than 10m helps nobody. */
 const MAX_FILL_LEASE_MS = 10 * 60_000;
 
+/** Fill buffers beyond 1 GiB per instance would mean a part size or a machine this was not designed for. */
+const MAX_FILL_MEMORY_BYTES = 1024 * 1024 * 1024;
+
 export interface FillSettings {
   fillPartBytes: number;
   fillLeaseMs: number;
+  fillMemoryBytes: number;
 }
 
-export const DEFAULT_FILL_SETTINGS: FillSettings = { fillPartBytes: DEFAULT_FILL_PART_BYTES, fillLeaseMs: DEFAULT_FILL_LEASE_MS };
+export const DEFAULT_FILL_SETTINGS: FillSettings = {
+  fillPartBytes: DEFAULT_FILL_PART_BYTES,
+  fillLeaseMs: DEFAULT_FILL_LEASE_MS,
+  fillMemoryBytes: DEFAULT_FILL_MEMORY_BYTES,
+};
 
 export function readMirror(value: unknown, path: string, ctx: SectionContext): FillSettings {
   const entries = mapping(value, path, ctx.problems, { known: MIRROR_KEYS });
   if (!entries) return DEFAULT_FILL_SETTINGS;
-  return {
-    fillPartBytes: size(field(entries, 'fillPartSize'), child(path, 'fillPartSize'), ctx.problems, {
-      min: MIN_FILL_PART_BYTES,
-      max: MAX_FILL_PART_BYTES,
-      fallback: DEFAULT_FILL_PART_BYTES,
-    }),
-    fillLeaseMs: duration(field(entries, 'fillLease'), child(path, 'fillLease'), ctx.problems, {
-      min: MIN_FILL_LEASE_MS,
-      max: MAX_FILL_LEASE_MS,
-      fallback: DEFAULT_FILL_LEASE_MS,
-    }),
-  };
+  const fillPartBytes = size(field(entries, 'fillPartSize'), child(path, 'fillPartSize'), ctx.problems, {
+    min: MIN_FILL_PART_BYTES,
+    max: MAX_FILL_PART_BYTES,
+    fallback: DEFAULT_FILL_PART_BYTES,
+  });
+  const fillLeaseMs = duration(field(entries, 'fillLease'), child(path, 'fillLease'), ctx.problems, {
+    min: MIN_FILL_LEASE_MS,
+    max: MAX_FILL_LEASE_MS,
+    fallback: DEFAULT_FILL_LEASE_MS,
+  });
+  // A fill holds two parts (one filling, one being written): room for one fill at least. The
+  // default grows with a large part size; a budget set below that is refused.
+  const memory = field(entries, 'fillMemory');
+  const fillMemoryBytes = size(memory, child(path, 'fillMemory'), ctx.problems, {
+    min: 2 * MIN_FILL_PART_BYTES,
+    max: MAX_FILL_MEMORY_BYTES,
+    fallback: Math.max(DEFAULT_FILL_MEMORY_BYTES, 2 * fillPartBytes),
+  });
+  if (memory !== undefined && fillMemoryBytes < 2 * fillPartBytes) {
+    ctx.problems.at(child(path, 'fillMemory'), `must hold at least two parts of fillPartSize (${2 * fillPartBytes} bytes)`);
+  }
+  const settings = { fillPartBytes, fillLeaseMs, fillMemoryBytes };
+  return settings;
 }
