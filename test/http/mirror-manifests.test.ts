@@ -187,3 +187,21 @@ describe('mirrored referrers', () => {
     }
   });
 });
+
+describe('mirrored listings are cached for the tag TTL', () => {
+  it('tags/list and referrers ask the upstream once per TTL', async () => {
+    const t = mirrorTest({ config: { tagTtlMs: 60_000 } });
+    const img = image();
+    const subject = t.up.addImage('library/app', 'v1', img);
+    for (let i = 0; i < 3; i++) {
+      await (await t.request('/v2/up/library/app/tags/list')).arrayBuffer();
+      await (await t.request(`/v2/up/library/app/referrers/${subject}`)).arrayBuffer();
+    }
+    const count = (what: string) => t.up.requests.filter((r) => r.path.includes(what)).length;
+    expect(count('/tags/list')).toBe(1);
+    expect(count('/referrers/')).toBe(1);
+    t.clock.advance(61_000);
+    await (await t.request('/v2/up/library/app/tags/list')).arrayBuffer();
+    expect(count('/tags/list')).toBe(2);
+  });
+});

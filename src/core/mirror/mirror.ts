@@ -16,6 +16,11 @@ import { upstreamError } from './failures.js';
 import { Fills } from './fills.js';
 import { MirrorManifests } from './manifests.js';
 import { route, type Target } from './routing.js';
+import { TtlCache } from './ttl-cache.js';
+
+/** Listings one instance keeps: a few hundred pages, at most 32 MiB in all. */
+const LISTING_CACHE_ENTRIES = 512;
+const LISTING_CACHE_BYTES = 32 * 1024 * 1024;
 
 /**
  * The pull-through mirror: routing of names to upstreams, mirrored manifests, blob fills.
@@ -39,6 +44,8 @@ export class Mirror {
   readonly manifests: MirrorManifests;
   readonly blobs: MirrorBlobs;
   readonly fills: Fills;
+  /** Upstream listings (tags/list pages, referrers), kept for the upstream's tagTtl. */
+  private readonly listings: TtlCache<{ tags?: string[]; next?: string; bytes?: Uint8Array; filtered?: boolean }>;
 
   constructor(
     ctx: Ctx,
@@ -59,6 +66,7 @@ export class Mirror {
     });
     this.manifests = new MirrorManifests({ ctx, metrics: this.metrics, manifests, upstream, instance, sleep });
     this.blobs = new MirrorBlobs({ ctx, metrics: this.metrics, blobs, fills: this.fills, upstream });
+    this.listings = new TtlCache(ctx.clock, LISTING_CACHE_ENTRIES, LISTING_CACHE_BYTES);
   }
 
   /** Where a request for `name` goes (see routing.ts); throws for an unknown `ns` or a name the content rules refuse. */
@@ -66,8 +74,11 @@ export class Mirror {
     return route(this.deps.config, name, ns);
   }
 
-  /** tags/list of a mirrored repository: the upstream's own list, one page. */
+  /** tags/list of a mirrored repository: the upstream's own list, one page, cached for the upstream's tagTtl. */
   async tags(target: Mirrored, request: PageRequest): Promise<{ tags: string[]; next?: string }> {
+    const key = `tags\n${target.name}\n${request.n ?? ''}\n${request.last ?? ''}`;
+    const cached = this.listings.get(key);
+    if (cached?.tags) return { tags: cached.tags, next: cached.next };
     const upstream = this.deps.upstreams.get(target.upstream.name);
     if (!upstream) throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${target.upstream.name}" is not configured`);
     const answer = await upstream.tags(target.remote, request.n, request.last);
@@ -76,7 +87,9 @@ export class Mirror {
       throw upstreamError(target.upstream.name, answer, () => new OciError('NAME_UNKNOWN', `upstream "${target.upstream.name}" has no repository ${target.remote}`, { name: target.remote }));
     }
     const rule = target.upstream.content.tags;
-    return { tags: rule ? answer.tags.filter((t) => rule.test(t)) : answer.tags, next: answer.next };
+    const page = { tags: rule ? answer.tags.filter((t) => rule.test(t)) : answer.tags, next: answer.next };
+    this.listings.set(key, page, target.upstream.tagTtlMs, page.tags.reduce((n, t) => n + t.length + 8, 0));
+    return page;
   }
 
   /**
@@ -88,9 +101,15 @@ export class Mirror {
   async referrers(target: Mirrored, subject: Digest, artifactType: string | undefined): Promise<{ bytes: Uint8Array; filtered: boolean } | undefined> {
     const upstream = this.deps.upstreams.get(target.upstream.name);
     if (!upstream) throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${target.upstream.name}" is not configured`);
+    const key = `referrers\n${target.name}\n${subject.value}\n${artifactType ?? ''}`;
+    const cached = this.listings.get(key);
+    if (cached?.bytes) return { bytes: cached.bytes, filtered: cached.filtered ?? false };
     const answer = await upstream.referrers(target.remote, subject.value, artifactType);
     this.metrics.count('outpost_upstream_requests_total', { upstream: target.upstream.name, kind: 'referrers', result: answer.kind });
-    if (answer.kind === 'ok') return { bytes: answer.bytes, filtered: answer.filtered };
+    if (answer.kind === 'ok') {
+      this.listings.set(key, { bytes: answer.bytes, filtered: answer.filtered }, target.upstream.tagTtlMs, answer.bytes.byteLength);
+      return { bytes: answer.bytes, filtered: answer.filtered };
+    }
     if (answer.kind !== 'not-found') throw upstreamError(target.upstream.name, answer, () => new OciError('MANIFEST_UNKNOWN'));
     const tag = `${subject.algorithm}-${subject.encoded}`;
     let read;
