@@ -7,6 +7,7 @@ import { freshCloudStore } from './support/cloud-store.js';
 import { expectSameBlobs, imageBlobs, readLayout, tarImage } from './support/oci-layout.js';
 import { startOutpostCloud, type OutpostProcess } from './support/server.js';
 import { skopeo } from './support/skopeo.js';
+import { expectOneDownloadPerBlob, pullConcurrently } from './support/mirror-pulls.js';
 import { seedImage, startUpstreamRegistry, type UpstreamRegistry } from './support/upstream-registry.js';
 import { startWorker } from './support/worker.js';
 
@@ -49,25 +50,8 @@ afterAll(async () => {
 
 describe('the mirror on S3 + DynamoDB, Node and workerd', () => {
   it('6 concurrent cold pulls over two Node instances and a worker: one upstream download per blob', async () => {
-    const images = [imageA, imageB];
-    await Promise.all(
-      Array.from({ length: 6 }, (_, i) =>
-        skopeo('copy', '--quiet', '--src-tls-verify=false', `docker://${instances[i % 3]!.host}/hub/library/${i % 2 ? 'b' : 'a'}:v1`, `oci:${join(work, `pull-${i}`)}:v1`),
-      ),
-    );
-    for (let i = 0; i < 6; i++) {
-      const img = images[i % 2]!;
-      const pulled = await readLayout(join(work, `pull-${i}`));
-      expect(pulled.ref('v1').digest).toBe(img.manifest.digest);
-      expectSameBlobs(pulled.blobs, imageBlobs(img));
-    }
-    const served = await up.requests();
-    const unique = new Map([...imageBlobs(imageA), ...imageBlobs(imageB)].filter((b) => !b.mediaType.includes('manifest')).map((b) => [b.digest, b]));
-    for (const b of unique.values()) {
-      const gets = served.filter((r) => r.method === 'GET' && r.kind === 'blob' && r.digest === b.digest && r.status === 200);
-      expect(gets, `upstream GETs of ${b.digest}`).toHaveLength(1);
-      expect(gets[0]!.bytes).toBe(b.size);
-    }
+    await pullConcurrently(instances, [{ repository: 'hub/library/a', image: imageA }, { repository: 'hub/library/b', image: imageB }], 6, work);
+    await expectOneDownloadPerBlob(up, [imageA, imageB]);
   });
 
   it('a warm pull through the worker is served from S3 with no upstream request', async () => {

@@ -102,6 +102,13 @@ const MAX_RESUMES = 3;
 /** Remote followers poll the fill's state this often at first, backing off to the maximum. */
 const POLL_MIN_MS = 20;
 const POLL_MAX_MS = 250;
+/**
+ * A request that waits on another request's fill in this process also wakes on a timer this
+ * often. workerd cancels a request as hung when all it awaits is a promise that only another
+ * request's work can settle (it does not see across requests), so waits always include a
+ * timer of the waiting request's own; on Node it merely bounds a missed wake-up.
+ */
+const LOCAL_TICK_MS = 25;
 
 export interface FillsOptions {
   partBytes: number;
@@ -141,10 +148,10 @@ export class Fills {
     for (let attempt = 0; attempt < 3; attempt++) {
       const mine = this.local.get(digest.value);
       if (mine && !mine.failure) {
-        await mine.started;
+        await this.untilStarted(mine);
         if (mine.failure) throw mine.failure;
         metrics.count('outpost_fills_followed_total', { where: 'local' });
-        return { kind: 'following', size: mine.size, body: this.follow(digest, start, end, mine), led: false };
+        return { kind: 'following', size: mine.size, body: this.follow(digest, start, end, defer, mine), led: false };
       }
       const view = await ctx.index.readLease<FillState & Json>(keys.fill(digest.value));
       const state = view?.state;
@@ -155,9 +162,9 @@ export class Fills {
         const led = await this.lead(digest, source, defer, sizeHint);
         if (led === 'committed') continue;
         if (led) {
-          await led.started;
+          await this.untilStarted(led);
           if (led.failure) throw led.failure;
-          return { kind: 'following', size: led.size, body: this.follow(digest, start, end, led), led: true };
+          return { kind: 'following', size: led.size, body: this.follow(digest, start, end, defer, led), led: true };
         }
       }
       // Someone else leads: wait for the size (or the failure), then follow its parts.
@@ -168,7 +175,7 @@ export class Fills {
       if (first.phase === 'failed' && first.failure) throw errorOf(first.failure);
       if (first.phase === 'committed') continue;
       metrics.count('outpost_fills_followed_total', { where: 'remote' });
-      return { kind: 'following', size: first.size, body: this.follow(digest, start, end), led: false };
+      return { kind: 'following', size: first.size, body: this.follow(digest, start, end, defer), led: false };
     }
     throw new OciError('UPSTREAM_UNAVAILABLE', 'the blob fill kept changing hands; try again', { digest: digest.value });
   }
@@ -184,7 +191,15 @@ export class Fills {
   /** Takes the fill's lease and starts the download; undefined when another instance holds it. */
   private async lead(digest: Digest, source: FillSource, defer: Defer, sizeHint?: number): Promise<LocalFill | 'committed' | undefined> {
     const { ctx, options, budget, metrics } = this.deps;
-    const release = await budget.reserve(2 * options.partBytes);
+    // Room for two parts; while there is none, look whether another instance has started
+    // leading this fill meanwhile (then follow it instead).
+    let release = budget.tryReserve(2 * options.partBytes);
+    while (!release) {
+      const view = await ctx.index.readLease(keys.fill(digest.value));
+      if (view?.holder !== undefined) return undefined;
+      await options.sleep(LOCAL_TICK_MS);
+      release = budget.tryReserve(2 * options.partBytes);
+    }
     let handedOver = false;
     try {
       const again = this.local.get(digest.value);
@@ -216,6 +231,10 @@ export class Fills {
     }
   }
 
+  private async untilStarted(fill: LocalFill): Promise<void> {
+    while (!fill.isStarted) await Promise.race([fill.started, this.deps.options.sleep(LOCAL_TICK_MS)]);
+  }
+
   private watch(digest: Digest): RemoteWatch {
     let w = this.watches.get(digest.value);
     if (!w || w.closed) {
@@ -231,7 +250,7 @@ export class Fills {
    * once committed. Pull-driven: a slow client only reads slower, it never makes anyone buffer.
    * When the lease is found free before the fill is committed, this follower takes it over.
    */
-  private follow(digest: Digest, start: number, end: number | undefined, initial?: LocalFill): ByteStream {
+  private follow(digest: Digest, start: number, end: number | undefined, defer: Defer, initial?: LocalFill): ByteStream {
     const { ctx, metrics } = this.deps;
     let pos = start;
     let inner: ReadableStreamDefaultReader<Uint8Array> | undefined;
@@ -301,7 +320,7 @@ export class Fills {
               local = undefined;
               continue;
             }
-            await local.changed();
+            await Promise.race([local.changed(), this.deps.options.sleep(LOCAL_TICK_MS)]);
             continue;
           }
           const watch = this.watch(digest);
@@ -320,9 +339,9 @@ export class Fills {
           if (view && view.holder === undefined) {
             if (++takeovers > MAX_RESUMES) throw new OciError('UPSTREAM_UNAVAILABLE', 'the upstream keeps breaking off this blob; try again later');
             // Free but not committed: the leader died or gave up. Take over from its parts.
-            const led = await this.lead(digest, state?.source ?? { upstream: '', repository: '' }, (p) => void p.catch(() => undefined), undefined);
+            const led = await this.lead(digest, state?.source ?? { upstream: '', repository: '' }, defer, undefined);
             if (led && led !== 'committed') {
-              await led.started;
+              await this.untilStarted(led);
               local = led;
               continue;
             }
@@ -344,7 +363,7 @@ export class Fills {
 class RemoteWatch {
   closed = false;
   private view: LeaseView<FillState & Json> | undefined;
-  private read: Promise<void> | undefined;
+  private readAt = 0;
   private interval = POLL_MIN_MS;
   private lastStored = -1;
 
@@ -385,23 +404,23 @@ class RemoteWatch {
     }
   }
 
-  private refresh(): Promise<void> {
-    this.read ??= this.deps.ctx.index
-      .readLease<FillState & Json>(keys.fill(this.digest.value))
-      .then((view) => {
-        this.view = view;
-        const stored = view?.state?.stored ?? -1;
-        this.interval = stored !== this.lastStored ? POLL_MIN_MS : Math.min(POLL_MAX_MS, this.interval * 2);
-        this.lastStored = stored;
-        if (view?.state?.phase === 'committed') {
-          this.closed = true;
-          this.onClose();
-        }
-      })
-      .finally(() => {
-        this.read = undefined;
-      });
-    return this.read;
+  /**
+   * Reads the state again, unless another follower in this process read it within the last
+   * POLL_MIN_MS. Each caller does its own read: a request never awaits another request's I/O
+   * (workerd would cancel it as hung, or with the other request's end).
+   */
+  private async refresh(): Promise<void> {
+    if (this.view !== undefined && Date.now() - this.readAt < POLL_MIN_MS) return;
+    const view = await this.deps.ctx.index.readLease<FillState & Json>(keys.fill(this.digest.value));
+    this.view = view;
+    this.readAt = Date.now();
+    const stored = view?.state?.stored ?? -1;
+    this.interval = stored !== this.lastStored ? POLL_MIN_MS : Math.min(POLL_MAX_MS, this.interval * 2);
+    this.lastStored = stored;
+    if (view?.state?.phase === 'committed') {
+      this.closed = true;
+      this.onClose();
+    }
   }
 }
 
@@ -447,8 +466,16 @@ class LocalFill {
     this.windowStart = stored;
     this.received = stored;
     this.pendingEnd = stored;
-    this.started = new Promise((resolve) => (this.markStarted = resolve));
+    this.started = new Promise((resolve) => {
+      this.markStarted = () => {
+        this.isStarted = true;
+        resolve();
+      };
+    });
   }
+
+  /** Whether `started` has settled (the upstream answered, or the fill failed before it). */
+  isStarted = false;
 
   /** Resolves when the state changes (bytes arrive, a part is stored, the fill ends). */
   changed(): Promise<void> {

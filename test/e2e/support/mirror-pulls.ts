@@ -1,0 +1,46 @@
+import { join } from 'node:path';
+import { expect } from 'vitest';
+import { expectSameBlobs, imageBlobs, readLayout } from './oci-layout.js';
+import type { OutpostProcess } from './server.js';
+import { skopeo } from './skopeo.js';
+import type { Image } from '../../support/images.js';
+import type { UpstreamRegistry } from './upstream-registry.js';
+
+/**
+ * The mirror's e2e measure: `clients` concurrent cold skopeo pulls spread round-robin over the
+ * instances (client i pulls images[i % images.length] from `/<alias>/<repository>:v1`), every
+ * pull checked byte for byte; then the upstream's own log must show exactly one GET per unique
+ * blob, of exactly its size (upstream amplification 1.00).
+ */
+export async function pullConcurrently(
+  instances: OutpostProcess[],
+  images: Array<{ repository: string; image: Image }>,
+  clients: number,
+  work: string,
+): Promise<void> {
+  await Promise.all(
+    Array.from({ length: clients }, (_, i) =>
+      skopeo('copy', '--quiet', '--src-tls-verify=false', `docker://${instances[i % instances.length]!.host}/${images[i % images.length]!.repository}:v1`, `oci:${join(work, `pull-${i}`)}:v1`),
+    ),
+  );
+  for (let i = 0; i < clients; i++) {
+    const img = images[i % images.length]!.image;
+    const pulled = await readLayout(join(work, `pull-${i}`));
+    expect(pulled.ref('v1')).toEqual({ mediaType: img.manifest.mediaType, digest: img.manifest.digest, size: img.manifest.size });
+    expectSameBlobs(pulled.blobs, imageBlobs(img));
+  }
+}
+
+export async function expectOneDownloadPerBlob(up: UpstreamRegistry, images: Image[]): Promise<void> {
+  const served = await up.requests();
+  const unique = new Map(images.flatMap((img) => [img.config, ...img.layers]).map((b) => [b.digest, b]));
+  let upstreamBytes = 0;
+  for (const b of unique.values()) {
+    const gets = served.filter((r) => r.method === 'GET' && r.kind === 'blob' && r.digest === b.digest && r.status === 200);
+    expect(gets, `upstream GETs of ${b.digest}`).toHaveLength(1);
+    expect(gets[0]!.bytes).toBe(b.size);
+    upstreamBytes += gets[0]!.bytes;
+  }
+  const uniqueBytes = [...unique.values()].reduce((n, b) => n + b.size, 0);
+  expect(upstreamBytes / uniqueBytes).toBe(1);
+}
