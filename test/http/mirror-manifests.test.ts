@@ -205,3 +205,15 @@ describe('mirrored listings are cached for the tag TTL', () => {
     expect(count('/tags/list')).toBe(2);
   });
 });
+
+describe('a token-authenticated upstream', () => {
+  it('concurrent cold pulls through a token-authenticated upstream make one token fetch and all succeed', async () => {
+    const t = mirrorTest({ upstream: { auth: { scheme: 'bearer' } }, instances: 1 });
+    const img = image();
+    t.up.addImage('library/app', 'v1', img);
+    t.up.fault({ kind: 'slow', chunkBytes: 64, delayMs: 2, match: { host: t.up.authHost } });
+    const all = await Promise.all(Array.from({ length: 6 }, () => Promise.resolve(t.request('/v2/up/library/app/manifests/v1')).then((r) => r.status)));
+    expect(all).toEqual([200, 200, 200, 200, 200, 200]);
+    expect(t.up.requestsTo(t.up.authHost!).length).toBe(1);
+  });
+});

@@ -57,7 +57,7 @@ export function mirrorTest(options: MirrorTestOptions = {}) {
   };
   const instances = Array.from({ length: options.instances ?? 1 }, (_, i) => {
     const metrics = new Metrics();
-    const client = new RegistryUpstream({ url: up.url, fetch: up.fetch, clock, sleep: async () => undefined, random: () => 0 });
+    const client = new RegistryUpstream({ url: up.url, fetch: up.fetch, clock, sleep: () => new Promise((r) => setTimeout(r, 0)), random: () => 0 });
     const registry = createRegistry({
       store,
       index,

@@ -42,7 +42,16 @@ export interface AuthOptions {
   tokenTimeoutMs: number;
   idleMs: number;
   log: (event: Record<string, unknown>) => void;
+  /** Timer of the waiting caller (see JOIN_TICK_MS). */
+  sleep: (ms: number) => Promise<void>;
 }
+
+/**
+ * A caller that joins another's token fetch also wakes on a timer of its own this often: on
+ * workerd a request that awaits only a promise that another request's I/O settles is cancelled
+ * as hung, and the fetch dies with the request that started it.
+ */
+const JOIN_TICK_MS = 25;
 
 /** An Authorization header to send (undefined: anonymous). */
 export interface Attempt {
@@ -87,7 +96,7 @@ export function checkRealm(realm: string, upstream: URL): RealmCheck {
 export class Authenticator {
   private scheme: HostScheme | undefined;
   private readonly tokens = new Map<string, CachedToken>();
-  private readonly inflight = new Map<string, Promise<CachedToken | UpstreamFailure>>();
+  private readonly inflight = new Map<string, { promise: Promise<CachedToken | UpstreamFailure>; settled: boolean }>();
 
   constructor(private readonly o: AuthOptions) {}
 
@@ -143,11 +152,30 @@ export class Authenticator {
   private async bearer(s: Extract<HostScheme, { kind: 'bearer' }>, scopes: string[]): Promise<Attempt | UpstreamFailure> {
     const key = this.key(scopes);
     let pending = this.inflight.get(key);
+    const joined = pending !== undefined;
     if (pending === undefined) {
-      pending = this.fetchToken(s, [...new Set(scopes.filter((x) => x !== ''))].sort()).finally(() => this.inflight.delete(key));
-      this.inflight.set(key, pending);
+      const entry: { promise: Promise<CachedToken | UpstreamFailure>; settled: boolean } = { promise: Promise.resolve({ kind: 'unavailable', message: '' }), settled: false };
+      entry.promise = this.fetchToken(s, [...new Set(scopes.filter((x) => x !== ''))].sort()).finally(() => {
+        entry.settled = true;
+        this.inflight.delete(key);
+      });
+      this.inflight.set(key, entry);
+      pending = entry;
     }
-    const t = await pending;
+    if (joined) {
+      const deadline = this.o.clock.now() + this.o.tokenTimeoutMs;
+      while (!pending.settled && this.o.clock.now() < deadline) await Promise.race([pending.promise, this.o.sleep(JOIN_TICK_MS)]);
+      // The fetch we joined outlived its timeout (its request may be gone): fetch our own.
+      if (!pending.settled) return this.bearerAlone(s, scopes, key);
+    }
+    const t = await pending.promise;
+    if ('kind' in t) return t;
+    this.remember(key, t);
+    return { kind: 'attempt', header: `Bearer ${t.token}` };
+  }
+
+  private async bearerAlone(s: Extract<HostScheme, { kind: 'bearer' }>, scopes: string[], key: string): Promise<Attempt | UpstreamFailure> {
+    const t = await this.fetchToken(s, [...new Set(scopes.filter((x) => x !== ''))].sort());
     if ('kind' in t) return t;
     this.remember(key, t);
     return { kind: 'attempt', header: `Bearer ${t.token}` };

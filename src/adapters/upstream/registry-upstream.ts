@@ -84,6 +84,7 @@ export class RegistryUpstream implements Upstream {
       tokenTimeoutMs: this.timeouts.tokenMs,
       idleMs: this.timeouts.idleMs,
       log,
+      sleep: o.sleep ?? ((ms) => new Promise((resolve) => setTimeout(resolve, ms))),
     });
   }
 
