@@ -26,6 +26,8 @@ export interface Instance {
   pid: number;
   /** What goes before the upstream's repository name: "hub/" (Outpost's alias), "" for a proxy. */
   prefix: string;
+  /** A directory of its own that stop() removes (a proxy's), to remove after a kill too. */
+  dir?: string;
   stop(): Promise<void>;
 }
 
@@ -56,7 +58,7 @@ export async function startOutpost(label: string, dataDir: string, logFile: stri
 /** Distribution's pull-through cache of `remoteUrl`, on storage of its own. */
 export async function startProxy(label: string, remoteUrl: string): Promise<Instance & { registry: UpstreamRegistry }> {
   const registry = await startUpstreamRegistry({ proxy: { remoteUrl } });
-  return { label, host: registry.host, url: registry.url, pid: pidOf(join(registry.dir, 'config.yml')), prefix: '', stop: registry.stop, registry };
+  return { label, host: registry.host, url: registry.url, pid: pidOf(join(registry.dir, 'config.yml')), prefix: '', dir: registry.dir, stop: registry.stop, registry };
 }
 
 /** The pid of the running process one of whose arguments is `arg` (the e2e support does not say a registry's pid). */

@@ -174,7 +174,11 @@ async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'outpost-bench-mirror-'));
   const running: Instance[] = [];
   let up: UpstreamRegistry | undefined;
-  killOnExit(() => KEEP || rmSync(work, { recursive: true, force: true }));
+  // After a kill (a failure, ^C) stop() never ran: the registries' directories go here too.
+  killOnExit(() => {
+    for (const dir of [up?.dir, ...running.map((i) => i.dir)]) if (dir) rmSync(dir, { recursive: true, force: true });
+    if (!KEEP) rmSync(work, { recursive: true, force: true });
+  });
   const stopAll = async () => {
     await Promise.all(running.splice(0).map((i) => i.stop()));
   };

@@ -192,6 +192,160 @@ export function blobStoreContract(
       });
     });
 
+    describe('compose (optional)', () => {
+      /** Puts each part at `${prefix}${i}` and returns the keys, in order. */
+      const putParts = async (prefix: string, parts: Uint8Array[]) => {
+        const keys = parts.map((_, i) => `${prefix}${String(i).padStart(4, '0')}`);
+        for (const [i, key] of keys.entries()) await store.put(key, streamOf(parts[i]!), parts[i]!.byteLength);
+        return keys;
+      };
+      const expectComposed = async (key: string, parts: Uint8Array[]) => {
+        const whole = concat(parts);
+        expect(await store.stat(key)).toMatchObject({ size: whole.byteLength });
+        const got = (await store.get(key))!;
+        expect(got.size).toBe(whole.byteLength);
+        expectBytes(await readAll(got.body), whole);
+      };
+
+      it('writes the concatenation of several parts and leaves the parts as they are', async ({ skip }) => {
+        if (!store.compose) return skip();
+        const parts = [randomBytes(1000), randomBytes(70_000), randomBytes(1), randomBytes(4096)];
+        const keys = await putParts('fills/f1/', parts);
+        expect(await store.compose(keys, 'blobs/b1')).toMatchObject({ size: 75_097 });
+        await expectComposed('blobs/b1', parts);
+        for (const [i, key] of keys.entries()) expectBytes(await readAll((await store.get(key))!.body), parts[i]!, key);
+        expect(await leftovers()).toEqual([]);
+      });
+
+      it('takes zero-length and small parts, and no parts at all', async ({ skip }) => {
+        if (!store.compose) return skip();
+        const parts = [new Uint8Array(0), randomBytes(3), new Uint8Array(0), randomBytes(1), new Uint8Array(0)];
+        const keys = await putParts('fills/f2/', parts);
+        expect(await store.compose(keys, 'blobs/small')).toMatchObject({ size: 4 });
+        await expectComposed('blobs/small', parts);
+        const empty = [keys[0]!, keys[2]!];
+        expect(await store.compose(empty, 'blobs/empty')).toMatchObject({ size: 0 });
+        await expectComposed('blobs/empty', []);
+        expect(await store.compose([], 'blobs/none')).toMatchObject({ size: 0 });
+        await expectComposed('blobs/none', []);
+        expect(await store.compose([keys[1]!], 'blobs/one')).toMatchObject({ size: 3 });
+        await expectComposed('blobs/one', [parts[1]!]);
+      });
+
+      it('composes parts of 5 MiB and more, alone and mixed with small ones', async ({ skip }) => {
+        if (!store.compose) return skip();
+        // S3's multipart minimum is 5 MiB for all parts but the last: these cross it every way.
+        const cases: Array<[string, number[]]> = [
+          ['large', [5 * MiB, 6 * MiB + 1, 5 * MiB]],
+          ['mixed', [MiB, 6 * MiB, 5 * MiB, 3 * MiB, 2 * MiB + 7, 7 * MiB, 2]],
+          ['small first', [4 * MiB, 1, 9 * MiB]],
+          ['large then tiny', [5 * MiB, 0, 1, 1]],
+        ];
+        for (const [name, sizes] of cases) {
+          const parts = sizes.map((n) => randomBytes(n));
+          const keys = await putParts(`fills/${name.replace(' ', '-')}/`, parts);
+          const total = sizes.reduce((a, b) => a + b, 0);
+          expect(await store.compose(keys, `blobs/${name.replace(' ', '-')}`), name).toMatchObject({ size: total });
+          await expectComposed(`blobs/${name.replace(' ', '-')}`, parts);
+          // A range across a part boundary.
+          const at = sizes[0]! - 10;
+          expectBytes(
+            await readAll((await store.get(`blobs/${name.replace(' ', '-')}`, { offset: at, length: 20 }))!.body),
+            concat(parts).subarray(at, at + 20),
+            name,
+          );
+        }
+        expect(await leftovers()).toEqual([]);
+      });
+
+      it('replaces an existing object atomically: readers see the old or the new one whole', async ({ skip }) => {
+        if (!store.compose) return skip();
+        const old = bytesOf(9, 300_000);
+        await store.put('blobs/b', streamOf(old), old.length);
+        const parts = [bytesOf(1, 100_000), bytesOf(2, 150_000), bytesOf(3, 1)];
+        const keys = await putParts('fills/f3/', parts);
+        const composing = store.compose(keys, 'blobs/b');
+        const reads = Array.from({ length: 4 }, () => store.get('blobs/b').then(async (got) => ({ size: got!.size, bytes: await readAll(got!.body) })));
+        await composing;
+        const whole = concat(parts);
+        for (const { size, bytes } of await Promise.all(reads)) {
+          expect(equal(bytes, old) || equal(bytes, whole), `a read of ${bytes.length} bytes is neither value`).toBe(true);
+          expect(size).toBe(bytes.length);
+        }
+        await expectComposed('blobs/b', parts);
+      });
+
+      it('rejects a missing part, writing nothing: the target stays absent or keeps its object', async ({ skip }) => {
+        if (!store.compose) return skip();
+        const keys = await putParts('fills/f4/', [randomBytes(100), randomBytes(6 * MiB)]);
+        for (const parts of [['fills/f4/missing', ...keys], [...keys, 'fills/f4/missing'], [keys[0]!, 'fills/f4/missing', keys[1]!]]) {
+          await expect(store.compose(parts, 'blobs/absent'), parts.join()).rejects.toThrow();
+          expect(await store.stat('blobs/absent')).toBeUndefined();
+        }
+        const old = bytesOf(4, 1234);
+        await store.put('blobs/kept', streamOf(old), old.length);
+        await expect(store.compose([keys[1]!, 'fills/f4/missing'], 'blobs/kept')).rejects.toThrow();
+        expectBytes(await readAll((await store.get('blobs/kept'))!.body), old);
+        expect(await store.stat(keys[0]!)).toMatchObject({ size: 100 });
+        expect(await leftovers()).toEqual([]);
+      });
+
+      it('concurrent composes onto one key end with one whole result', async ({ skip }) => {
+        if (!store.compose) return skip();
+        const sets = await Promise.all(
+          Array.from({ length: 4 }, async (_, i) => {
+            const parts = [bytesOf(i * 2 + 1, 40_000 + i), bytesOf(i * 2 + 2, 30_000)];
+            return { parts, keys: await putParts(`fills/c${i}/`, parts) };
+          }),
+        );
+        await Promise.all(sets.map(({ keys }) => store.compose!(keys, 'blobs/raced')));
+        const bytes = await readAll((await store.get('blobs/raced'))!.body);
+        const match = sets.findIndex(({ parts }) => equal(concat(parts), bytes));
+        expect(match, 'the stored object is one of the composed values').toBeGreaterThanOrEqual(0);
+        expect(await store.stat('blobs/raced')).toMatchObject({ size: bytes.length });
+        expect(await leftovers()).toEqual([]);
+      });
+    });
+
+    describe('parts of a fill', () => {
+      const fill = `fills/sha256/ab/${'ab12'.repeat(16)}/`;
+      /** A part's key: its byte range, first and last offset, as 16 hex digits each. */
+      const partKey = (first: number, last: number) => `${fill}${hex16(first)}-${hex16(last)}`;
+
+      it('streams a stored part while another part is being written', async () => {
+        const first = bytesOf(1, 300_000);
+        await store.put(partKey(0, first.length - 1), streamOf(first), first.length);
+        const next = bytesOf(2, 200_000);
+        const gate = gatedStream(next, 100_000);
+        const putting = store.put(partKey(first.length, first.length + next.length - 1), gate.stream, next.length);
+        await gate.halfway;
+        const got = (await store.get(partKey(0, first.length - 1)))!;
+        expect(got.size).toBe(first.length);
+        expectBytes(await readAll(got.body), first);
+        gate.release();
+        await putting;
+        expectBytes(await readAll((await store.get(partKey(first.length, first.length + next.length - 1)))!.body), next);
+      });
+
+      it('lists part keys in numeric order of their offsets', async () => {
+        // Offsets whose decimal and hex digit counts differ: fixed-width keys list numerically.
+        const ranges = [
+          [0, 7],
+          [8, 15],
+          [16, 255],
+          [256, 4095],
+          [4096, 0x1_0000_0000],
+          [0x1_0000_0001, 0x1_0000_0008],
+        ] as const;
+        for (const [first, last] of [...ranges].reverse()) await store.put(partKey(first, last), streamOf(bytesOf(1, 8)), 8);
+        await store.put(`${fill.slice(0, -1)}-other/0000000000000000-0000000000000007`, streamOf(bytesOf(1, 8)), 8);
+        expect(partKey(0, 7)).toBe(`${fill}0000000000000000-0000000000000007`);
+        const listed = (await store.list(fill, { limit: 100 })).keys.map((o) => o.key);
+        expect(listed).toEqual(ranges.map(([first, last]) => partKey(first, last)));
+        expect((await listAll(store, fill, 2)).map((o) => o.key)).toEqual(listed);
+      });
+    });
+
     describe('list', () => {
       /** Writes `sizes` (key -> size) in the given order, each object `size` bytes. */
       const putAll = async (sizes: Record<string, number>) => {
@@ -439,6 +593,14 @@ async function listAll(store: BlobStore, prefix: string, limit: number): Promise
     if (page.next === undefined) return all;
     after = page.next;
   }
+}
+
+function hex16(n: number): string {
+  return n.toString(16).padStart(16, '0');
+}
+
+function concat(parts: Uint8Array[]): Uint8Array {
+  return new Uint8Array(Buffer.concat(parts));
 }
 
 /** `size` bytes all equal to `fill`: easy to tell two values, or a mix of them, apart. */

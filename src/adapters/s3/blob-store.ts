@@ -7,6 +7,7 @@ import {
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
+  NoSuchKey,
   PutObjectCommand,
   UploadPartCommand,
   UploadPartCopyCommand,
@@ -27,32 +28,66 @@ import {
 /**
  * BlobStore on any S3-compatible object store (AWS S3, R2's S3 API, Ceph RGW, MinIO).
  *
- * Writes never hold an object in memory and never `tee()` a stream: bytes are read into a
- * part buffer; content that fits in one part is one PutObject, anything longer is a multipart
- * upload whose parts are sent as they fill, with two buffers alternating so reading the next
- * part overlaps sending the last one. Memory per write is at most two parts. Every request body
- * is a plain byte array, so no runtime needs streaming request bodies, and the object becomes
- * visible only when PutObject or CompleteMultipartUpload succeeds, which happens only after the
- * source stream has ended cleanly (core's verifier releases the last bytes only once the digest
- * matched).
+ * Writes never hold an object in memory and never `tee()` a stream: bytes are read into part
+ * buffers; content that fits in one part is one PutObject, anything longer is a multipart
+ * upload whose parts are sent as they fill, up to `partsInFlight` at once while the next part
+ * is read. Every part buffer comes from one budget per store (PartBuffers below), shared by all
+ * its concurrent writes, so a burst of pushes waits for memory instead of exhausting it. Every
+ * request body is a plain byte array, so no runtime needs streaming request bodies, and the
+ * object becomes visible only when PutObject or CompleteMultipartUpload succeeds, which happens
+ * only after the source stream has ended cleanly (core's verifier releases the last bytes only
+ * once the digest matched).
+ *
+ * compose is server-side: UploadPartCopy per part, with only the parts below S3's minimum part
+ * size read back through the store, a part buffer at a time.
  */
 
-/** S3's smallest part (all but the last), and the default part size: 2 x 8 MiB per write. */
-const MIN_PART_BYTES = 5 * 1024 * 1024;
-const DEFAULT_PART_BYTES = 8 * 1024 * 1024;
-/** S3's cap on parts per upload; part size grows for objects known to be very large. */
+const MiB = 1024 * 1024;
+/** S3's smallest part (all but the last), and the default part size. */
+const MIN_PART_BYTES = 5 * MiB;
+const DEFAULT_PART_BYTES = 8 * MiB;
+/**
+ * Parts one write sends at once by default. One part at a time leaves the server idle while
+ * the next part is read and the last one is acknowledged; four keep it busy.
+ */
+const DEFAULT_PARTS_IN_FLIGHT = 4;
+/**
+ * What all part buffers of one store may hold together by default: half of a Workers isolate's
+ * 128 MB, so that concurrent fills and pushes in one isolate cannot exhaust its memory.
+ */
+const DEFAULT_BUFFER_BUDGET_BYTES = 64 * MiB;
+/** S3's cap on parts per upload. */
 const MAX_PARTS = 10_000;
-/** S3's limit for a single CopyObject; larger objects are copied part by part. */
-const MAX_COPY_BYTES = 5 * 1024 * 1024 * 1024;
-const COPY_PART_BYTES = 512 * 1024 * 1024;
+/**
+ * Parts beyond this number double in size every GROWTH_STEP parts (up to the budget), so an
+ * object of any size fits 10,000 parts while part sizes never depend on a client's declared
+ * length (a declared 1e15 bytes must not size a buffer).
+ */
+const GROWTH_AFTER_PARTS = 5_000;
+const GROWTH_STEP = 1_000;
+/** S3's limit for a single CopyObject; larger copies go part by part. */
+const MAX_COPY_BYTES = 5 * 1024 * MiB;
+const COPY_PART_BYTES = 512 * MiB;
+/** HEAD requests compose sends at once to size its parts. */
+const STAT_CONCURRENCY = 8;
 
 export interface S3BlobStoreOptions {
   client: S3Client;
   bucket: string;
   /** Prepended to every key, e.g. "outpost/". */
   prefix?: string;
-  /** Size of multipart parts and of the write buffers (at least 5 MiB). */
+  /** Size of multipart parts and of the write buffers (default 8 MiB, at least 5 MiB). */
   partBytes?: number;
+  /** Parts one write (put or compose) sends at once (default 4, at least 1). */
+  partsInFlight?: number;
+  /**
+   * Bytes all part buffers of this store may hold together, across concurrent writes (default
+   * 64 MiB, at least one part). A write that finds the budget spent waits for it, which
+   * applies backpressure to its source; it never allocates beyond it.
+   */
+  bufferBudgetBytes?: number;
+  /** Told +n when a part buffer of n bytes is allocated and -n when it is let go (tests, metrics). */
+  onBuffer?: (bytes: number) => void;
 }
 
 export class S3BlobStore implements BlobStore {
@@ -60,22 +95,22 @@ export class S3BlobStore implements BlobStore {
   private readonly bucket: string;
   private readonly prefix: string;
   private readonly partBytes: number;
+  private readonly partsInFlight: number;
+  private readonly buffers: PartBuffers;
 
   constructor(options: S3BlobStoreOptions) {
     this.client = options.client;
     this.bucket = options.bucket;
     this.prefix = options.prefix ?? '';
-    this.partBytes = Math.max(MIN_PART_BYTES, options.partBytes ?? DEFAULT_PART_BYTES);
+    this.partBytes = Math.max(MIN_PART_BYTES, Math.floor(options.partBytes ?? DEFAULT_PART_BYTES));
+    this.partsInFlight = Math.max(1, Math.floor(options.partsInFlight ?? DEFAULT_PARTS_IN_FLIGHT));
+    const budget = Math.max(this.partBytes, Math.floor(options.bufferBudgetBytes ?? DEFAULT_BUFFER_BUDGET_BYTES));
+    this.buffers = new PartBuffers(budget, this.partBytes, options.onBuffer);
   }
 
   async stat(key: string): Promise<ObjectInfo | undefined> {
-    try {
-      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));
-      return { size: out.ContentLength ?? 0, lastModified: out.LastModified?.getTime() };
-    } catch (err) {
-      if (isNotFound(err)) return undefined;
-      throw err;
-    }
+    const head = await this.head(key);
+    return head && { size: head.size, lastModified: head.lastModified };
   }
 
   async get(key: string, range?: ObjectRange): Promise<ObjectBody | undefined> {
@@ -100,57 +135,57 @@ export class S3BlobStore implements BlobStore {
   }
 
   async put(key: string, body: ByteStream, size?: number): Promise<ObjectInfo> {
-    const partBytes = size === undefined ? this.partBytes : Math.max(this.partBytes, Math.ceil(size / MAX_PARTS));
-    const reader = body.getReader();
-    // Small content known to fit one part gets a buffer of its own size (manifests, configs);
-    // the second buffer exists only once the content turns out to need multipart.
-    const first = new Uint8Array(size !== undefined && size < partBytes ? size : partBytes);
-    const buffers = [first];
-    let which = 0;
-    let filled = await fill(reader, first);
-    if (!filled.ended && size !== undefined && size <= first.byteLength) filled = { bytes: filled.bytes, ended: await atEnd(reader) };
-    if (filled.ended) {
-      const bytes = filled.bytes;
-      if (size !== undefined && bytes.byteLength !== size) throw new Error(`short write: ${bytes.byteLength} of ${size} bytes`);
-      await this.client.send(
-        new PutObjectCommand({ Bucket: this.bucket, Key: this.prefix + key, Body: bytes, ContentLength: bytes.byteLength }),
-      );
-      return { size: bytes.byteLength };
-    }
     const Key = this.prefix + key;
-    const { UploadId } = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key }));
-    const parts: Array<{ ETag: string; PartNumber: number }> = [];
-    let total = 0;
-    let sending: Promise<void> = Promise.resolve();
+    const reader = body.getReader();
+    // Small content declared to fit one part gets a buffer of its own size (manifests, configs).
+    const small = size !== undefined && size < this.partBytes;
+    let buffer: Uint8Array | undefined;
+    let upload: Multipart | undefined;
     try {
-      for (;;) {
+      buffer = await this.buffers.take(small ? size : this.partBytes);
+      let filled = await fill(reader, buffer);
+      if (!filled.ended && size !== undefined && size <= buffer.byteLength) {
+        if (!(await atEnd(reader))) throw new Error(`long write: more than the declared ${size} bytes`);
+        filled = { bytes: filled.bytes, ended: true };
+      }
+      if (filled.ended) {
         const bytes = filled.bytes;
-        const PartNumber = parts.length + 1;
-        parts.push({ ETag: '', PartNumber });
+        if (size !== undefined && bytes.byteLength !== size) throw new Error(`short write: ${bytes.byteLength} of ${size} bytes`);
+        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: bytes, ContentLength: bytes.byteLength }));
+        return { size: bytes.byteLength };
+      }
+      upload = new Multipart(this.client, this.bucket, Key);
+      let total = 0;
+      for (let PartNumber = 1; ; PartNumber++) {
+        if (PartNumber > MAX_PARTS) throw new Error(`object too large: more than ${MAX_PARTS} parts`);
+        const bytes = filled.bytes;
         total += bytes.byteLength;
-        await sending;
-        sending = this.client
-          .send(new UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber, Body: bytes, ContentLength: bytes.byteLength }))
-          .then((out) => {
-            parts[PartNumber - 1]!.ETag = out.ETag!;
-          });
+        if (size !== undefined && total > size) throw new Error(`long write: more than the declared ${size} bytes`);
+        const held = buffer;
+        buffer = undefined;
+        upload.send(
+          PartNumber,
+          async (UploadId) =>
+            (await this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber, Body: bytes, ContentLength: bytes.byteLength })))
+              .ETag!,
+          () => this.buffers.give(held),
+        );
         if (filled.ended) break;
-        which ^= 1;
-        buffers[which] ??= new Uint8Array(partBytes);
-        filled = await fill(reader, buffers[which]!);
+        // At most partsInFlight parts sent at once, and one more being read.
+        await upload.slot(this.partsInFlight);
+        buffer = await this.buffers.take(this.partSize(PartNumber + 1));
+        filled = await fill(reader, buffer);
         if (filled.ended && filled.bytes.byteLength === 0) break;
       }
-      await sending;
       if (size !== undefined && total !== size) throw new Error(`short write: ${total} of ${size} bytes`);
-      await this.client.send(
-        new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId, MultipartUpload: { Parts: parts } }),
-      );
+      await upload.complete();
       return { size: total };
     } catch (err) {
-      await sending.catch(() => undefined);
       await reader.cancel(err).catch(() => undefined);
-      await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId })).catch(() => undefined);
+      await upload?.abort();
       throw err;
+    } finally {
+      if (buffer) this.buffers.give(buffer);
     }
   }
 
@@ -179,38 +214,323 @@ export class S3BlobStore implements BlobStore {
     return out.IsTruncated && keys.length > 0 ? { keys, next: keys[keys.length - 1]!.key } : { keys };
   }
 
-  /** A server-side copy, then a delete of the source: the target appears whole or not at all. */
+  /** A server-side copy (compose of one part), then a delete of the source: the target appears whole or not at all. */
   async move(from: string, to: string): Promise<void> {
-    const source = await this.stat(from);
-    if (!source) throw new Error(`no object at ${from}`);
-    const CopySource = encodeURI(`${this.bucket}/${this.prefix}${from}`);
-    const Key = this.prefix + to;
-    if (source.size <= MAX_COPY_BYTES) {
-      await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key, CopySource }));
-    } else {
-      const { UploadId } = await this.client.send(new CreateMultipartUploadCommand({ Bucket: this.bucket, Key }));
-      try {
-        const Parts = [];
-        for (let offset = 0, PartNumber = 1; offset < source.size; offset += COPY_PART_BYTES, PartNumber++) {
-          const end = Math.min(offset + COPY_PART_BYTES, source.size) - 1;
-          const out = await this.client.send(
-            new UploadPartCopyCommand({ Bucket: this.bucket, Key, UploadId, PartNumber, CopySource, CopySourceRange: `bytes=${offset}-${end}` }),
-          );
-          Parts.push({ ETag: out.CopyPartResult!.ETag!, PartNumber });
-        }
-        await this.client.send(new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId, MultipartUpload: { Parts } }));
-      } catch (err) {
-        await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key, UploadId })).catch(() => undefined);
-        throw err;
-      }
-    }
+    await this.compose([from], to);
     await this.delete(from);
+  }
+
+  /**
+   * Writes the concatenation of `parts` at `to` inside the store (see planCompose). Every part
+   * is sized by a HEAD first, so a missing part rejects (NoSuchKey) before anything is written;
+   * every copy and read then names the ETag the HEAD saw, so a part replaced meanwhile fails the
+   * compose instead of mixing two versions. The result appears at `to` whole, by CopyObject,
+   * PutObject or CompleteMultipartUpload; a failed multipart upload is aborted.
+   */
+  async compose(parts: string[], to: string): Promise<ObjectInfo> {
+    const sources = await mapLimit(parts, STAT_CONCURRENCY, async (key) => {
+      const head = await this.head(key);
+      if (!head) throw new NoSuchKey({ message: `no object at ${key}`, $metadata: {} });
+      return { key, ...head };
+    });
+    const size = sources.reduce((n, s) => n + s.size, 0);
+    const Key = this.prefix + to;
+    const filled = sources.filter((s) => s.size > 0);
+    if (filled.length === 1 && size <= MAX_COPY_BYTES) {
+      const [source] = filled as [Source];
+      await this.client.send(new CopyObjectCommand({ Bucket: this.bucket, Key, CopySource: this.copySource(source.key), CopySourceIfMatch: source.etag }));
+      return { size };
+    }
+    const plan = planCompose(sources);
+    if (plan.length <= 1 && !plan.some((part) => 'copy' in part)) {
+      // Small content: one buffer of the concatenation, one PutObject.
+      const buffer = await this.buffers.take(size);
+      try {
+        if (plan[0] && 'upload' in plan[0]) await this.readPieces(plan[0].upload, buffer);
+        await this.client.send(new PutObjectCommand({ Bucket: this.bucket, Key, Body: buffer, ContentLength: size }));
+      } finally {
+        this.buffers.give(buffer);
+      }
+      return { size };
+    }
+    if (plan.length > MAX_PARTS) throw new Error(`compose of ${plan.length} parts: more than S3's ${MAX_PARTS}`);
+    const upload = new Multipart(this.client, this.bucket, Key);
+    let buffer: Uint8Array | undefined;
+    try {
+      for (const [i, part] of plan.entries()) {
+        const PartNumber = i + 1;
+        await upload.slot(this.partsInFlight);
+        if ('copy' in part) {
+          const { source, offset, length } = part.copy;
+          upload.send(PartNumber, async (UploadId) => {
+            const out = await this.client.send(
+              new UploadPartCopyCommand({
+                Bucket: this.bucket,
+                Key,
+                UploadId,
+                PartNumber,
+                CopySource: this.copySource(source.key),
+                CopySourceIfMatch: source.etag,
+                CopySourceRange: `bytes=${offset}-${offset + length - 1}`,
+              }),
+            );
+            return out.CopyPartResult!.ETag!;
+          });
+          continue;
+        }
+        buffer = await this.buffers.take(part.size);
+        await this.readPieces(part.upload, buffer);
+        const held = buffer;
+        buffer = undefined;
+        upload.send(
+          PartNumber,
+          async (UploadId) =>
+            (await this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber, Body: held, ContentLength: held.byteLength })))
+              .ETag!,
+          () => this.buffers.give(held),
+        );
+      }
+      await upload.complete();
+      return { size };
+    } catch (err) {
+      await upload.abort();
+      throw err;
+    } finally {
+      if (buffer) this.buffers.give(buffer);
+    }
   }
 
   /** A time-limited URL that GETs the object straight from the store (optional ability). */
   async presignGet(key: string, expiresInSeconds: number): Promise<string> {
     return getSignedUrl(this.client, new GetObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }), { expiresIn: expiresInSeconds });
   }
+
+  private async head(key: string): Promise<(ObjectInfo & { etag: string }) | undefined> {
+    try {
+      const out = await this.client.send(new HeadObjectCommand({ Bucket: this.bucket, Key: this.prefix + key }));
+      return { size: out.ContentLength ?? 0, lastModified: out.LastModified?.getTime(), etag: out.ETag! };
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+  }
+
+  /** Reads the pieces, in order, into `buffer` (exactly their total size), each by a ranged GET of the version compose saw. */
+  private async readPieces(pieces: Piece[], buffer: Uint8Array): Promise<void> {
+    let at = 0;
+    for (const { source, offset, length } of pieces) {
+      const out = await this.client.send(
+        new GetObjectCommand({
+          Bucket: this.bucket,
+          Key: this.prefix + source.key,
+          IfMatch: source.etag,
+          Range: `bytes=${offset}-${offset + length - 1}`,
+        }),
+      );
+      const reader = (out.Body!.transformToWebStream() as ByteStream).getReader();
+      const got = await fill(reader, buffer.subarray(at, at + length));
+      if (got.bytes.byteLength !== length || !(got.ended || (await atEnd(reader)))) {
+        await reader.cancel().catch(() => undefined);
+        throw new Error(`${source.key} changed while it was composed`);
+      }
+      at += length;
+    }
+  }
+
+  private copySource(key: string): string {
+    return encodeURI(`${this.bucket}/${this.prefix}${key}`);
+  }
+
+  /** partBytes, growing past GROWTH_AFTER_PARTS parts (see there), never beyond the budget. */
+  private partSize(partNumber: number): number {
+    if (partNumber <= GROWTH_AFTER_PARTS) return this.partBytes;
+    const grown = this.partBytes * 2 ** Math.ceil((partNumber - GROWTH_AFTER_PARTS) / GROWTH_STEP);
+    return Math.max(this.partBytes, Math.min(grown, this.buffers.budget, MAX_COPY_BYTES));
+  }
+}
+
+/** A part as compose sized it: its key, size and the ETag that every later request names. */
+interface Source {
+  key: string;
+  size: number;
+  etag: string;
+}
+
+/** A byte range of a source. */
+interface Piece {
+  source: Source;
+  offset: number;
+  length: number;
+}
+
+/** One part of the composed object: a server-side copy, or bytes read back and uploaded. */
+type PlannedPart = { copy: Piece } | { upload: Piece[]; size: number };
+
+/**
+ * The parts of a composed object. S3 wants every part but the last to be at least 5 MiB, so
+ * every stretch of sources of at least 5 MiB is copied server-side (in ranges of at most
+ * COPY_PART_BYTES), and smaller sources are gathered, with the head of the next source if
+ * needed, into uploaded parts of exactly 5 MiB (the last one may be smaller). Only those bytes
+ * pass through the store, at most 5 MiB of them at a time.
+ */
+export function planCompose(sources: Source[]): PlannedPart[] {
+  const plan: PlannedPart[] = [];
+  let gathered: Piece[] = [];
+  let held = 0;
+  const flush = () => {
+    if (held > 0) plan.push({ upload: gathered, size: held });
+    gathered = [];
+    held = 0;
+  };
+  for (const source of sources) {
+    let offset = 0;
+    if (held > 0) {
+      offset = Math.min(source.size, MIN_PART_BYTES - held);
+      if (offset > 0) gathered.push({ source, offset: 0, length: offset });
+      held += offset;
+      if (held === MIN_PART_BYTES) flush();
+    }
+    const rest = source.size - offset;
+    if (rest === 0) continue;
+    if (held === 0 && rest >= MIN_PART_BYTES) {
+      // Equal ranges, so that none falls below the minimum.
+      const count = Math.ceil(rest / COPY_PART_BYTES);
+      for (let i = 0; i < count; i++) {
+        const start = offset + Math.floor((rest * i) / count);
+        const end = offset + Math.floor((rest * (i + 1)) / count);
+        plan.push({ copy: { source, offset: start, length: end - start } });
+      }
+    } else {
+      gathered.push({ source, offset, length: rest });
+      held += rest;
+    }
+  }
+  flush();
+  return plan;
+}
+
+/**
+ * One multipart upload whose parts are sent concurrently. CreateMultipartUpload starts at once
+ * and parts wait for its id, so reading the second part overlaps creating the upload. A part
+ * that fails is remembered and rethrown by the next `slot` or by `complete`; `abort` waits for
+ * the parts in flight before aborting, so no part lands in an aborted upload.
+ */
+class Multipart {
+  private readonly id: Promise<string>;
+  private readonly parts: Array<{ ETag: string; PartNumber: number }> = [];
+  private readonly sending = new Set<Promise<void>>();
+  private failure: { error: unknown } | undefined;
+
+  constructor(
+    private readonly client: S3Client,
+    private readonly bucket: string,
+    private readonly key: string,
+  ) {
+    this.id = client.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key: key })).then((out) => out.UploadId!);
+    this.id.catch(() => undefined);
+  }
+
+  /** Sends part `PartNumber` with `request` (resolving to its ETag); `settled` runs once it has succeeded or failed. */
+  send(PartNumber: number, request: (UploadId: string) => Promise<string>, settled?: () => void): void {
+    const sent: Promise<void> = this.id
+      .then(request)
+      .then(
+        (ETag) => {
+          this.parts[PartNumber - 1] = { ETag, PartNumber };
+        },
+        (error: unknown) => {
+          this.failure ??= { error };
+        },
+      )
+      .finally(() => {
+        this.sending.delete(sent);
+        settled?.();
+      });
+    this.sending.add(sent);
+  }
+
+  /** Waits until fewer than `limit` parts are in flight; throws if a part has failed. */
+  async slot(limit: number): Promise<void> {
+    while (this.sending.size >= limit && !this.failure) await Promise.race(this.sending);
+    if (this.failure) throw this.failure.error;
+  }
+
+  async complete(): Promise<void> {
+    await this.slot(1);
+    await this.client.send(
+      new CompleteMultipartUploadCommand({ Bucket: this.bucket, Key: this.key, UploadId: await this.id, MultipartUpload: { Parts: this.parts } }),
+    );
+  }
+
+  async abort(): Promise<void> {
+    await Promise.all(this.sending);
+    const UploadId = await this.id.catch(() => undefined);
+    if (UploadId === undefined) return;
+    await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.key, UploadId })).catch(() => undefined);
+  }
+}
+
+/**
+ * The part buffers of one store, within one budget of bytes for all its concurrent writes.
+ * `take` waits, first come first served, until the bytes fit: a write holds only buffers that
+ * are being read into or sent, which are given back without needing more budget, so every
+ * waiter is eventually served and a write always progresses with at least one part (the budget
+ * holds at least one). Buffers of the standard part size are reused while the store is busy
+ * and let go once it is idle; allocated plus pooled bytes never exceed the budget.
+ */
+class PartBuffers {
+  private held = 0;
+  private readonly pool: Uint8Array[] = [];
+  private readonly waiting: Array<{ bytes: number; grant: () => void }> = [];
+
+  constructor(
+    readonly budget: number,
+    private readonly standard: number,
+    private readonly onBuffer?: (bytes: number) => void,
+  ) {}
+
+  async take(bytes: number): Promise<Uint8Array> {
+    if (bytes > this.budget) throw new Error(`a part of ${bytes} bytes exceeds the buffer budget of ${this.budget}`);
+    if (this.waiting.length > 0 || this.held + bytes > this.budget) {
+      await new Promise<void>((grant) => this.waiting.push({ bytes, grant }));
+    } else {
+      this.held += bytes;
+    }
+    if (bytes === this.standard && this.pool.length > 0) return this.pool.pop()!;
+    while (this.pool.length > 0 && this.held + this.pool.length * this.standard > this.budget) this.drop(this.pool.pop()!);
+    this.onBuffer?.(bytes);
+    return new Uint8Array(bytes);
+  }
+
+  give(buffer: Uint8Array): void {
+    this.held -= buffer.byteLength;
+    if (buffer.byteLength === this.standard) this.pool.push(buffer);
+    else this.drop(buffer);
+    while (this.waiting.length > 0 && this.held + this.waiting[0]!.bytes <= this.budget) {
+      const next = this.waiting.shift()!;
+      this.held += next.bytes;
+      next.grant();
+    }
+    if (this.held === 0) while (this.pool.length > 0) this.drop(this.pool.pop()!);
+  }
+
+  private drop(buffer: Uint8Array): void {
+    this.onBuffer?.(-buffer.byteLength);
+  }
+}
+
+/** `fn` over `items`, at most `limit` at once, results in order. */
+async function mapLimit<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
+  const out = new Array<R>(items.length);
+  let next = 0;
+  const worker = async () => {
+    while (next < items.length) {
+      const i = next++;
+      out[i] = await fn(items[i]!);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+  return out;
 }
 
 /**
@@ -241,9 +561,10 @@ async function fill(reader: ReadableStreamDefaultReader<Uint8Array>, buffer: Uin
 
 /**
  * Whether the stream has ended, for a buffer that filled exactly: reads once more, keeping
- * anything that arrives for the next fill (a body longer than declared then fails the size check).
+ * anything that arrives for the next fill.
  */
 async function atEnd(reader: ReadableStreamDefaultReader<Uint8Array>): Promise<boolean> {
+  if (carry.has(reader)) return false;
   for (;;) {
     const { done, value } = await reader.read();
     if (done) return true;
