@@ -51,6 +51,16 @@ export interface ObjectBody {
   size: number;
 }
 
+export interface PutOptions {
+  /**
+   * Scratch data: the caller verifies it before any use (a fill's parts are hashed again with
+   * the rest of the blob), so the store need not make it durable before `put` resolves; after
+   * a crash it may be missing, short or garbled, never silently taken for something else.
+   * The Fs store skips its fsync; S3 is durable anyway.
+   */
+  scratch?: boolean;
+}
+
 export interface BlobStore {
   /** The object's size (and age, where known), or undefined when there is no object at `key`. */
   stat(key: string): Promise<ObjectInfo | undefined>;
@@ -64,7 +74,7 @@ export interface BlobStore {
    * errors, nothing new becomes visible and `put` rejects (with the stream's error where the
    * store can pass it on). `size`, when given, is the exact length of `body`.
    */
-  put(key: string, body: ByteStream, size?: number): Promise<ObjectInfo>;
+  put(key: string, body: ByteStream, size?: number, options?: PutOptions): Promise<ObjectInfo>;
 
   /** Removes the object. Idempotent: removing an absent key succeeds. */
   delete(key: string): Promise<void>;

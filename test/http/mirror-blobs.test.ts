@@ -245,3 +245,26 @@ describe('the fill memory budget', () => {
     expect(budget.inUse).toBe(0);
   });
 });
+
+describe('a fill whose commit failed after every part was stored', () => {
+  it('is finished by the next request from the stored parts, with no second download', async () => {
+    const { MemoryBlobStore } = await import('../../src/adapters/memory/blob-store.js');
+    const inner = new MemoryBlobStore();
+    let failures = 1;
+    const store = Object.assign(Object.create(inner) as typeof inner, {
+      compose: async (parts: string[], to: string) => {
+        if (failures-- > 0) throw new Error('injected: the store failed during compose');
+        return inner.compose!(parts, to);
+      },
+    });
+    const { t, layer } = await seeded([300_000], { store, partBytes: 64 * 1024 });
+    const first = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
+    // The client had every verified byte before the commit failed.
+    expect(first.body.equals(layer.bytes)).toBe(true);
+    await new Promise((r) => setTimeout(r, 20));
+    const second = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
+    expect(second.body.equals(layer.bytes)).toBe(true);
+    expect(t.blobGets(layer.digest)).toHaveLength(1);
+    expect(await t.store.stat(`blobs/sha256/${layer.digest.slice(7, 9)}/${layer.digest.slice(7)}`)).toMatchObject({ size: layer.size });
+  });
+});

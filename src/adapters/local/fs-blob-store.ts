@@ -12,6 +12,7 @@ import {
   type ObjectListOptions,
   type ObjectPage,
   type ObjectRange,
+  type PutOptions,
 } from '../../ports/blob-store.js';
 
 /** Size of the chunks a read streams: large enough to keep syscalls few, small enough to stay cheap per request. */
@@ -71,8 +72,8 @@ export class FsBlobStore implements BlobStore {
     return { body: Readable.toWeb(stream) as unknown as ByteStream, size };
   }
 
-  async put(key: string, body: ByteStream, size?: number): Promise<ObjectInfo> {
-    return this.writeAtomically(key, async (file) => {
+  async put(key: string, body: ByteStream, size?: number, options: PutOptions = {}): Promise<ObjectInfo> {
+    return this.writeAtomically(key, options.scratch === true, async (file) => {
       let written = 0;
       const reader = body.getReader();
       try {
@@ -98,7 +99,7 @@ export class FsBlobStore implements BlobStore {
    */
   async compose(parts: string[], to: string): Promise<ObjectInfo> {
     const paths = parts.map((key) => ({ key, path: this.path(key) }));
-    return this.writeAtomically(to, async (file) => {
+    return this.writeAtomically(to, false, async (file) => {
       const buffer = Buffer.allocUnsafe(READ_CHUNK_BYTES);
       let written = 0;
       for (const { key, path } of paths) {
@@ -125,14 +126,15 @@ export class FsBlobStore implements BlobStore {
    * readers see the previous object or the whole new one. If `write` throws, the temporary file
    * is removed and nothing changes at `key`.
    */
-  private async writeAtomically(key: string, write: (file: FileHandle) => Promise<number>): Promise<ObjectInfo> {
+  /** Writes into a temporary file, flushes it to disk (unless `scratch`), then renames it into place. */
+  private async writeAtomically(key: string, scratch: boolean, write: (file: FileHandle) => Promise<number>): Promise<ObjectInfo> {
     const target = this.path(key);
     await mkdir(this.tmp, { recursive: true });
     const temp = join(this.tmp, randomUUID());
     const file = await open(temp, 'wx');
     try {
       const size = await write(file);
-      await file.sync();
+      if (!scratch) await file.sync();
       await file.close();
       await mkdir(dirname(target), { recursive: true });
       await rename(temp, target);
