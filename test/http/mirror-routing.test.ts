@@ -65,6 +65,7 @@ describe('HTTP: writes into a mirrored namespace', () => {
     const res = await t.request(path, { method, body: method === 'PUT' ? '{}' : undefined });
     expect(res.status).toBe(403);
     expect(await errorCode(res)).toBe('DENIED');
+    expect(res.headers.get('OCI-Namespace')).toBe('registry.test');
     expect(t.up.requests).toHaveLength(0);
   });
 

@@ -86,10 +86,21 @@ export class MirrorBlobs {
     const answer = await upstream.blobHead(target.remote, digest.value);
     metrics.count('outpost_upstream_requests_total', { upstream: target.upstream.name, kind: 'blob-head', result: answer.kind });
     if (answer.kind !== 'ok') throw upstreamError(target.upstream.name, answer, () => unknown(target, digest));
-    if (answer.size === undefined) {
-      throw new OciError('UPSTREAM_INVALID', `upstream "${target.upstream.name}" did not say the size of ${digest.value}`);
-    }
-    await ctx.index.put(keys.vouch(target.name, digest.value), { size: answer.size });
+    const size = answer.size ?? (await this.sizeByRange(target, digest));
+    await ctx.index.put(keys.vouch(target.name, digest.value), { size });
+    return size;
+  }
+
+  /**
+   * A HEAD that did not say the size (a blob redirected to storage that refuses HEAD): one
+   * byte by Range, whose Content-Range carries the whole size.
+   */
+  private async sizeByRange(target: Mirrored, digest: Digest): Promise<number> {
+    const answer = await this.upstreamOf(target).blob(target.remote, digest.value, 0, 1);
+    this.deps.metrics.count('outpost_upstream_requests_total', { upstream: target.upstream.name, kind: 'blob-range', result: answer.kind });
+    if (answer.kind !== 'ok') throw upstreamError(target.upstream.name, answer, () => unknown(target, digest));
+    await answer.body.cancel().catch(() => undefined);
+    if (answer.size === undefined) throw new OciError('UPSTREAM_INVALID', `upstream "${target.upstream.name}" did not say the size of ${digest.value}`);
     return answer.size;
   }
 
@@ -97,6 +108,10 @@ export class MirrorBlobs {
     const answer = await this.upstreamOf(target).blob(target.remote, digest.value, range.offset, range.length);
     this.deps.metrics.count('outpost_upstream_requests_total', { upstream: target.upstream.name, kind: 'blob-range', result: answer.kind });
     if (answer.kind !== 'ok') throw upstreamError(target.upstream.name, answer, () => unknown(target, digest));
+    if (answer.offset > range.offset) {
+      await answer.body.cancel().catch(() => undefined);
+      throw new OciError('UPSTREAM_INVALID', `upstream "${target.upstream.name}" answered a range that starts after the one asked for`);
+    }
     if (answer.offset !== range.offset) {
       // The upstream ignored the Range: cut the range out of the whole blob as it streams.
       return { digest: digest.value, size, body: cut(answer.body, range.offset - answer.offset, range.length), range, source: 'upstream-range' };

@@ -146,25 +146,25 @@ export class Fills {
   async open(digest: Digest, source: FillSource, start: number, end: number | undefined, defer: Defer, sizeHint?: number): Promise<FillOpen> {
     const { ctx, metrics } = this.deps;
     for (let attempt = 0; attempt < 3; attempt++) {
-      const mine = this.local.get(digest.value);
+      const mine = this.live(digest);
       if (mine && !mine.failure) {
         await this.untilStarted(mine);
         if (mine.failure) throw mine.failure;
         metrics.count('outpost_fills_followed_total', { where: 'local' });
-        return { kind: 'following', size: mine.size, body: this.follow(digest, start, end, defer, mine), led: false };
+        return { kind: 'following', size: mine.size, body: this.follow(digest, source, start, end, defer, mine), led: false };
       }
       const view = await ctx.index.readLease<FillState & Json>(keys.fill(digest.value));
-      const state = view?.state;
-      if (state?.phase === 'committed' && state.size !== undefined && (await ctx.store.stat(objects.content(digest)))) {
-        return { kind: 'committed', size: state.size };
-      }
+      // The content object is the truth: it is written only once verified, and it outlives the
+      // fill's lease item (which housekeeping sweeps a week after the commit).
+      const content = await ctx.store.stat(objects.content(digest));
+      if (content) return { kind: 'committed', size: content.size };
       if (view?.holder === undefined) {
         const led = await this.lead(digest, source, defer, sizeHint);
         if (led === 'committed') continue;
         if (led) {
           await this.untilStarted(led);
           if (led.failure) throw led.failure;
-          return { kind: 'following', size: led.size, body: this.follow(digest, start, end, defer, led), led: true };
+          return { kind: 'following', size: led.size, body: this.follow(digest, source, start, end, defer, led), led: true };
         }
       }
       // Someone else leads: wait for the size (or the failure), then follow its parts.
@@ -175,17 +175,32 @@ export class Fills {
       if (first.phase === 'failed' && first.failure) throw errorOf(first.failure);
       if (first.phase === 'committed') continue;
       metrics.count('outpost_fills_followed_total', { where: 'remote' });
-      return { kind: 'following', size: first.size, body: this.follow(digest, start, end, defer), led: false };
+      return { kind: 'following', size: first.size, body: this.follow(digest, source, start, end, defer), led: false };
     }
     throw new OciError('UPSTREAM_UNAVAILABLE', 'the blob fill kept changing hands; try again', { digest: digest.value });
   }
 
   /** Whether the digest's content is committed, a fill is running for it, or neither. */
   async status(digest: Digest): Promise<'committed' | 'in-flight' | 'none'> {
-    if (this.local.get(digest.value)) return 'in-flight';
+    if (await this.deps.ctx.store.stat(objects.content(digest))) return 'committed';
+    if (this.live(digest)) return 'in-flight';
     const view = await this.deps.ctx.index.readLease<FillState & Json>(keys.fill(digest.value));
-    if (view?.state?.phase === 'committed' && (await this.deps.ctx.store.stat(objects.content(digest)))) return 'committed';
     return view?.holder !== undefined ? 'in-flight' : 'none';
+  }
+
+  /**
+   * This process's fill of the digest, if it is alive. One whose lease ran out without it
+   * noticing is dead (its request's background work was cancelled: workerd ends waitUntil 30 s
+   * after the client left, timers and all): it is forgotten and its budget returned, so that
+   * this process goes through the index like any other.
+   */
+  private live(digest: Digest): LocalFill | undefined {
+    const fill = this.local.get(digest.value);
+    if (!fill) return undefined;
+    if (fill.stopped || fill.lease.expiresAt > this.deps.ctx.clock.now()) return fill;
+    fill.forget();
+    if (this.local.get(digest.value) === fill) this.local.delete(digest.value);
+    return undefined;
   }
 
   /** Takes the fill's lease and starts the download; undefined when another instance holds it. */
@@ -202,30 +217,41 @@ export class Fills {
     }
     let handedOver = false;
     try {
-      const again = this.local.get(digest.value);
+      const again = this.live(digest);
       if (again && !again.failure) return again;
       const owner = `${options.instance}:${crypto.randomUUID().slice(0, 8)}`;
       const r = await ctx.index.acquireLease(keys.fill(digest.value), owner, options.leaseMs);
       if (!r.acquired) return undefined;
-      const previous = r.state as (FillState & Json) | undefined;
-      if (previous?.phase === 'committed' && (await ctx.store.stat(objects.content(digest)))) {
-        await ctx.index.releaseLease(r.lease, previous);
-        return 'committed';
+      let lease: typeof r.lease | undefined = r.lease;
+      try {
+        const previous = r.state as (FillState & Json) | undefined;
+        if (await ctx.store.stat(objects.content(digest))) {
+          await ctx.index.releaseLease(r.lease, previous?.phase === 'committed' ? previous : null);
+          lease = undefined;
+          return 'committed';
+        }
+        const upstream = this.deps.upstream(source.upstream);
+        if (!upstream) throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${source.upstream}" is not configured`);
+        const resume = previous && previous.phase !== 'committed' && previous.stored > 0 ? previous : undefined;
+        if (resume) metrics.count('outpost_fill_takeovers_total');
+        // The bytes are the digest's whatever repository they came from: a successor downloads
+        // the rest from the source that has just vouched for the blob, never from the previous
+        // holder's (another upstream's client, or a repository that may be gone).
+        const fill = new LocalFill(this.deps, digest, r.lease, source, upstream, resume, sizeHint, release);
+        lease = undefined;
+        handedOver = true;
+        this.local.set(digest.value, fill);
+        metrics.count('outpost_fills_led_total');
+        const work = fill.run().finally(() => {
+          fill.forget();
+          if (this.local.get(digest.value) === fill) this.local.delete(digest.value);
+        });
+        defer(work);
+        return fill;
+      } finally {
+        // Taken but not handed to a fill (it threw): give it back at once, not at expiry.
+        if (lease) await ctx.index.releaseLease(lease).catch(() => false);
       }
-      const upstream = this.deps.upstream(source.upstream);
-      if (!upstream) throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${source.upstream}" is not configured`);
-      const resume = previous && previous.phase !== 'committed' && previous.stored > 0 ? previous : undefined;
-      if (resume) metrics.count('outpost_fill_takeovers_total');
-      const fill = new LocalFill(this.deps, digest, r.lease, resume?.source ?? source, upstream, resume, sizeHint);
-      this.local.set(digest.value, fill);
-      metrics.count('outpost_fills_led_total');
-      handedOver = true;
-      const work = fill.run().finally(() => {
-        release();
-        if (this.local.get(digest.value) === fill) this.local.delete(digest.value);
-      });
-      defer(work);
-      return fill;
     } finally {
       if (!handedOver) release();
     }
@@ -250,7 +276,7 @@ export class Fills {
    * once committed. Pull-driven: a slow client only reads slower, it never makes anyone buffer.
    * When the lease is found free before the fill is committed, this follower takes it over.
    */
-  private follow(digest: Digest, start: number, end: number | undefined, defer: Defer, initial?: LocalFill): ByteStream {
+  private follow(digest: Digest, source: FillSource, start: number, end: number | undefined, defer: Defer, initial?: LocalFill): ByteStream {
     const { ctx, metrics } = this.deps;
     let pos = start;
     let inner: ReadableStreamDefaultReader<Uint8Array> | undefined;
@@ -291,6 +317,11 @@ export class Fills {
             }
             inner = undefined;
             continue;
+          }
+          if (local && !local.stopped && local.lease.expiresAt <= ctx.clock.now()) {
+            // Its lease ran out unnoticed: the fill is dead (see live()); go through the index.
+            local.forget();
+            local = undefined;
           }
           if (local) {
             if (local.failure) {
@@ -339,7 +370,7 @@ export class Fills {
           if (view && view.holder === undefined) {
             if (++takeovers > MAX_RESUMES) throw new OciError('UPSTREAM_UNAVAILABLE', 'the upstream keeps breaking off this blob; try again later');
             // Free but not committed: the leader died or gave up. Take over from its parts.
-            const led = await this.lead(digest, state?.source ?? { upstream: '', repository: '' }, defer, undefined);
+            const led = await this.lead(digest, source, defer, undefined);
             if (led && led !== 'committed') {
               await this.untilStarted(led);
               local = led;
@@ -387,6 +418,7 @@ class RemoteWatch {
   /** Waits until the live holder's own state satisfies `done`, or the lease is free (then undefined). */
   async until(done: (state: FillState) => boolean): Promise<FillState | undefined> {
     await this.refresh();
+    let renewedAt = 0;
     for (let waited = 0; ; ) {
       const view = this.view;
       if (view?.holder === undefined) {
@@ -396,6 +428,12 @@ class RemoteWatch {
       }
       const state = view.state?.token === view.token ? view.state : undefined;
       if (state && done(state)) return state;
+      // Time counts only while the holder does not renew: one that rehashes a long prefix or
+      // waits on slow upstream headers is alive, just not done.
+      if (view.expiresAt !== renewedAt) {
+        renewedAt = view.expiresAt;
+        waited = 0;
+      }
       if (waited > this.deps.options.leaseMs * 2) {
         throw new OciError('UPSTREAM_UNAVAILABLE', 'the instance fetching this blob is not making progress; try again');
       }
@@ -438,8 +476,9 @@ class LocalFill {
   readonly started: Promise<void>;
   private markStarted!: () => void;
   private chunks: Array<{ offset: number; bytes: Uint8Array }> = [];
-  private waiters: Array<() => void> = [];
-  private lease: Lease;
+  private changedNow: Promise<void> | undefined;
+  private wake: (() => void) | undefined;
+  lease: Lease;
   private readonly token: number;
 
   constructor(
@@ -450,6 +489,7 @@ class LocalFill {
     private readonly upstream: Upstream,
     resume: FillState | undefined,
     sizeHint: number | undefined,
+    private readonly releaseBudget: () => void,
   ) {
     this.lease = lease;
     this.token = lease.token;
@@ -477,9 +517,19 @@ class LocalFill {
   /** Whether `started` has settled (the upstream answered, or the fill failed before it). */
   isStarted = false;
 
-  /** Resolves when the state changes (bytes arrive, a part is stored, the fill ends). */
+  /**
+   * Resolves when the state changes (bytes arrive, a part is stored, the fill ends). One
+   * promise serves every waiter until then, so followers that wake on their own timers do not
+   * pile up callbacks while the fill stalls.
+   */
   changed(): Promise<void> {
-    return new Promise((resolve) => this.waiters.push(resolve));
+    this.changedNow ??= new Promise((resolve) => (this.wake = resolve));
+    return this.changedNow;
+  }
+
+  /** Returns the fill's memory budget (idempotent); the fill is over or dead. */
+  forget(): void {
+    this.releaseBudget();
   }
 
   /**
@@ -504,7 +554,7 @@ class LocalFill {
       void ctx.index.renewLease(this.lease, options.leaseMs).then(
         (renewed) => {
           if (renewed) this.lease = renewed;
-          else this.abort(new OciError('UPSTREAM_UNAVAILABLE', 'this instance lost the fill to another; try again'), false);
+          else void this.abort(new OciError('UPSTREAM_UNAVAILABLE', 'this instance lost the fill to another; try again'), false);
         },
         () => undefined,
       );
@@ -528,21 +578,23 @@ class LocalFill {
       this.state = { ...this.state, phase: 'committed' };
       this.committed = true;
       clearInterval(heartbeat);
-      await ctx.index.releaseLease(this.lease, this.state as unknown as Json);
+      const released = await ctx.index.releaseLease(this.lease, this.state as unknown as Json);
       this.stopped = true;
       this.notify();
-      await this.deleteParts();
+      // Only while it was still ours: a successor that took over may be composing these parts.
+      if (released) await this.deleteParts();
     } catch (err) {
       clearInterval(heartbeat);
-      if (!(err instanceof OciError)) console.error(`outpost: the fill of ${this.digest.value} failed:`, err);
-      const failure = err instanceof OciError ? err : new OciError('UPSTREAM_UNAVAILABLE', `the fill failed: ${String(err).slice(0, 200)}`);
+      if (!(err instanceof OciError) || err.kind === 'INTERNAL') console.error(`outpost: the fill of ${this.digest.value} failed:`, err);
+      const failure = err instanceof OciError ? err : storeFailure(err);
       metrics.count('outpost_fills_failed_total', { reason: failure.kind });
-      this.abort(failure, true);
+      // Awaited: on workerd the background work ends with run(), and the release with it.
+      await this.abort(failure, true);
     }
   }
 
   /** Stops the fill; `release` gives the lease up now (with the state a successor needs). */
-  private abort(failure: OciError, release: boolean): void {
+  private async abort(failure: OciError, release: boolean): Promise<void> {
     if (this.stopped) return;
     this.stopped = true;
     this.failure = failure;
@@ -558,7 +610,7 @@ class LocalFill {
         : !this.startedOk
           ? { ...this.state, phase: 'failed', failure: recordOf(failure) }
           : this.state;
-    void this.deps.ctx.index.releaseLease(this.lease, state as unknown as Json).catch(() => undefined);
+    await this.deps.ctx.index.releaseLease(this.lease, state as unknown as Json).catch(() => false);
   }
 
   /** The upstream answered and the size is known: clients may be sent headers. */
@@ -655,7 +707,12 @@ class LocalFill {
           }
           if (this.stopped) throw this.failure ?? new OciError('UPSTREAM_UNAVAILABLE', 'the fill was stopped');
           hash.update(bytes);
-          await this.append(bytes);
+          try {
+            await this.append(bytes);
+          } catch (err) {
+            // The store or the index failed, not the upstream: no resume would help.
+            throw err instanceof OciError ? err : storeFailure(err);
+          }
         }
       } catch (err) {
         await reader.cancel().catch(() => undefined);
@@ -764,10 +821,16 @@ class LocalFill {
   }
 
   private notify(): void {
-    const waiters = this.waiters;
-    this.waiters = [];
-    for (const w of waiters) w();
+    const wake = this.wake;
+    this.changedNow = undefined;
+    this.wake = undefined;
+    wake?.();
   }
+}
+
+/** A failure of the store or the index during a fill: ours, not the upstream's or the client's. */
+function storeFailure(err: unknown): OciError {
+  return new OciError('INTERNAL', `the fill could not be stored: ${String((err as Error)?.message ?? err).slice(0, 200)}`);
 }
 
 /**

@@ -108,6 +108,12 @@ export class MirrorManifests {
           await this.setTag(target.name, tag, cached.digest);
           return cached;
         }
+        // Moved to a manifest we already have (a tag moved back, or pulled by digest): no GET.
+        const known = head.digest ? await this.record(target.name, head.digest) : undefined;
+        if (known) {
+          await this.setTag(target.name, tag, known.digest);
+          return known;
+        }
       }
       const answer = await this.fetch(target, tag, 'GET');
       if (answer.kind !== 'ok') throw this.failure(target, answer, tag);
@@ -124,8 +130,9 @@ export class MirrorManifests {
       }, stale);
       return { record, cached: record === stale };
     } catch (err) {
-      // Stale-if-error: the upstream failed (never a miss: a tag the upstream says is gone is gone).
-      if (stale && err instanceof OciError && err.kind.startsWith('UPSTREAM_')) {
+      // Stale-if-error: the upstream is down, slow or rate-limiting. Not when it refuses us or
+      // sends something invalid, and never for a miss: a tag the upstream says is gone is gone.
+      if (stale && err instanceof OciError && (err.kind === 'UPSTREAM_UNAVAILABLE' || err.kind === 'UPSTREAM_RATE_LIMITED')) {
         return { record: stale, cached: true, warning: '110 - "Response is Stale"' };
       }
       throw err;
@@ -150,14 +157,22 @@ export class MirrorManifests {
       const owner = `${instance}:${crypto.randomUUID().slice(0, 8)}`;
       const r = await ctx.index.acquireLease(key, owner, FETCH_LEASE_MS);
       if (r.acquired) {
+        let lease = r.lease;
+        // Renewed while the fetch runs: the upstream client may retry for longer than one lease.
+        const heartbeat = setInterval(() => {
+          void ctx.index.renewLease(lease, FETCH_LEASE_MS).then((renewed) => renewed && (lease = renewed), () => undefined);
+        }, FETCH_LEASE_MS / 3);
         try {
           // Another instance may have fetched it between our read and our lease: use that.
           const record = (await reread()) ?? (await work());
-          await ctx.index.releaseLease(r.lease, { at: ctx.clock.now() });
+          clearInterval(heartbeat);
+          await ctx.index.releaseLease(lease, { at: ctx.clock.now(), token: lease.token });
           return record;
         } catch (err) {
+          clearInterval(heartbeat);
           const failure: FailureRecord | undefined = err instanceof OciError ? recordOf(err) : undefined;
-          await ctx.index.releaseLease(r.lease, { at: ctx.clock.now(), ...(failure ? { failure: failure as unknown as Json } : {}) }).catch(() => undefined);
+          const state = { at: ctx.clock.now(), token: lease.token, ...(failure ? { failure: failure as unknown as Json } : {}) };
+          await ctx.index.releaseLease(lease, state).catch(() => undefined);
           throw err;
         }
       }
@@ -166,9 +181,10 @@ export class MirrorManifests {
       const waitedFor = r.token;
       for (;;) {
         await sleep(FETCH_POLL_MS);
-        const view = await ctx.index.readLease<{ at: number; failure?: FailureRecord } & Json>(key);
+        const view = await ctx.index.readLease<{ at: number; token?: number; failure?: FailureRecord } & Json>(key);
         if (view?.holder !== undefined && view.token === waitedFor) continue;
-        if (view && view.token === waitedFor && view.state?.failure) throw errorOf(view.state.failure);
+        // The failure of the holder we waited for, written by it (not an earlier holder's).
+        if (view && view.token === waitedFor && view.state?.token === waitedFor && view.state.failure) throw errorOf(view.state.failure);
         const found = await reread();
         if (found) return found;
         break;

@@ -94,8 +94,10 @@ export class Manifests {
 
   /** Stores the bytes, then the record, then the referrer entry (the put protocol above). */
   private async record(name: string, digest: Digest, bytes: Uint8Array, mediaType: string, manifest: ParsedManifest): Promise<ManifestRecord> {
-    await this.blobs.store(digest, streamOf(bytes), bytes.byteLength);
-    const record: ManifestRecord = { digest: digest.value, mediaType, size: bytes.byteLength };
+    // The size first: a store's runtime may take over (detach) the buffer it is handed.
+    const size = bytes.byteLength;
+    await this.blobs.store(digest, streamOf(bytes), size);
+    const record: ManifestRecord = { digest: digest.value, mediaType, size };
     if (manifest.artifactType) record.artifactType = manifest.artifactType;
     if (manifest.subject) record.subject = manifest.subject.digest;
     if (manifest.annotations) record.annotations = manifest.annotations;

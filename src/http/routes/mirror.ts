@@ -22,6 +22,18 @@ type Mirrored = Extract<Target, { kind: 'mirror' }>;
 export type MirrorRoute = 'manifest' | 'blob' | 'tags' | 'referrers' | 'upload';
 
 export async function mirrorRoute(c: Context, registry: Registry, target: Mirrored, route: MirrorRoute, arg: string): Promise<Response> {
+  try {
+    const response = await answer(c, registry, target, route, arg);
+    response.headers.set('OCI-Namespace', target.upstream.namespace);
+    return response;
+  } catch (err) {
+    // Errors name the namespace too (the one error mapper in http/errors.ts writes the body).
+    if (err instanceof OciError) err.headers['OCI-Namespace'] = target.upstream.namespace;
+    throw err;
+  }
+}
+
+async function answer(c: Context, registry: Registry, target: Mirrored, route: MirrorRoute, arg: string): Promise<Response> {
   const method = c.req.method;
   if (route === 'upload' || method === 'PUT' || method === 'POST' || method === 'PATCH' || method === 'DELETE') {
     throw new OciError('DENIED', `${target.name} is mirrored from upstream "${target.upstream.name}": pushes and deletes are refused`, {
@@ -29,9 +41,7 @@ export async function mirrorRoute(c: Context, registry: Registry, target: Mirror
     });
   }
   if (method !== 'GET' && method !== 'HEAD') throw methodNotAllowed(['GET', 'HEAD']);
-  const response = await read(c, registry, target, route, arg);
-  response.headers.set('OCI-Namespace', target.upstream.namespace);
-  return response;
+  return read(c, registry, target, route, arg);
 }
 
 async function read(c: Context, registry: Registry, target: Mirrored, route: MirrorRoute, arg: string): Promise<Response> {
