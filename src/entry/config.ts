@@ -140,7 +140,7 @@ function readConfigDocument(
   input: ConfigInput,
   get: (name: ConfigVariable) => string | undefined,
 ): { document: ConfigDocument; problems: string[]; referenced: Set<string> } {
-  const none = (problems: string[]) => ({ document: defaultDocument(), problems, referenced: new Set<string>() });
+  const none = (problems: string[]) => ({ document: defaultDocument(runtime), problems, referenced: new Set<string>() });
   const raw = env.OUTPOST_CONFIG;
   // Not trimmed: the first line's indentation is part of the YAML.
   const inline = typeof raw === 'string' && raw.trim() !== '' ? raw : undefined;

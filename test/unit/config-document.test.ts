@@ -123,7 +123,7 @@ describe('the configuration document', () => {
       hosted: [],
       fillPartBytes: 8 * 1024 * 1024,
       fillLeaseMs: 30_000,
-      fillMemoryBytes: 64 * 1024 * 1024,
+      fillMemoryBytes: 256 * 1024 * 1024,
     });
   });
 
@@ -134,7 +134,7 @@ describe('the configuration document', () => {
     ['an empty mapping', '{}'],
   ])('configures nothing with %s', (_, document) => {
     const config = readConfig({ OUTPOST_CONFIG: document }, 'node', document === '' ? { configText: '' } : {});
-    expect(config.mirror).toEqual({ upstreams: [], hosted: [], fillPartBytes: 8 * 1024 * 1024, fillLeaseMs: 30_000, fillMemoryBytes: 64 * 1024 * 1024 });
+    expect(config.mirror).toEqual({ upstreams: [], hosted: [], fillPartBytes: 8 * 1024 * 1024, fillLeaseMs: 30_000, fillMemoryBytes: 256 * 1024 * 1024 });
   });
 
   it('accepts JSON, which is YAML', () => {
@@ -191,6 +191,7 @@ describe('the configuration document', () => {
     ['a fractional size', 'mirror:\n  fillPartSize: 8388608.5', ['mirror.fillPartSize: must be a size: bytes as an integer, or like 512KiB, 8MiB, 1GiB, 8MB; got 8388608.5']],
     ['a short lease', 'mirror:\n  fillLease: 1s', ['mirror.fillLease: must be from 5s to 10m, got "1s"']],
     ['a long lease', 'mirror:\n  fillLease: 11m', ['mirror.fillLease: must be from 5s to 10m, got "11m"']],
+    ['fill memory beyond 1 GiB', 'mirror:\n  fillMemory: 2GiB', ['mirror.fillMemory: must be from 10MiB to 1GiB, got "2GiB"']],
     ['fill memory below two parts', 'mirror:\n  fillPartSize: 32MiB\n  fillMemory: 48MiB', ['mirror.fillMemory: must hold at least two parts of fillPartSize (67108864 bytes)']],
     ['mirror not a mapping', 'mirror: [1]', ['mirror: must be a mapping with the keys fillPartSize, fillLease, fillMemory, got a list']],
     [
@@ -329,6 +330,15 @@ describe('the configuration document', () => {
       expect(p).not.toMatch(/a{81}/);
       expect(p.length).toBeLessThan(300);
     }
+  });
+});
+
+describe('fill memory defaults by runtime', () => {
+  it('a Node server holds 256 MiB of fill buffers, a Workers isolate 64 MiB', () => {
+    const document = 'upstreams:\n  - name: hub\n    url: https://registry-1.docker.io\n';
+    expect(readConfig({ OUTPOST_CONFIG: document }).mirror.fillMemoryBytes).toBe(256 * 1024 * 1024);
+    const workers = readConfig({ OUTPOST_CONFIG: document, OUTPOST_S3_BUCKET: 'b', OUTPOST_DYNAMODB_TABLE: 't' }, 'workers');
+    expect(workers.mirror.fillMemoryBytes).toBe(64 * 1024 * 1024);
   });
 });
 

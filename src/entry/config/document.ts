@@ -6,7 +6,7 @@
  */
 import { LineCounter, parseDocument, type YAMLError } from 'yaml';
 import type { MirrorConfig } from '../../core/mirror/config.js';
-import { DEFAULT_FILL_SETTINGS, readMirror } from './mirror.js';
+import { defaultFillSettings, readMirror } from './mirror.js';
 import { checkAliases, readHosted, readUpstreams } from './upstreams.js';
 import { field, mapping, MAX_QUOTED_CHARS, Problems, type SectionContext } from './values.js';
 
@@ -28,8 +28,8 @@ export interface ConfigDocument {
   mirror: MirrorConfig;
 }
 
-export function defaultDocument(): ConfigDocument {
-  return { mirror: { upstreams: [], hosted: [], ...DEFAULT_FILL_SETTINGS } };
+export function defaultDocument(runtime: 'node' | 'workers'): ConfigDocument {
+  return { mirror: { upstreams: [], hosted: [], ...defaultFillSettings(runtime) } };
 }
 
 const SECTIONS = ['upstreams', 'hosted', 'mirror'] as const;
@@ -63,7 +63,7 @@ export function readDocument(input: DocumentInput): DocumentResult {
   const problems = new Problems(input.source);
   const ctx: SectionContext = { problems, env: input.env, runtime: input.runtime, referenced: new Set() };
   const value = parse(input.text, input.source, problems);
-  const document = problems.list.length > 0 ? defaultDocument() : readSections(value, ctx);
+  const document = problems.list.length > 0 ? defaultDocument(ctx.runtime) : readSections(value, ctx);
   return { document, problems: problems.list, referenced: ctx.referenced };
 }
 
@@ -118,7 +118,7 @@ function syntaxProblem(err: YAMLError, source: string, lineCounter: LineCounter)
 }
 
 function readSections(value: unknown, ctx: SectionContext): ConfigDocument {
-  const document = defaultDocument();
+  const document = defaultDocument(ctx.runtime);
   // An empty document (or one of comments only) configures nothing.
   if (value === null || value === undefined) return document;
   const sections = mapping(value, '', ctx.problems, { known: SECTIONS, refused: LATER_SECTIONS });
@@ -128,7 +128,7 @@ function readSections(value: unknown, ctx: SectionContext): ConfigDocument {
   const upstreams = readUpstreams(section('upstreams'), 'upstreams', ctx);
   const hosted = readHosted(section('hosted'), 'hosted', ctx);
   checkAliases(upstreams, hosted, ctx.problems);
-  const fill = section('mirror') === undefined ? DEFAULT_FILL_SETTINGS : readMirror(section('mirror'), 'mirror', ctx);
+  const fill = section('mirror') === undefined ? defaultFillSettings(ctx.runtime) : readMirror(section('mirror'), 'mirror', ctx);
   document.mirror = { upstreams: upstreams.map((u) => u.value), hosted, ...fill };
   return document;
 }

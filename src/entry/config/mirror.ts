@@ -26,15 +26,23 @@ export interface FillSettings {
   fillMemoryBytes: number;
 }
 
-export const DEFAULT_FILL_SETTINGS: FillSettings = {
-  fillPartBytes: DEFAULT_FILL_PART_BYTES,
-  fillLeaseMs: DEFAULT_FILL_LEASE_MS,
-  fillMemoryBytes: DEFAULT_FILL_MEMORY_BYTES,
-};
+/**
+ * Fill buffers a Node server holds by default: sixteen fills of two 8 MiB parts, so that one
+ * image's layers fill at once; a Workers isolate (128 MB in all) gets DEFAULT_FILL_MEMORY_BYTES.
+ */
+const NODE_FILL_MEMORY_BYTES = 256 * 1024 * 1024;
+
+function defaultFillMemory(runtime: 'node' | 'workers'): number {
+  return runtime === 'workers' ? DEFAULT_FILL_MEMORY_BYTES : NODE_FILL_MEMORY_BYTES;
+}
+
+export function defaultFillSettings(runtime: 'node' | 'workers'): FillSettings {
+  return { fillPartBytes: DEFAULT_FILL_PART_BYTES, fillLeaseMs: DEFAULT_FILL_LEASE_MS, fillMemoryBytes: defaultFillMemory(runtime) };
+}
 
 export function readMirror(value: unknown, path: string, ctx: SectionContext): FillSettings {
   const entries = mapping(value, path, ctx.problems, { known: MIRROR_KEYS });
-  if (!entries) return DEFAULT_FILL_SETTINGS;
+  if (!entries) return defaultFillSettings(ctx.runtime);
   const fillPartBytes = size(field(entries, 'fillPartSize'), child(path, 'fillPartSize'), ctx.problems, {
     min: MIN_FILL_PART_BYTES,
     max: MAX_FILL_PART_BYTES,
@@ -51,7 +59,7 @@ export function readMirror(value: unknown, path: string, ctx: SectionContext): F
   const fillMemoryBytes = size(memory, child(path, 'fillMemory'), ctx.problems, {
     min: 2 * MIN_FILL_PART_BYTES,
     max: MAX_FILL_MEMORY_BYTES,
-    fallback: Math.max(DEFAULT_FILL_MEMORY_BYTES, 2 * fillPartBytes),
+    fallback: Math.max(defaultFillMemory(ctx.runtime), 2 * fillPartBytes),
   });
   if (memory !== undefined && fillMemoryBytes < 2 * fillPartBytes) {
     ctx.problems.at(child(path, 'fillMemory'), `must hold at least two parts of fillPartSize (${2 * fillPartBytes} bytes)`);
