@@ -122,11 +122,10 @@ export class FsBlobStore implements BlobStore {
   }
 
   /**
-   * Runs `write` on a new private temporary file, then syncs it and renames it onto `key`, so
-   * readers see the previous object or the whole new one. If `write` throws, the temporary file
-   * is removed and nothing changes at `key`.
+   * Runs `write` on a new private temporary file, then flushes it to disk (unless `scratch`)
+   * and renames it onto `key`, so readers see the previous object or the whole new one. If
+   * `write` throws, the temporary file is removed and nothing changes at `key`.
    */
-  /** Writes into a temporary file, flushes it to disk (unless `scratch`), then renames it into place. */
   private async writeAtomically(key: string, scratch: boolean, write: (file: FileHandle) => Promise<number>): Promise<ObjectInfo> {
     const target = this.path(key);
     await mkdir(this.tmp, { recursive: true });
