@@ -334,11 +334,11 @@ describe('the configuration document', () => {
 });
 
 describe('fill memory defaults by runtime', () => {
-  it('a Node server holds 256 MiB of fill buffers, a Workers isolate 64 MiB', () => {
+  it('a Node server holds 256 MiB of fill buffers, a Workers isolate 32 MiB', () => {
     const document = 'upstreams:\n  - name: hub\n    url: https://registry-1.docker.io\n';
     expect(readConfig({ OUTPOST_CONFIG: document }).mirror.fillMemoryBytes).toBe(256 * 1024 * 1024);
     const workers = readConfig({ OUTPOST_CONFIG: document, OUTPOST_S3_BUCKET: 'b', OUTPOST_DYNAMODB_TABLE: 't' }, 'workers');
-    expect(workers.mirror.fillMemoryBytes).toBe(64 * 1024 * 1024);
+    expect(workers.mirror.fillMemoryBytes).toBe(32 * 1024 * 1024);
   });
 });
 

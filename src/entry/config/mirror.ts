@@ -3,7 +3,7 @@
  * into parts and how long a fill's lease lasts (src/core/mirror/config.ts has the defaults and
  * why they are what they are).
  */
-import { DEFAULT_FILL_LEASE_MS, DEFAULT_FILL_MEMORY_BYTES, DEFAULT_FILL_PART_BYTES } from '../../core/mirror/config.js';
+import { DEFAULT_FILL_LEASE_MS, DEFAULT_FILL_PART_BYTES } from '../../core/mirror/config.js';
 import { child, duration, field, mapping, size, type SectionContext } from './values.js';
 
 const MIRROR_KEYS = ['fillPartSize', 'fillLease', 'fillMemory'] as const;
@@ -28,12 +28,17 @@ export interface FillSettings {
 
 /**
  * Fill buffers a Node server holds by default: sixteen fills of two 8 MiB parts, so that one
- * image's layers fill at once; a Workers isolate (128 MB in all) gets DEFAULT_FILL_MEMORY_BYTES.
+ * image's layers fill at once.
  */
 const NODE_FILL_MEMORY_BYTES = 256 * 1024 * 1024;
+/**
+ * A Workers isolate has 128 MB in all, and the S3 store's own part buffers (48 MiB by default,
+ * src/adapters/s3/blob-store.ts) come on top of the fills': two fills at once, 32 MiB.
+ */
+const WORKERS_FILL_MEMORY_BYTES = 32 * 1024 * 1024;
 
 function defaultFillMemory(runtime: 'node' | 'workers'): number {
-  return runtime === 'workers' ? DEFAULT_FILL_MEMORY_BYTES : NODE_FILL_MEMORY_BYTES;
+  return runtime === 'workers' ? WORKERS_FILL_MEMORY_BYTES : NODE_FILL_MEMORY_BYTES;
 }
 
 export function defaultFillSettings(runtime: 'node' | 'workers'): FillSettings {
