@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { errorCode } from '../support/app.js';
 import { image, randomBlob } from '../support/images.js';
-import { mirrorTest } from '../support/mirror.js';
+import { detach, detachingStore, mirrorTest } from '../support/mirror.js';
 
 async function pull(t: { request: (p: string, i?: RequestInit) => Response | Promise<Response> }, path: string, init?: RequestInit) {
   const res = await t.request(path, init);
@@ -184,25 +184,8 @@ describe('mirrored blobs: fills', () => {
 });
 
 describe('buffers handed to a runtime', () => {
-  /** Takes over (detaches) every chunk's buffer it is given, as workerd does with bodies it sends. */
-  const detach = (chunk: Uint8Array) => structuredClone(chunk.buffer, { transfer: [chunk.buffer] });
-
   it('a store and clients that detach the buffers they receive still get the right bytes', async () => {
-    const { MemoryBlobStore } = await import('../../src/adapters/memory/blob-store.js');
-    const inner = new MemoryBlobStore();
-    const store = Object.assign(Object.create(inner) as typeof inner, {
-      put: async (key: string, body: ReadableStream<Uint8Array>, size?: number) => {
-        const copies: Uint8Array[] = [];
-        const reader = body.getReader();
-        for (;;) {
-          const next = await reader.read();
-          if (next.done) break;
-          copies.push(next.value.slice());
-          detach(next.value);
-        }
-        return inner.put(key, new Blob(copies as BlobPart[]).stream(), size);
-      },
-    });
+    const store = detachingStore();
     const { t, layer } = await seeded([700_000], { store, partBytes: 64 * 1024 });
     t.up.fault({ kind: 'slow', chunkBytes: 16 * 1024, delayMs: 1, match: { path: '/blobs/' } });
     const read = async () => {

@@ -10,7 +10,7 @@ import { createApp } from '../../src/http/app.js';
 import { TestClock } from '../support/clock.js';
 import { FakeUpstream } from '../support/fake-upstream.js';
 import { image, randomBlob } from '../support/images.js';
-import { mirrorTest, upstreamConfig } from '../support/mirror.js';
+import { detachingStore, mirrorTest, upstreamConfig } from '../support/mirror.js';
 
 /**
  * Interleavings a review of the fill and manifest protocols found (each failed before its fix):
@@ -163,21 +163,7 @@ it('a tag that moves back to a digest already cached is not fetched again with G
 });
 
 it('a store that detaches the buffers it is given (as the fill tests model workerd) does not zero the manifest record size', async () => {
-  const inner = new MemoryBlobStore();
-  const detach = (chunk: Uint8Array) => structuredClone(chunk.buffer, { transfer: [chunk.buffer] });
-  const store = Object.assign(Object.create(inner) as MemoryBlobStore, {
-    put: async (key: string, body: ReadableStream<Uint8Array>, size?: number) => {
-      const copies: Uint8Array[] = [];
-      const reader = body.getReader();
-      for (;;) {
-        const next = await reader.read();
-        if (next.done) break;
-        copies.push(next.value.slice());
-        detach(next.value);
-      }
-      return inner.put(key, new Blob(copies as BlobPart[]).stream(), size);
-    },
-  });
+  const store = detachingStore();
   const t = mirrorTest({ store });
   const img = image({ layers: [1000] });
   t.up.addImage('library/app', 'v1', img);

@@ -73,3 +73,26 @@ export function mirrorTest(options: MirrorTestOptions = {}) {
   const blobGets = (digest: string) => up.requests.filter((r) => r.method === 'GET' && r.path.endsWith(`/blobs/${digest}`));
   return { clock, up, store, index, config, instances, request: first.request, metrics: first.metrics, blobGets };
 }
+
+/** Takes over (detaches) a chunk's buffer, as workerd does with the bodies it is handed. */
+export function detach(chunk: Uint8Array): void {
+  structuredClone(chunk.buffer, { transfer: [chunk.buffer] });
+}
+
+/** An in-memory store that detaches every buffer `put` is given, after keeping a copy. */
+export function detachingStore(): MemoryBlobStore {
+  const inner = new MemoryBlobStore();
+  return Object.assign(Object.create(inner) as MemoryBlobStore, {
+    put: async (key: string, body: ReadableStream<Uint8Array>, size?: number) => {
+      const copies: Uint8Array[] = [];
+      const reader = body.getReader();
+      for (;;) {
+        const next = await reader.read();
+        if (next.done) break;
+        copies.push(next.value.slice());
+        detach(next.value);
+      }
+      return inner.put(key, new Blob(copies as BlobPart[]).stream(), size);
+    },
+  });
+}
