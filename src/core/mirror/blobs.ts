@@ -40,7 +40,7 @@ export interface MirrorBlobDeps {
   metrics: Metrics;
   blobs: Blobs;
   fills: Fills;
-  upstream: (name: string) => Upstream | undefined;
+  upstream: (name: string) => Upstream;
 }
 
 export class MirrorBlobs {
@@ -120,10 +120,9 @@ export class MirrorBlobs {
   }
 
   private upstreamOf(target: Mirrored): Upstream {
-    const upstream = this.deps.upstream(target.upstream.name);
-    if (!upstream) throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${target.upstream.name}" is not configured`);
-    return upstream;
+    return this.deps.upstream(target.upstream.name);
   }
+
 }
 
 function unknown(target: Mirrored, digest: Digest): OciError {

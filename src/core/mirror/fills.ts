@@ -1,15 +1,14 @@
 import { OciError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
-import type { Metrics } from '../metrics.js';
 import { objects, keys } from '../registry/keys.js';
-import type { Ctx } from '../registry/context.js';
-import type { Json, Lease, LeaseView } from '../../ports/meta-index.js';
+import type { Json } from '../../ports/meta-index.js';
 import type { ByteStream } from '../../ports/blob-store.js';
-import type { IncrementalHash } from '../../ports/hash.js';
-import type { Upstream } from '../../ports/upstream.js';
-import type { ByteBudget } from './budget.js';
-import { concatStreams } from '../streams.js';
-import { errorOf, recordOf, upstreamError, type FailureRecord } from './failures.js';
+import { errorOf } from './failures.js';
+import { LocalFill } from './fill-leader.js';
+import { LOCAL_TICK_MS, MAX_RESUMES, partsOf, type Defer, type FillDeps, type FillSource, type FillState } from './fill-state.js';
+import { RemoteWatch } from './fill-watch.js';
+
+export type { Defer, FillDeps, FillSource, FillState, FillsOptions } from './fill-state.js';
 
 /**
  * Blob fills: exactly one upstream download per digest across every instance.
@@ -50,87 +49,8 @@ import { errorOf, recordOf, upstreamError, type FailureRecord } from './failures
  *          (compose is atomic and idempotent). After committed, parts are garbage (GC, by age).
  */
 
-export interface FillSource {
-  /** The upstream's configured name. */
-  upstream: string;
-  /** The upstream-relative repository the blob was asked for (it vouched for the blob). */
-  repository: string;
-}
-
-interface Segment {
-  token: number;
-  start: number;
-  part: number;
-}
-
-export interface FillState {
-  phase: 'filling' | 'verified' | 'committed' | 'failed';
-  /** The token of the holder that wrote this state: a state from an earlier holder is history, not news. */
-  token: number;
-  source: FillSource;
-  /** The whole blob's size, once the upstream said. */
-  size?: number;
-  /** Bytes [0, stored) are in the parts that `segments` name. */
-  stored: number;
-  /** Who wrote which parts: holder `token` wrote parts of `part` bytes from `start` until the next segment's start. */
-  segments: Segment[];
-  failure?: FailureRecord;
-}
-
-export interface PartRef {
-  key: string;
-  offset: number;
-  length: number;
-}
-
-/** The parts that hold bytes [0, upTo) of a fill, in order. */
-export function partsOf(digest: Digest, state: Pick<FillState, 'segments'>, upTo: number): PartRef[] {
-  const parts: PartRef[] = [];
-  state.segments.forEach((seg, i) => {
-    const end = Math.min(state.segments[i + 1]?.start ?? upTo, upTo);
-    for (let offset = seg.start; offset < end; offset += seg.part) {
-      parts.push({ key: objects.fillPart(digest, offset, seg.token), offset, length: Math.min(seg.part, end - offset) });
-    }
-  });
-  return parts;
-}
-
-/** A blob larger than this is refused from any upstream: a bound on what one fill may write (64 GiB). */
-export const MAX_FILL_BYTES = 64 * 1024 ** 3;
-/** Resumes (Range requests) after a stream broke off, before the fill gives up. */
-const MAX_RESUMES = 3;
-/** Remote followers poll the fill's state this often at first, backing off to the maximum. */
-const POLL_MIN_MS = 20;
-const POLL_MAX_MS = 250;
-/**
- * A request that waits on another request's fill in this process also wakes on a timer this
- * often. workerd cancels a request as hung when all it awaits is a promise that only another
- * request's work can settle (it does not see across requests), so waits always include a
- * timer of the waiting request's own; on Node it merely bounds a missed wake-up.
- */
-const LOCAL_TICK_MS = 25;
-
-export interface FillsOptions {
-  partBytes: number;
-  leaseMs: number;
-  /** Who this instance is, for lease owners and logs. */
-  instance: string;
-  sleep: (ms: number) => Promise<void>;
-}
-
-export interface FillDeps {
-  ctx: Ctx;
-  metrics: Metrics;
-  budget: ByteBudget;
-  upstream: (name: string) => Upstream | undefined;
-  options: FillsOptions;
-}
-
-/** Keeps work alive after the response is sent (ctx.waitUntil on Workers; detached on Node). */
-export type Defer = (work: Promise<unknown>) => void;
-
 /** What `open` found: content to read from the store, or a stream that follows a fill. */
-export type FillOpen = { kind: 'committed'; size: number } | { kind: 'following'; size?: number; body: ByteStream; led: boolean };
+export type FillOpen = { kind: 'committed'; size: number } | { kind: 'following'; size?: number; body: ByteStream };
 
 export class Fills {
   private readonly local = new Map<string, LocalFill>();
@@ -151,20 +71,20 @@ export class Fills {
         await this.untilStarted(mine);
         if (mine.failure) throw mine.failure;
         metrics.count('outpost_fills_followed_total', { where: 'local' });
-        return { kind: 'following', size: mine.size, body: this.follow(digest, source, start, end, defer, mine), led: false };
+        return { kind: 'following', size: mine.size, body: this.follow(digest, source, start, end, defer, mine) };
       }
-      const view = await ctx.index.readLease<FillState & Json>(keys.fill(digest.value));
       // The content object is the truth: it is written only once verified, and it outlives the
       // fill's lease item (which housekeeping sweeps a week after the commit).
       const content = await ctx.store.stat(objects.content(digest));
       if (content) return { kind: 'committed', size: content.size };
+      const view = await ctx.index.readLease<FillState & Json>(keys.fill(digest.value));
       if (view?.holder === undefined) {
         const led = await this.lead(digest, source, defer, sizeHint);
         if (led === 'committed') continue;
         if (led) {
           await this.untilStarted(led);
           if (led.failure) throw led.failure;
-          return { kind: 'following', size: led.size, body: this.follow(digest, source, start, end, defer, led), led: true };
+          return { kind: 'following', size: led.size, body: this.follow(digest, source, start, end, defer, led) };
         }
       }
       // Someone else leads: wait for the size (or the failure), then follow its parts.
@@ -175,7 +95,7 @@ export class Fills {
       if (first.phase === 'failed' && first.failure) throw errorOf(first.failure);
       if (first.phase === 'committed') continue;
       metrics.count('outpost_fills_followed_total', { where: 'remote' });
-      return { kind: 'following', size: first.size, body: this.follow(digest, source, start, end, defer), led: false };
+      return { kind: 'following', size: first.size, body: this.follow(digest, source, start, end, defer) };
     }
     throw new OciError('UPSTREAM_UNAVAILABLE', 'the blob fill kept changing hands; try again', { digest: digest.value });
   }
@@ -231,7 +151,6 @@ export class Fills {
           return 'committed';
         }
         const upstream = this.deps.upstream(source.upstream);
-        if (!upstream) throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${source.upstream}" is not configured`);
         const resume = previous && previous.phase !== 'committed' && previous.stored > 0 ? previous : undefined;
         if (resume) metrics.count('outpost_fill_takeovers_total');
         // The bytes are the digest's whatever repository they came from: a successor downloads
@@ -385,488 +304,4 @@ export class Fills {
       },
     });
   }
-}
-
-/**
- * One process's view of a fill led elsewhere: one readLease at a time per digest, shared by
- * every follower in the process, polled with backoff while followers wait.
- */
-class RemoteWatch {
-  closed = false;
-  private view: LeaseView<FillState & Json> | undefined;
-  private readAt = 0;
-  private interval = POLL_MIN_MS;
-  private lastStored = -1;
-
-  constructor(
-    private readonly deps: FillDeps,
-    private readonly digest: Digest,
-    private readonly onClose: () => void,
-  ) {}
-
-  async current(): Promise<LeaseView<FillState & Json> | undefined> {
-    if (!this.view) await this.refresh();
-    return this.view;
-  }
-
-  /** Waits one poll interval (backing off while nothing moves), then reads the state again. */
-  async changed(): Promise<void> {
-    await this.deps.options.sleep(this.interval);
-    await this.refresh();
-  }
-
-  /** Waits until the live holder's own state satisfies `done`, or the lease is free (then undefined). */
-  async until(done: (state: FillState) => boolean): Promise<FillState | undefined> {
-    await this.refresh();
-    let renewedAt = 0;
-    for (let waited = 0; ; ) {
-      const view = this.view;
-      if (view?.holder === undefined) {
-        // Free: committed, or the last holder's failure (answered as is, not retried by every waiter).
-        const last = view?.state;
-        return last && (last.phase === 'committed' || (last.phase === 'failed' && last.token === view.token)) ? last : undefined;
-      }
-      const state = view.state?.token === view.token ? view.state : undefined;
-      if (state && done(state)) return state;
-      // Time counts only while the holder does not renew: one that rehashes a long prefix or
-      // waits on slow upstream headers is alive, just not done.
-      if (view.expiresAt !== renewedAt) {
-        renewedAt = view.expiresAt;
-        waited = 0;
-      }
-      if (waited > this.deps.options.leaseMs * 2) {
-        throw new OciError('UPSTREAM_UNAVAILABLE', 'the instance fetching this blob is not making progress; try again');
-      }
-      waited += this.interval;
-      await this.changed();
-    }
-  }
-
-  /**
-   * Reads the state again, unless another follower in this process read it within the last
-   * POLL_MIN_MS. Each caller does its own read: a request never awaits another request's I/O
-   * (workerd would cancel it as hung, or with the other request's end).
-   */
-  private async refresh(): Promise<void> {
-    if (this.view !== undefined && Date.now() - this.readAt < POLL_MIN_MS) return;
-    const view = await this.deps.ctx.index.readLease<FillState & Json>(keys.fill(this.digest.value));
-    this.view = view;
-    this.readAt = Date.now();
-    const stored = view?.state?.stored ?? -1;
-    this.interval = stored !== this.lastStored ? POLL_MIN_MS : Math.min(POLL_MAX_MS, this.interval * 2);
-    this.lastStored = stored;
-    if (view?.state?.phase === 'committed') {
-      this.closed = true;
-      this.onClose();
-    }
-  }
-}
-
-/** A fill this process leads: the download, the part writes, and the memory window its local followers read. */
-class LocalFill {
-  state: FillState;
-  size: number | undefined;
-  /** Bytes below this are in stored parts; [windowStart, received) are in `chunks`. */
-  windowStart: number;
-  received: number;
-  committed = false;
-  verified = false;
-  stopped = false;
-  failure: OciError | undefined;
-  readonly started: Promise<void>;
-  private markStarted!: () => void;
-  private chunks: Array<{ offset: number; bytes: Uint8Array }> = [];
-  private changedNow: Promise<void> | undefined;
-  private wake: (() => void) | undefined;
-  lease: Lease;
-  private readonly token: number;
-
-  constructor(
-    private readonly deps: FillDeps,
-    private readonly digest: Digest,
-    lease: Lease,
-    private readonly source: FillSource,
-    private readonly upstream: Upstream,
-    resume: FillState | undefined,
-    sizeHint: number | undefined,
-    private readonly releaseBudget: () => void,
-  ) {
-    this.lease = lease;
-    this.token = lease.token;
-    const stored = resume?.stored ?? 0;
-    this.state = {
-      phase: 'filling',
-      token: lease.token,
-      source,
-      stored,
-      segments: [...(resume?.segments ?? []).filter((s) => s.start < stored), { token: lease.token, start: stored, part: deps.options.partBytes }],
-    };
-    if (resume?.size !== undefined) this.state.size = resume.size;
-    this.size = resume?.size ?? sizeHint;
-    this.windowStart = stored;
-    this.received = stored;
-    this.pendingEnd = stored;
-    this.started = new Promise((resolve) => {
-      this.markStarted = () => {
-        this.isStarted = true;
-        resolve();
-      };
-    });
-  }
-
-  /** Whether `started` has settled (the upstream answered, or the fill failed before it). */
-  isStarted = false;
-
-  /**
-   * Resolves when the state changes (bytes arrive, a part is stored, the fill ends). One
-   * promise serves every waiter until then, so followers that wake on their own timers do not
-   * pile up callbacks while the fill stalls.
-   */
-  changed(): Promise<void> {
-    this.changedNow ??= new Promise((resolve) => (this.wake = resolve));
-    return this.changedNow;
-  }
-
-  /** Returns the fill's memory budget (idempotent); the fill is over or dead. */
-  forget(): void {
-    this.releaseBudget();
-  }
-
-  /**
-   * Bytes from `pos` that are in memory and may be served: everything received except the
-   * most recent chunk until the digest is verified (so a blob that fails verification never
-   * reaches a client whole).
-   */
-  slice(pos: number, end: number | undefined): Uint8Array | undefined {
-    if (pos < this.windowStart || this.chunks.length === 0) return undefined;
-    const last = this.chunks[this.chunks.length - 1]!;
-    const readable = this.verified ? this.received : last.offset;
-    const limit = end === undefined ? readable : Math.min(readable, end);
-    if (pos >= limit) return undefined;
-    const chunk = this.chunks.find((c) => c.offset <= pos && pos < c.offset + c.bytes.byteLength);
-    if (!chunk) return undefined;
-    return chunk.bytes.subarray(pos - chunk.offset, Math.min(chunk.bytes.byteLength, limit - chunk.offset));
-  }
-
-  async run(): Promise<void> {
-    const { ctx, metrics, options } = this.deps;
-    const heartbeat = setInterval(() => {
-      void ctx.index.renewLease(this.lease, options.leaseMs).then(
-        (renewed) => {
-          if (renewed) this.lease = renewed;
-          else void this.abort(new OciError('UPSTREAM_UNAVAILABLE', 'this instance lost the fill to another; try again'), false);
-        },
-        () => undefined,
-      );
-    }, Math.max(1000, Math.floor(options.leaseMs / 3)));
-    try {
-      const hash = await this.rehash();
-      await this.download(hash);
-      const encoded = hash.digest();
-      if (encoded !== this.digest.encoded) {
-        throw new OciError('UPSTREAM_INVALID', `upstream "${this.source.upstream}" sent bytes that do not match ${this.digest.value}`, {
-          digest: this.digest.value,
-        });
-      }
-      await this.flush(true);
-      this.verified = true;
-      this.size = this.received;
-      this.state = { ...this.state, phase: 'verified', size: this.received, stored: this.received };
-      await this.update();
-      this.notify();
-      await this.compose();
-      this.state = { ...this.state, phase: 'committed' };
-      this.committed = true;
-      clearInterval(heartbeat);
-      const released = await ctx.index.releaseLease(this.lease, this.state as unknown as Json);
-      this.stopped = true;
-      this.notify();
-      // Only while it was still ours: a successor that took over may be composing these parts.
-      if (released) await this.deleteParts();
-    } catch (err) {
-      clearInterval(heartbeat);
-      if (!(err instanceof OciError) || err.kind === 'INTERNAL') console.error(`outpost: the fill of ${this.digest.value} failed:`, err);
-      const failure = err instanceof OciError ? err : storeFailure(err);
-      metrics.count('outpost_fills_failed_total', { reason: failure.kind });
-      // Awaited: on workerd the background work ends with run(), and the release with it.
-      await this.abort(failure, true);
-    }
-  }
-
-  /** Stops the fill; `release` gives the lease up now (with the state a successor needs). */
-  private async abort(failure: OciError, release: boolean): Promise<void> {
-    if (this.stopped) return;
-    this.stopped = true;
-    this.failure = failure;
-    this.markStarted();
-    this.notify();
-    if (!release) return;
-    // The upstream lied (wrong digest or size) or refused: a successor must start afresh.
-    // The stream merely broke off: a successor resumes from the stored parts.
-    // Refused before any byte: followers answer with the same error, the parts stay for a retry.
-    const state: FillState =
-      failure.kind === 'UPSTREAM_INVALID'
-        ? { ...this.state, phase: 'failed', stored: 0, segments: [], failure: recordOf(failure) }
-        : !this.startedOk
-          ? { ...this.state, phase: 'failed', failure: recordOf(failure) }
-          : this.state;
-    await this.deps.ctx.index.releaseLease(this.lease, state as unknown as Json).catch(() => false);
-  }
-
-  /** The upstream answered and the size is known: clients may be sent headers. */
-  startedOk = false;
-
-  /** No hash state survives a process: a successor hashes the stored prefix again. */
-  private async rehash(): Promise<IncrementalHash> {
-    const hash = this.deps.ctx.hash(this.digest.algorithm);
-    if (this.state.stored === 0) return hash;
-    for (const part of partsOf(this.digest, this.state, this.state.stored)) {
-      const object = await this.deps.ctx.store.get(part.key);
-      if (!object || object.size !== part.length) {
-        // A part is gone (reclaimed): start over with a fresh segment.
-        this.state = { ...this.state, stored: 0, segments: [{ token: this.token, start: 0, part: this.deps.options.partBytes }] };
-        this.windowStart = this.received = this.pendingEnd = 0;
-        await object?.body.cancel().catch(() => undefined);
-        return this.deps.ctx.hash(this.digest.algorithm);
-      }
-      const reader = object.body.getReader();
-      for (;;) {
-        const next = await reader.read();
-        if (next.done) break;
-        hash.update(next.value);
-      }
-    }
-    return hash;
-  }
-
-  private async download(hash: IncrementalHash): Promise<void> {
-    const { metrics, options } = this.deps;
-    for (let resumes = 0; ; resumes++) {
-      // Taken over after every part was stored (the leader died before committing): nothing
-      // to download; the stored parts were hashed again and are checked below.
-      if (this.size !== undefined && this.received === this.size && this.received > 0) {
-        if (!this.startedOk) {
-          this.startedOk = true;
-          await this.update();
-          this.markStarted();
-        }
-        return;
-      }
-      const offset = this.received;
-      const answer = await this.upstream.blob(this.source.repository, this.digest.value, offset > 0 ? offset : undefined);
-      metrics.count('outpost_upstream_requests_total', { upstream: this.source.upstream, kind: 'blob', result: answer.kind });
-      if (answer.kind !== 'ok') {
-        if (resumes > 0 && answer.kind === 'unavailable' && resumes < MAX_RESUMES) {
-          await options.sleep(200 * 2 ** resumes);
-          continue;
-        }
-        throw upstreamError(this.source.upstream, answer, () => new OciError('BLOB_UNKNOWN', `upstream "${this.source.upstream}" has no blob ${this.digest.value}`, { digest: this.digest.value }));
-      }
-      const size = answer.size ?? (answer.length !== undefined ? answer.offset + answer.length : undefined);
-      if (size !== undefined) {
-        if (this.size !== undefined && size !== this.size) {
-          await answer.body.cancel().catch(() => undefined);
-          throw new OciError('UPSTREAM_INVALID', `upstream "${this.source.upstream}" says ${this.digest.value} has ${size} bytes, expected ${this.size}`);
-        }
-        this.size = size;
-      }
-      if (this.size !== undefined && this.size > MAX_FILL_BYTES) {
-        await answer.body.cancel().catch(() => undefined);
-        throw new OciError('UPSTREAM_INVALID', `blob ${this.digest.value} is larger than the ${MAX_FILL_BYTES} byte limit of a fill`);
-      }
-      if (answer.offset > offset) {
-        await answer.body.cancel().catch(() => undefined);
-        throw new OciError('UPSTREAM_INVALID', `upstream "${this.source.upstream}" answered a range that starts after the one asked for`);
-      }
-      if (!this.startedOk) {
-        this.startedOk = true;
-        if (this.size !== undefined) this.state = { ...this.state, size: this.size };
-        await this.update();
-        this.markStarted();
-      }
-      // An upstream that ignores Range sends the blob from 0: skip what we already have.
-      let skip = offset - answer.offset;
-      const reader = answer.body.getReader();
-      try {
-        for (;;) {
-          const next = await reader.read();
-          if (next.done) break;
-          let bytes = next.value;
-          metrics.count('outpost_upstream_bytes_total', { upstream: this.source.upstream }, bytes.byteLength);
-          if (skip > 0) {
-            const n = Math.min(skip, bytes.byteLength);
-            skip -= n;
-            bytes = bytes.subarray(n);
-          }
-          if (bytes.byteLength === 0) continue;
-          if (this.size !== undefined && this.received + bytes.byteLength > this.size) {
-            throw new OciError('UPSTREAM_INVALID', `upstream "${this.source.upstream}" sent more than the ${this.size} bytes of ${this.digest.value}`);
-          }
-          if (this.received + bytes.byteLength > MAX_FILL_BYTES) {
-            throw new OciError('UPSTREAM_INVALID', `blob ${this.digest.value} is larger than the ${MAX_FILL_BYTES} byte limit of a fill`);
-          }
-          if (this.stopped) throw this.failure ?? new OciError('UPSTREAM_UNAVAILABLE', 'the fill was stopped');
-          hash.update(bytes);
-          try {
-            await this.append(bytes);
-          } catch (err) {
-            // The store or the index failed, not the upstream: no resume would help.
-            throw err instanceof OciError ? err : storeFailure(err);
-          }
-        }
-      } catch (err) {
-        await reader.cancel().catch(() => undefined);
-        if (err instanceof OciError) throw err;
-        if (resumes >= MAX_RESUMES) {
-          throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${this.source.upstream}" kept breaking off ${this.digest.value}: ${String((err as Error)?.message ?? err).slice(0, 200)}`);
-        }
-        // The stream broke off: resume from what we have with a Range request.
-        continue;
-      }
-      if (this.size !== undefined && this.received < this.size) {
-        if (resumes >= MAX_RESUMES) {
-          throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${this.source.upstream}" sent ${this.received} of ${this.size} bytes`);
-        }
-        continue;
-      }
-      return;
-    }
-  }
-
-  /** Adds bytes to the window, split at part boundaries; writes a full part once more bytes follow it. */
-  private async append(bytes: Uint8Array): Promise<void> {
-    const partBytes = this.deps.options.partBytes;
-    while (bytes.byteLength > 0) {
-      const inPart = this.received - this.pendingEnd;
-      if (inPart === partBytes) {
-        await this.flush(false);
-        continue;
-      }
-      const n = Math.min(bytes.byteLength, partBytes - inPart);
-      this.chunks.push({ offset: this.received, bytes: bytes.subarray(0, n) });
-      this.received += n;
-      bytes = bytes.subarray(n);
-      this.notify();
-    }
-  }
-
-  /** Where the part being filled starts: everything before it is written or being written. */
-  private pendingEnd: number;
-  private writing: Promise<void> = Promise.resolve();
-
-  /**
-   * Writes the bytes of the current part (all of them when `last`). At most one part is being
-   * written while the next fills, so a fill holds at most two parts in memory.
-   */
-  private async flush(last: boolean): Promise<void> {
-    await this.writing;
-    const offset = this.pendingEnd;
-    const length = this.received - offset;
-    if (length === 0) {
-      if (last) await this.writing;
-      return;
-    }
-    const chunks = this.chunks.filter((c) => c.offset >= offset).map((c) => c.bytes);
-    this.pendingEnd = this.received;
-    const key = objects.fillPart(this.digest, offset, this.token);
-    // Scratch: the parts are hashed again with the whole blob before anything is committed.
-    const write = this.deps.ctx.store.put(key, streamOfChunks(chunks), length, { scratch: true }).then(async () => {
-      this.chunks = this.chunks.filter((c) => c.offset >= offset + length);
-      this.windowStart = offset + length;
-      if (!last) {
-        this.state = { ...this.state, stored: offset + length };
-        await this.update();
-      }
-      this.notify();
-    });
-    this.writing = write;
-    // Awaited by the next flush; until then its failure must not count as unhandled.
-    write.catch(() => undefined);
-    if (last) await write;
-  }
-
-  /** Writes the state: one conditional write that succeeds only while this instance holds the lease. */
-  private async update(): Promise<void> {
-    const renewed = await this.deps.ctx.index.updateLease(this.lease, this.state as unknown as Json, this.deps.options.leaseMs);
-    if (!renewed) throw new OciError('UPSTREAM_UNAVAILABLE', 'this instance lost the fill to another; try again');
-    this.lease = renewed;
-  }
-
-  private async compose(): Promise<void> {
-    const { store } = this.deps.ctx;
-    const parts = partsOf(this.digest, this.state, this.received);
-    const to = objects.content(this.digest);
-    if (parts.length === 0) {
-      await store.put(to, streamOfChunks([]), 0);
-    } else if (store.compose) {
-      await store.compose(
-        parts.map((p) => p.key),
-        to,
-      );
-    } else {
-      const body = concatStreams(
-        parts.map((p) => async () => {
-          const object = await store.get(p.key);
-          if (!object) throw new Error(`fill part ${p.key} vanished before it was composed`);
-          return object.body;
-        }),
-      );
-      await store.put(to, body, this.received);
-    }
-  }
-
-  private async deleteParts(): Promise<void> {
-    const parts = partsOf(this.digest, this.state, this.received);
-    await Promise.all(parts.map((p) => this.deps.ctx.store.delete(p.key).catch(() => undefined)));
-  }
-
-  private notify(): void {
-    const wake = this.wake;
-    this.changedNow = undefined;
-    this.wake = undefined;
-    wake?.();
-  }
-}
-
-/** A failure of the store or the index during a fill: ours, not the upstream's or the client's. */
-function storeFailure(err: unknown): OciError {
-  return new OciError('INTERNAL', `the fill could not be stored: ${String((err as Error)?.message ?? err).slice(0, 200)}`);
-}
-
-/**
- * Bytes a part write is handed at a time: the window holds the upstream's small chunks (tens of
- * KiB), and one store write per chunk made part writes the bottleneck of a fill (a 256 MiB blob:
- * 4,000 file writes), so they are coalesced into pieces of this size.
- */
-const WRITE_PIECE_BYTES = 1024 * 1024;
-
-/**
- * A stream of `chunks` as copies coalesced into pieces of WRITE_PIECE_BYTES: copies, because the
- * store's runtime may detach what it is given (workerd does) while the window keeps serving
- * the originals to followers. It holds one piece at a time.
- */
-function streamOfChunks(chunks: Uint8Array[]): ByteStream {
-  let i = 0;
-  let within = 0;
-  return new ReadableStream<Uint8Array>({
-    pull(controller) {
-      let left = 0;
-      for (let j = i, w = within; j < chunks.length && left < WRITE_PIECE_BYTES; j++, w = 0) left += chunks[j]!.byteLength - w;
-      if (left === 0) return controller.close();
-      const piece = new Uint8Array(Math.min(left, WRITE_PIECE_BYTES));
-      let at = 0;
-      while (at < piece.byteLength) {
-        const chunk = chunks[i]!;
-        const n = Math.min(chunk.byteLength - within, piece.byteLength - at);
-        piece.set(chunk.subarray(within, within + n), at);
-        at += n;
-        within += n;
-        if (within === chunk.byteLength) {
-          i++;
-          within = 0;
-        }
-      }
-      controller.enqueue(piece);
-    },
-  });
 }

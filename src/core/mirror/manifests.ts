@@ -56,7 +56,7 @@ export interface MirrorManifestDeps {
   ctx: Ctx;
   metrics: Metrics;
   manifests: Manifests;
-  upstream: (name: string) => Upstream | undefined;
+  upstream: (name: string) => Upstream;
   instance: string;
   sleep: (ms: number) => Promise<void>;
 }
@@ -195,7 +195,6 @@ export class MirrorManifests {
 
   private async fetch(target: Target_, reference: string, method: 'GET' | 'HEAD'): Promise<UpstreamResult<UpstreamManifest>> {
     const upstream = this.deps.upstream(target.upstream.name);
-    if (!upstream) throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${target.upstream.name}" is not configured`);
     const answer = await upstream.manifest(target.remote, reference, method, MANIFEST_ACCEPT);
     this.deps.metrics.count('outpost_upstream_requests_total', { upstream: target.upstream.name, kind: `manifest-${method.toLowerCase()}`, result: answer.kind });
     const limit = upstream.rateLimit();

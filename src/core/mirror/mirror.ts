@@ -45,6 +45,7 @@ export class Mirror {
   readonly blobs: MirrorBlobs;
   readonly fills: Fills;
   /** Upstream listings (tags/list pages, referrers), kept for the upstream's tagTtl. */
+  private readonly upstream: (name: string) => Upstream;
   private readonly listings: TtlCache<{ tags?: string[]; next?: string; bytes?: Uint8Array; filtered?: boolean }>;
 
   constructor(
@@ -56,7 +57,14 @@ export class Mirror {
     this.metrics = deps.metrics ?? new Metrics();
     const instance = deps.instance ?? crypto.randomUUID().slice(0, 12);
     const sleep = deps.sleep ?? ((ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)));
-    const upstream = (name: string) => deps.upstreams.get(name);
+    // The one lookup of an upstream's client; routing only yields configured upstreams, so a
+    // miss here is a programming error, answered as an unavailable upstream rather than a 500.
+    const upstream = (name: string): Upstream => {
+      const client = deps.upstreams.get(name);
+      if (!client) throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${name}" is not configured`);
+      return client;
+    };
+    this.upstream = upstream;
     this.fills = new Fills({
       ctx,
       metrics: this.metrics,
@@ -79,9 +87,7 @@ export class Mirror {
     const key = `tags\n${target.name}\n${request.n ?? ''}\n${request.last ?? ''}`;
     const cached = this.listings.get(key);
     if (cached?.tags) return { tags: cached.tags, next: cached.next };
-    const upstream = this.deps.upstreams.get(target.upstream.name);
-    if (!upstream) throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${target.upstream.name}" is not configured`);
-    const answer = await upstream.tags(target.remote, request.n, request.last);
+    const answer = await this.upstream(target.upstream.name).tags(target.remote, request.n, request.last);
     this.metrics.count('outpost_upstream_requests_total', { upstream: target.upstream.name, kind: 'tags', result: answer.kind });
     if (answer.kind !== 'ok') {
       throw upstreamError(target.upstream.name, answer, () => new OciError('NAME_UNKNOWN', `upstream "${target.upstream.name}" has no repository ${target.remote}`, { name: target.remote }));
@@ -99,12 +105,10 @@ export class Mirror {
    * neither has any.
    */
   async referrers(target: Mirrored, subject: Digest, artifactType: string | undefined): Promise<{ bytes: Uint8Array; filtered: boolean } | undefined> {
-    const upstream = this.deps.upstreams.get(target.upstream.name);
-    if (!upstream) throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${target.upstream.name}" is not configured`);
     const key = `referrers\n${target.name}\n${subject.value}\n${artifactType ?? ''}`;
     const cached = this.listings.get(key);
     if (cached?.bytes) return { bytes: cached.bytes, filtered: cached.filtered ?? false };
-    const answer = await upstream.referrers(target.remote, subject.value, artifactType);
+    const answer = await this.upstream(target.upstream.name).referrers(target.remote, subject.value, artifactType);
     this.metrics.count('outpost_upstream_requests_total', { upstream: target.upstream.name, kind: 'referrers', result: answer.kind });
     if (answer.kind === 'ok') {
       this.listings.set(key, { bytes: answer.bytes, filtered: answer.filtered }, target.upstream.tagTtlMs, answer.bytes.byteLength);
