@@ -169,13 +169,7 @@ export class S3BlobStore implements BlobStore {
         if (size !== undefined && total > size) throw new Error(`long write: more than the declared ${size} bytes`);
         const held = buffer;
         buffer = undefined;
-        upload.send(
-          PartNumber,
-          async (UploadId) =>
-            (await this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber, Body: bytes, ContentLength: bytes.byteLength })))
-              .ETag!,
-          () => this.buffers.give(held),
-        );
+        upload.upload(PartNumber, bytes, () => this.buffers.give(held));
         if (filled.ended) break;
         // At most partsInFlight buffers: the parts being sent and the one read next.
         await upload.slot(this.partsInFlight);
@@ -288,13 +282,7 @@ export class S3BlobStore implements BlobStore {
         await this.readPieces(part.upload, buffer);
         const held = buffer;
         buffer = undefined;
-        upload.send(
-          PartNumber,
-          async (UploadId) =>
-            (await this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key, UploadId, PartNumber, Body: held, ContentLength: held.byteLength })))
-              .ETag!,
-          () => this.buffers.give(held),
-        );
+        upload.upload(PartNumber, held, () => this.buffers.give(held));
       }
       await upload.complete();
       return { size };
@@ -393,6 +381,16 @@ class Multipart {
         settled?.();
       });
     this.sending.add(sent);
+  }
+
+  /** Uploads `bytes` as part `PartNumber`; `settled` runs once it has succeeded or failed (the buffer may be reused). */
+  upload(PartNumber: number, bytes: Uint8Array, settled: () => void): void {
+    this.send(
+      PartNumber,
+      async (UploadId) =>
+        (await this.client.send(new UploadPartCommand({ Bucket: this.bucket, Key: this.key, UploadId, PartNumber, Body: bytes, ContentLength: bytes.byteLength }))).ETag!,
+      settled,
+    );
   }
 
   /** Waits until fewer than `limit` parts are in flight; throws if a part has failed. */
