@@ -251,3 +251,19 @@ describe('a fill whose commit failed after every part was stored', () => {
     expect(await t.store.stat(`blobs/sha256/${layer.digest.slice(7, 9)}/${layer.digest.slice(7)}`)).toMatchObject({ size: layer.size });
   });
 });
+
+describe('an upstream whose blob storage refuses HEAD', () => {
+  it('a HEAD through the mirror learns the size from a one-byte range', async () => {
+    const t = mirrorTest({ upstream: { blobHost: 'cdn.test' } });
+    const b = randomBlob(5000);
+    t.up.addBlob('library/app', b.bytes);
+    // A URL presigned for GET answers 403 to HEAD, as S3 does.
+    t.up.fault({ kind: 'respond', match: { host: 'cdn.test', method: 'HEAD' }, times: Infinity, respond: () => new Response(null, { status: 403 }) });
+    const head = await t.request(`/v2/up/library/app/blobs/${b.digest}`, { method: 'HEAD' });
+    expect(head.status).toBe(200);
+    expect(head.headers.get('Content-Length')).toBe('5000');
+    expect(t.up.requestsTo('cdn.test').some((r) => r.method === 'GET' && r.headers.range === 'bytes=0-0')).toBe(true);
+    const got = await pull(t, `/v2/up/library/app/blobs/${b.digest}`);
+    expect(got.body.equals(b.bytes)).toBe(true);
+  });
+});

@@ -217,3 +217,16 @@ describe('a token-authenticated upstream', () => {
     expect(t.up.requestsTo(t.up.authHost!).length).toBe(1);
   });
 });
+
+describe('the upstream rate limit', () => {
+  it('is recorded from the upstream headers as a gauge', async () => {
+    const t = mirrorTest({ upstream: { rateLimit: { limit: 100, remaining: 42 } } });
+    t.up.addImage('library/app', 'v1', image());
+    await (await t.request('/v2/up/library/app/manifests/v1')).arrayBuffer();
+    const gauge = t.metrics.get('outpost_upstream_ratelimit_remaining', { upstream: 'up' });
+    expect(gauge).toBeGreaterThan(0);
+    expect(gauge).toBeLessThanOrEqual(42);
+    const text = await (await t.request('/metrics')).text();
+    expect(text).toContain(`outpost_upstream_ratelimit_remaining{upstream="up"} ${gauge}`);
+  });
+});

@@ -95,6 +95,23 @@ describe('bearer token flow', () => {
     expect(up.requestsTo('auth.registry.test')).toHaveLength(1);
   });
 
+  it('a caller that joined a token fetch that never settles fetches its own after the token timeout', async () => {
+    // On workerd the request that started a shared fetch may be gone, its I/O with it: the
+    // fetch it joined then never settles (here: it hangs for far longer than the test runs).
+    const clock = new TestClock();
+    const sleep = async (ms: number) => {
+      clock.advance(ms * 1000);
+      await new Promise((r) => setTimeout(r, 0));
+    };
+    const { up, pull } = setup({ clock }, { clock, sleep, timeouts: { tokenMs: 60_000 } });
+    up.fault({ kind: 'hang', match: { host: 'auth.registry.test' } });
+    void pull();
+    await new Promise((r) => setTimeout(r, 5));
+    const joined = await pull();
+    expect(joined.kind).toBe('ok');
+    expect(up.requestsTo('auth.registry.test')).toHaveLength(2);
+  });
+
   it('fetches a fresh token after a 401 to a cached one, and retries once', async () => {
     const { up, pull } = setup();
     await pull();
