@@ -55,11 +55,8 @@ export class MirrorBlobs {
 
   async read(target: Mirrored, digest: Digest, range: RangeRequest | undefined, defer: Defer): Promise<MirrorBlobRead> {
     const { blobs, fills, metrics } = this.deps;
-    if (await blobs.stat(target.name, digest)) {
-      metrics.count('outpost_cache_hits_total', { kind: 'blob' });
-      const read = await blobs.read(target.name, digest, range);
-      return { ...read, source: 'cache' };
-    }
+    const cached = await this.cached(target, digest, range);
+    if (cached) return cached;
     const size = await this.vouched(target, digest);
     const resolved = range ? resolveRange(range, size) : undefined;
     const source = { upstream: target.upstream.name, repository: target.remote };
@@ -69,12 +66,27 @@ export class MirrorBlobs {
     const opened = await fills.open(digest, source, start, end, defer, size);
     if (opened.kind === 'committed') {
       await blobs.link(target.name, digest.value, opened.size);
-      metrics.count('outpost_cache_hits_total', { kind: 'blob' });
-      const read = await blobs.read(target.name, digest, range);
-      return { ...read, source: 'cache' };
+      const read = await this.cached(target, digest, range);
+      if (read) return read;
+      throw new OciError('BLOB_UNKNOWN', 'the blob was removed while it was being read; try again', { digest: digest.value });
     }
     metrics.count('outpost_cache_misses_total', { kind: 'blob' });
     return { digest: digest.value, size: opened.size ?? size, body: opened.body, range: resolved, source: 'fill' };
+  }
+
+  /**
+   * The linked blob from the store, or undefined when this repository has no link or the
+   * content is gone (a clean miss, which refills): one index read and one store read.
+   */
+  private async cached(target: Mirrored, digest: Digest, range: RangeRequest | undefined): Promise<MirrorBlobRead | undefined> {
+    try {
+      const read = await this.deps.blobs.read(target.name, digest, range);
+      this.deps.metrics.count('outpost_cache_hits_total', { kind: 'blob' });
+      return { ...read, source: 'cache' };
+    } catch (err) {
+      if (err instanceof OciError && err.kind === 'BLOB_UNKNOWN') return undefined;
+      throw err;
+    }
   }
 
   /** The size the upstream vouched for in this repository; asks it (HEAD) when nothing did yet. */
