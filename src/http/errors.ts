@@ -18,9 +18,28 @@ export function errorResponse(err: unknown, c: Context): Response {
   return ociErrorResponse(new OciError('INTERNAL'), c.req.method === 'HEAD');
 }
 
+/**
+ * What one error body may carry. Messages and details are written to name client data only in
+ * slices, and this is the backstop: a detail that cannot be serialised, or is larger than this,
+ * is dropped rather than answered with a 500 or echoed at length.
+ */
+const MAX_MESSAGE_CHARS = 1024;
+const MAX_DETAIL_CHARS = 4096;
+
 export function ociErrorResponse(err: OciError, head = false): Response {
-  const body = { errors: [{ code: err.code, message: err.message, detail: err.detail ?? null }] };
+  const message = err.message.length > MAX_MESSAGE_CHARS ? `${err.message.slice(0, MAX_MESSAGE_CHARS)}...` : err.message;
+  const body = { errors: [{ code: err.code, message, detail: boundedDetail(err.detail) }] };
   return jsonResponse(err.status, body, { head, headers: err.headers });
+}
+
+function boundedDetail(detail: unknown): unknown {
+  if (detail === undefined || detail === null) return null;
+  try {
+    const text = JSON.stringify(detail);
+    return text !== undefined && text.length <= MAX_DETAIL_CHARS ? detail : null;
+  } catch {
+    return null;
+  }
 }
 
 export function methodNotAllowed(allowed: string[]): OciError {

@@ -66,6 +66,32 @@ describe('references a manifest makes must be in the repository', () => {
       },
     ],
     [
+      'a missing config that has urls (only layers may be foreign)',
+      async (t) => {
+        const img = image();
+        for (const l of img.layers) await t.pushBlob('repo', l);
+        const doc = { schemaVersion: 2, mediaType: OCI_MANIFEST, config: descriptor(img.config, { urls: ['https://example.com/c'] }), layers: img.layers.map((l) => descriptor(l)) };
+        return { m: manifest(doc), missing: img.config.digest };
+      },
+    ],
+    [
+      'a missing distributable layer that has urls',
+      async (t) => {
+        const img = image({ layers: [10] });
+        await t.pushBlob('repo', img.config);
+        const doc = { schemaVersion: 2, mediaType: OCI_MANIFEST, config: descriptor(img.config), layers: [descriptor(img.layers[0]!, { urls: ['https://example.com/l'] })] };
+        return { m: manifest(doc), missing: img.layers[0]!.digest };
+      },
+    ],
+    [
+      'a missing child manifest that has urls',
+      async () => {
+        const child = image();
+        const doc = { schemaVersion: 2, mediaType: OCI_INDEX, manifests: [descriptor(child.manifest, { urls: ['https://example.com/m'] })] };
+        return { m: manifest(doc, OCI_INDEX), missing: child.manifest.digest };
+      },
+    ],
+    [
       'a missing child of a Docker manifest list',
       async () => {
         const child = image({ docker: true });
@@ -164,6 +190,39 @@ describe('invalid manifests are 400 MANIFEST_INVALID', () => {
       OCI_MANIFEST,
       /artifactType/,
     ],
+    ['JSON nested 10,000 levels deep', `{"schemaVersion":${'['.repeat(10_000)}${']'.repeat(10_000)}}`, OCI_MANIFEST, /nested deeper than 64/],
+    ['an object nested 65 levels deep', `{"schemaVersion":2,"a":${'{"a":'.repeat(64)}1${'}'.repeat(64)}}`, OCI_MANIFEST, /nested deeper/],
+    ['a schemaVersion that is a long string', JSON.stringify({ schemaVersion: 'x'.repeat(100_000) }), OCI_MANIFEST, /found a string/],
+    [
+      'a layer URL that is not http or https',
+      JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: d, layers: [{ ...d, mediaType: 'application/vnd.oci.image.layer.nondistributable.v1.tar', urls: ['file:///etc/passwd'] }] }),
+      OCI_MANIFEST,
+      /http or https/,
+    ],
+    [
+      'a layer URL that is not a URL',
+      JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: d, layers: [{ ...d, urls: ['https://'] }] }),
+      OCI_MANIFEST,
+      /http or https/,
+    ],
+    [
+      'an image manifest with 1000 layers (1001 descriptors with its config)',
+      JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: d, layers: Array.from({ length: 1000 }, () => d) }),
+      OCI_MANIFEST,
+      /at most 1000 descriptors/,
+    ],
+    [
+      'an index with 1001 manifests',
+      JSON.stringify({ schemaVersion: 2, mediaType: OCI_INDEX, manifests: Array.from({ length: 1001 }, () => ({ ...d, mediaType: OCI_MANIFEST })) }),
+      OCI_INDEX,
+      /at most 1000 descriptors/,
+    ],
+    [
+      'an unknown media type 100,000 characters long',
+      JSON.stringify({ schemaVersion: 2, mediaType: `application/${'x'.repeat(100_000)}` }),
+      undefined,
+      /unsupported manifest media type/,
+    ],
     [
       'a subject that is not a descriptor',
       JSON.stringify({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: d, layers: [], subject: 'sha256:abc' }),
@@ -176,8 +235,73 @@ describe('invalid manifests are 400 MANIFEST_INVALID', () => {
     const t = guardedApp();
     const bytes = body === '\uFFFD' ? Buffer.from([0x7b, 0xff, 0xfe, 0x7d]) : body;
     const res = await put(t, 'repo', 'v1', bytes, contentType);
+    // Whatever the client sent, the error names it in a few words, never whole.
+    expect(Number(res.headers.get('content-length'))).toBeLessThan(2048);
     await expectOciError(res, { status: 400, code: 'MANIFEST_INVALID', message });
     await expectUnknown(t, 'repo', 'v1');
+  });
+
+  it('1000 descriptors in all is the most a manifest may name, and is accepted', async () => {
+    const t = guardedApp();
+    const config = randomBlob(20, 'application/vnd.oci.image.config.v1+json');
+    const layer = randomBlob(10);
+    await t.pushBlob('repo', config);
+    await t.pushBlob('repo', layer);
+    const m = manifest({ schemaVersion: 2, mediaType: OCI_MANIFEST, config: descriptor(config), layers: Array.from({ length: 999 }, () => descriptor(layer)) });
+    await expectCreated(await put(t, 'repo', 'v1', m.bytes, OCI_MANIFEST), 'repo', m);
+  });
+});
+
+describe("a digest's media type is fixed by its first push", () => {
+  /** An image manifest without a mediaType field: only the Content-Type says which it is. */
+  async function untyped(t: App) {
+    const config = randomBlob(20, 'application/vnd.oci.image.config.v1+json');
+    await t.pushBlob('repo', config);
+    return manifest({ schemaVersion: 2, config: descriptor(config), layers: [] }, OCI_MANIFEST);
+  }
+
+  it.each([
+    ['by digest', (m: Blob) => m.digest],
+    ['by tag', () => 'v2'],
+  ])('pushing the same bytes %s with another Content-Type is 400 MANIFEST_INVALID; the first type is still served', async (_, reference) => {
+    const t = guardedApp();
+    const m = await untyped(t);
+    await expectCreated(await put(t, 'repo', 'v1', m.bytes, OCI_MANIFEST), 'repo', m);
+    const error = await expectOciError(await put(t, 'repo', reference(m), m.bytes, DOCKER_MANIFEST), {
+      status: 400,
+      code: 'MANIFEST_INVALID',
+      message: /fixed by its first push/,
+    });
+    expect(error!.detail).toEqual({ digest: m.digest, mediaType: OCI_MANIFEST, pushed: DOCKER_MANIFEST });
+    await expectPulled(t, 'repo', m.digest, m, OCI_MANIFEST);
+    await expectUnknown(t, 'repo', 'v2');
+  });
+
+  it('pushing the same bytes with the same type again is 201 (idempotent)', async () => {
+    const t = guardedApp();
+    const m = await untyped(t);
+    await expectCreated(await put(t, 'repo', 'v1', m.bytes, OCI_MANIFEST), 'repo', m);
+    await expectCreated(await put(t, 'repo', 'v2', m.bytes, OCI_MANIFEST), 'repo', m);
+    await expectPulled(t, 'repo', 'v2', m, OCI_MANIFEST);
+  });
+
+  it('two racing first pushes with different types: exactly one is stored and served', async () => {
+    const t = guardedApp();
+    const m = await untyped(t);
+    const answers = await Promise.all([put(t, 'repo', m.digest, m.bytes, OCI_MANIFEST), put(t, 'repo', m.digest, m.bytes, DOCKER_MANIFEST)]);
+    const statuses = answers.map((r) => r.status).sort();
+    expect(statuses).toEqual([201, 400]);
+    const winner = answers[0]!.status === 201 ? OCI_MANIFEST : DOCKER_MANIFEST;
+    await expectPulled(t, 'repo', m.digest, m, winner);
+  });
+
+  it('after a delete the digest may be pushed with another type', async () => {
+    const t = guardedApp();
+    const m = await untyped(t);
+    await expectCreated(await put(t, 'repo', m.digest, m.bytes, OCI_MANIFEST), 'repo', m);
+    expect((await t.request(`/v2/repo/manifests/${m.digest}`, { method: 'DELETE' })).status).toBe(202);
+    await expectCreated(await put(t, 'repo', m.digest, m.bytes, DOCKER_MANIFEST), 'repo', m);
+    await expectPulled(t, 'repo', m.digest, m, DOCKER_MANIFEST);
   });
 });
 

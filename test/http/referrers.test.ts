@@ -288,3 +288,78 @@ describe('invalid requests', () => {
     await expectOciError(await t.request(path), { status, code });
   });
 });
+
+describe('bounded listings', () => {
+  /** A referrer of `subject` whose annotations take about `bytes` bytes. */
+  function annotated(subject: Blob, bytes: number, n: number): Blob {
+    return configArtifact(subject, EMPTY_CONFIG, { [ANNOTATION]: `${n}:${'x'.repeat(bytes)}` });
+  }
+
+  /** Follows Link headers from the first page; returns every page's byte length and all descriptors. */
+  async function allPages(t: App, name: string, subject: string, query = '') {
+    const pages: number[] = [];
+    const manifests: ReferrersBody['manifests'] = [];
+    let path: string | undefined = `/v2/${name}/referrers/${subject}${query}`;
+    while (path) {
+      const res = await t.request(path);
+      expect(res.status).toBe(200);
+      const text = await res.text();
+      pages.push(Buffer.byteLength(text));
+      manifests.push(...(JSON.parse(text) as ReferrersBody).manifests);
+      const link = res.headers.get('link');
+      path = link ? /^<([^>]+)>; rel="next"$/.exec(link)![1] : undefined;
+      expect(pages.length).toBeLessThan(100);
+    }
+    return { pages, manifests };
+  }
+
+  it('referrers with large annotations are paged within 4 MiB by Link, each with its annotations; no index item holds them', async () => {
+    const t = guardedApp();
+    const subject = image();
+    await t.pushBlob('repo', EMPTY_CONFIG);
+    const pushed = Array.from({ length: 12 }, (_, n) => annotated(subject.manifest, 600_000, n));
+    for (const m of pushed) await putManifest(t, 'repo', m, subject.manifest.digest);
+
+    const { pages, manifests } = await allPages(t, 'repo', subject.manifest.digest);
+    expect(pages.length).toBeGreaterThan(1);
+    for (const size of pages) expect(size).toBeLessThanOrEqual(4 * 1024 * 1024);
+    expect(manifests.map((d) => d.digest).sort()).toEqual(pushed.map((m) => m.digest).sort());
+    for (const d of manifests) {
+      const m = pushed.find((p) => p.digest === d.digest)!;
+      expect(d.annotations).toEqual((JSON.parse(new TextDecoder().decode(m.bytes)) as { annotations: unknown }).annotations);
+    }
+    // What the index holds per manifest stays small (DynamoDB caps an item at 400 KB).
+    for (const pk of [`manifest#repo`, `referrer#repo#${subject.manifest.digest}`]) {
+      for (const { item } of await t.index.list(pk, { limit: 1000 })) expect(JSON.stringify(item.value).length).toBeLessThan(10_000);
+    }
+  });
+
+  it('small annotations stay in the index and a listing reads no manifest', async () => {
+    const t = guardedApp();
+    const subject = image();
+    await t.pushBlob('repo', EMPTY_CONFIG);
+    const m = annotated(subject.manifest, 100, 1);
+    await putManifest(t, 'repo', m, subject.manifest.digest);
+    const get = t.store.get.bind(t.store);
+    const reads: string[] = [];
+    t.store.get = (key, range) => (reads.push(key), get(key, range));
+    const { body } = await referrers(t, 'repo', subject.manifest.digest);
+    expect(body.manifests[0]!.annotations![ANNOTATION]).toMatch(/^1:x{100}$/);
+    expect(reads).toEqual([]);
+  });
+
+  it('a filter that matches few of many entries answers a short page and a Link, not the whole partition', async () => {
+    const t = guardedApp();
+    const subject = image().manifest.digest;
+    // Entries written straight into the index: 12,000 referrers of one type, then one of another.
+    const entry = (i: number, type: string) => ({ mediaType: OCI_MANIFEST, digest: sha256(`r${i}`), size: 10, artifactType: type });
+    for (let i = 0; i < 12_000; i++) await t.index.put({ pk: `referrer#repo#${subject}`, sk: entry(i, TYPE_A).digest }, entry(i, TYPE_A));
+    const rare = entry(-1, TYPE_B);
+    await t.index.put({ pk: `referrer#repo#${subject}`, sk: rare.digest }, rare);
+
+    const first = await referrers(t, 'repo', subject, `?artifactType=${TYPE_B}`);
+    expect(first.res.headers.get('link')).toMatch(/rel="next"/);
+    const { manifests } = await allPages(t, 'repo', subject, `?artifactType=${TYPE_B}`);
+    expect(manifests).toEqual([rare]);
+  });
+});

@@ -22,6 +22,23 @@ import { OciError } from '../errors.js';
  */
 export const MAX_MANIFEST_BYTES = 4 * 1024 * 1024;
 
+/**
+ * Nesting depth a manifest may have. Real manifests nest five levels (index -> manifests ->
+ * descriptor -> platform -> features); a document nested thousands of levels deep costs stack in
+ * every recursive walk after the parse (serialising it, for one), so it is refused by a linear
+ * scan before JSON.parse runs.
+ */
+export const MAX_JSON_DEPTH = 64;
+
+/**
+ * Descriptors (config, layers, child manifests) one manifest may name. Each costs an existence
+ * check when it is pushed, so the count bounds the work one PUT can ask of the index: a 4 MiB
+ * manifest could name 25,000 blobs, and eight of them at once stalled every other request for
+ * about a second. Docker refuses images deeper than 125 layers and multi-platform indexes name a
+ * few dozen manifests, so 1000 leaves room for every real image.
+ */
+export const MAX_DESCRIPTORS = 1000;
+
 export interface Descriptor {
   mediaType: string;
   digest: string;
@@ -49,9 +66,12 @@ export interface ParsedManifest {
 
 export type ManifestRejection =
   | { reason: 'not-json' }
+  | { reason: 'too-deep' }
+  | { reason: 'too-many-descriptors'; field: string; count: number }
   | { reason: 'not-object' }
   | { reason: 'schema1' }
-  | { reason: 'schema-version'; found: unknown }
+  /** `found` describes the value (its JSON type, or the number), never echoes it. */
+  | { reason: 'schema-version'; found: string }
   | { reason: 'media-type-mismatch'; header: string; body: string }
   | { reason: 'unknown-media-type'; mediaType: string | undefined }
   | { reason: 'bad-descriptor'; field: string; why: string }
@@ -65,6 +85,7 @@ const GENERIC_CONTENT_TYPES = new Set(['application/json', 'application/octet-st
 export function parseManifest(bytes: Uint8Array, contentType: string | undefined): ManifestParse {
   const header = essence(contentType);
   if (header && SCHEMA1_TYPES.has(header)) return { ok: false, reason: 'schema1' };
+  if (!withinDepth(bytes, MAX_JSON_DEPTH)) return { ok: false, reason: 'too-deep' };
   let doc: unknown;
   try {
     doc = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
@@ -74,7 +95,7 @@ export function parseManifest(bytes: Uint8Array, contentType: string | undefined
   if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) return { ok: false, reason: 'not-object' };
   const m = doc as Record<string, unknown>;
   if (m.schemaVersion === 1) return { ok: false, reason: 'schema1' };
-  if (m.schemaVersion !== 2) return { ok: false, reason: 'schema-version', found: m.schemaVersion };
+  if (m.schemaVersion !== 2) return { ok: false, reason: 'schema-version', found: describe(m.schemaVersion) };
 
   const bodyType = typeof m.mediaType === 'string' ? m.mediaType : undefined;
   if (m.mediaType !== undefined && bodyType === undefined) {
@@ -108,6 +129,7 @@ export function parseManifest(bytes: Uint8Array, contentType: string | undefined
     const config = descriptor(m.config, 'config');
     if ('reason' in config) return { ok: false, ...config };
     if (!Array.isArray(m.layers)) return { ok: false, reason: 'bad-field', field: 'layers', why: 'must be an array' };
+    if (m.layers.length + 1 > MAX_DESCRIPTORS) return { ok: false, reason: 'too-many-descriptors', field: 'layers', count: m.layers.length + 1 };
     const layers: Descriptor[] = [];
     for (const [i, layer] of m.layers.entries()) {
       const parsed = descriptor(layer, `layers[${i}]`);
@@ -130,6 +152,7 @@ export function parseManifest(bytes: Uint8Array, contentType: string | undefined
   }
   if (INDEX_MANIFEST_TYPES.has(mediaType)) {
     if (!Array.isArray(m.manifests)) return { ok: false, reason: 'bad-field', field: 'manifests', why: 'must be an array' };
+    if (m.manifests.length > MAX_DESCRIPTORS) return { ok: false, reason: 'too-many-descriptors', field: 'manifests', count: m.manifests.length };
     const manifests: Descriptor[] = [];
     for (const [i, child] of m.manifests.entries()) {
       const parsed = descriptor(child, `manifests[${i}]`);
@@ -145,6 +168,13 @@ export function manifestError(rejection: ManifestRejection): OciError {
   switch (rejection.reason) {
     case 'not-json':
       return new OciError('MANIFEST_INVALID', 'manifest is not valid UTF-8 JSON');
+    case 'too-deep':
+      return new OciError('MANIFEST_INVALID', `manifest JSON is nested deeper than ${MAX_JSON_DEPTH} levels`, { limit: MAX_JSON_DEPTH });
+    case 'too-many-descriptors':
+      return new OciError('MANIFEST_INVALID', `a manifest may name at most ${MAX_DESCRIPTORS} descriptors; this one names ${rejection.count}`, {
+        field: rejection.field,
+        limit: MAX_DESCRIPTORS,
+      });
     case 'not-object':
       return new OciError('MANIFEST_INVALID', 'manifest must be a JSON object');
     case 'schema1':
@@ -153,14 +183,14 @@ export function manifestError(rejection: ManifestRejection): OciError {
         'Docker image manifest schema 1 is deprecated and not supported; push an OCI or Docker schema 2 manifest',
       );
     case 'schema-version':
-      return new OciError('MANIFEST_INVALID', 'schemaVersion must be 2', { schemaVersion: rejection.found ?? null });
+      return new OciError('MANIFEST_INVALID', `schemaVersion must be 2, found ${rejection.found}`);
     case 'media-type-mismatch':
       return new OciError('MANIFEST_INVALID', 'Content-Type does not match the manifest mediaType', {
-        contentType: rejection.header,
-        mediaType: rejection.body,
+        contentType: rejection.header.slice(0, 100),
+        mediaType: rejection.body.slice(0, 100),
       });
     case 'unknown-media-type':
-      return new OciError('MANIFEST_INVALID', `unsupported manifest media type "${rejection.mediaType ?? ''}"`, {
+      return new OciError('MANIFEST_INVALID', `unsupported manifest media type "${(rejection.mediaType ?? '').slice(0, 100)}"`, {
         supported: [MediaType.OciManifest, MediaType.OciIndex, MediaType.DockerManifest, MediaType.DockerManifestList],
       });
     case 'bad-descriptor':
@@ -184,8 +214,9 @@ function descriptor(value: unknown, field: string): Descriptor | Extract<Manifes
   if (d.artifactType !== undefined && (typeof d.artifactType !== 'string' || !isValidMediaType(d.artifactType))) {
     return bad('artifactType must be a media type');
   }
-  if (d.urls !== undefined && (!Array.isArray(d.urls) || !d.urls.every((u) => typeof u === 'string'))) {
-    return bad('urls must be an array of strings');
+  if (d.urls !== undefined) {
+    const why = urlsProblem(d.urls);
+    if (why) return bad(why);
   }
   const out: Descriptor = { mediaType: d.mediaType, digest: d.digest, size: d.size };
   if (typeof d.artifactType === 'string') out.artifactType = d.artifactType;
@@ -201,4 +232,51 @@ function stringMap(value: unknown): Record<string, string> | undefined | null {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) return null;
   for (const v of Object.values(value)) if (typeof v !== 'string') return null;
   return value as Record<string, string>;
+}
+
+/**
+ * Foreign content is fetched from `urls` by clients (image-spec descriptor.md#properties): only
+ * http and https URLs are meaningful there, and a descriptor names a few mirrors, not thousands.
+ */
+const MAX_DESCRIPTOR_URLS = 16;
+const MAX_URL_LENGTH = 2048;
+
+function urlsProblem(urls: unknown): string | undefined {
+  if (!Array.isArray(urls) || !urls.every((u) => typeof u === 'string')) return 'urls must be an array of strings';
+  if (urls.length > MAX_DESCRIPTOR_URLS) return `urls may list at most ${MAX_DESCRIPTOR_URLS} URLs`;
+  for (const url of urls as string[]) {
+    if (url.length > MAX_URL_LENGTH) return `urls must be at most ${MAX_URL_LENGTH} characters long`;
+    if (!/^https?:\/\/[^\s/?#]+/i.test(url) || !URL.canParse(url)) return 'urls must be http or https URLs';
+  }
+  return undefined;
+}
+
+/** A client's value named without echoing it: its JSON type, or a number in short form. */
+function describe(value: unknown): string {
+  if (value === undefined) return 'nothing';
+  if (value === null) return 'null';
+  if (typeof value === 'number') return String(value).slice(0, 24);
+  if (Array.isArray(value)) return 'an array';
+  return `a ${typeof value}`;
+}
+
+/**
+ * Whether JSON text nests at most `limit` arrays and objects deep: one pass over the bytes,
+ * skipping strings (their brackets are text), so the check costs what reading the bytes costs.
+ * Malformed text may pass; JSON.parse refuses it next.
+ */
+export function withinDepth(bytes: Uint8Array, limit: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < bytes.length; i++) {
+    const b = bytes[i]!;
+    if (inString) {
+      if (b === 0x5c) i++; // backslash: the next byte is escaped
+      else if (b === 0x22) inString = false;
+    } else if (b === 0x22) inString = true;
+    else if (b === 0x5b || b === 0x7b) {
+      if (++depth > limit) return false;
+    } else if (b === 0x5d || b === 0x7d) depth--;
+  }
+  return true;
 }

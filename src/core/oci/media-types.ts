@@ -13,6 +13,17 @@ export const MediaType = {
 export const IMAGE_MANIFEST_TYPES: ReadonlySet<string> = new Set([MediaType.OciManifest, MediaType.DockerManifest]);
 /** Manifests that reference other manifests. */
 export const INDEX_MANIFEST_TYPES: ReadonlySet<string> = new Set([MediaType.OciIndex, MediaType.DockerManifestList]);
+/**
+ * Layers that may live outside the registry, fetched from their descriptor's `urls`
+ * (image-spec layer.md#non-distributable-layers, Docker's foreign layers). Nothing else may be
+ * foreign: a config or a child manifest is always in the repository.
+ */
+export const NONDISTRIBUTABLE_LAYER_TYPES: ReadonlySet<string> = new Set([
+  'application/vnd.oci.image.layer.nondistributable.v1.tar',
+  'application/vnd.oci.image.layer.nondistributable.v1.tar+gzip',
+  'application/vnd.oci.image.layer.nondistributable.v1.tar+zstd',
+  'application/vnd.docker.image.rootfs.foreign.diff.tar.gzip',
+]);
 export const SCHEMA1_TYPES: ReadonlySet<string> = new Set([MediaType.DockerSchema1, MediaType.DockerSchema1Signed]);
 
 /** RFC 6838 type/subtype (restricted-name), optionally followed by parameters. */

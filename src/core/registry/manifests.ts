@@ -1,12 +1,14 @@
 import { OciError } from '../errors.js';
 import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
 import { MAX_MANIFEST_BYTES, manifestError, parseManifest, type Descriptor, type ParsedManifest } from '../oci/manifest.js';
+import { NONDISTRIBUTABLE_LAYER_TYPES } from '../oci/media-types.js';
 import type { Reference } from '../oci/reference.js';
 import { streamOf, type ByteStream } from '../streams.js';
 import type { Json } from '../../ports/meta-index.js';
 import type { Blobs } from './blobs.js';
 import type { Ctx } from './context.js';
 import { keys, objects } from './keys.js';
+import { indexedAnnotations, type ReferrerEntry } from './referrers.js';
 import type { Tags } from './tags.js';
 
 /**
@@ -30,7 +32,10 @@ export interface ManifestRecord {
   size: number;
   artifactType?: string;
   subject?: string;
+  /** Only when small enough for an index item (referrers.ts MAX_INDEXED_ANNOTATION_BYTES)... */
   annotations?: Record<string, string>;
+  /** ...else this, and the annotations are in the manifest itself. */
+  largeAnnotations?: true;
 }
 
 export interface ManifestRead {
@@ -76,7 +81,7 @@ export class Manifests {
     const digest = this.digestFor(reference, bytes);
     await this.checkReferences(name, manifest);
 
-    const record = await this.record(name, digest, bytes, manifest.mediaType, manifest);
+    const record = await this.record(name, digest, bytes, manifest.mediaType, manifest, 'first');
     if (reference.kind === 'tag') await this.tags.set(name, reference.tag, digest.value);
     return record;
   }
@@ -89,19 +94,40 @@ export class Manifests {
    */
   async putMirrored(name: string, digest: Digest, bytes: Uint8Array, mediaType: string, manifest: ParsedManifest): Promise<ManifestRecord> {
     if (bytes.byteLength > MAX_MANIFEST_BYTES) throw tooLarge();
-    return this.record(name, digest, bytes, mediaType, manifest);
+    return this.record(name, digest, bytes, mediaType, manifest, 'upstream');
   }
 
-  /** Stores the bytes, then the record, then the referrer entry (the put protocol above). */
-  private async record(name: string, digest: Digest, bytes: Uint8Array, mediaType: string, manifest: ParsedManifest): Promise<ManifestRecord> {
+  /**
+   * Stores the bytes, then the record, then the referrer entry (the put protocol above). A
+   * push never changes the record of a digest already in the repository: the bytes are the
+   * same, so only the media type could differ (a body without `mediaType` pushed again with
+   * another Content-Type), and the type a digest is served with is fixed by its first push. The
+   * record is written with putIfAbsent, so of two racing first pushes exactly one type wins and
+   * the other push is refused. A mirrored manifest takes whatever its upstream says now.
+   */
+  private async record(
+    name: string,
+    digest: Digest,
+    bytes: Uint8Array,
+    mediaType: string,
+    manifest: ParsedManifest,
+    type: 'first' | 'upstream',
+  ): Promise<ManifestRecord> {
     // The size first: a store's runtime may take over (detach) the buffer it is handed.
     const size = bytes.byteLength;
     await this.blobs.store(digest, streamOf(bytes), size);
     const record: ManifestRecord = { digest: digest.value, mediaType, size };
     if (manifest.artifactType) record.artifactType = manifest.artifactType;
     if (manifest.subject) record.subject = manifest.subject.digest;
-    if (manifest.annotations) record.annotations = manifest.annotations;
-    await this.ctx.index.put(keys.manifest(name, digest.value), record as unknown as Json);
+    Object.assign(record, indexedAnnotations(manifest.annotations));
+    const key = keys.manifest(name, digest.value);
+    if (type === 'upstream') await this.ctx.index.put(key, record as unknown as Json);
+    else if (!(await this.ctx.index.putIfAbsent(key, record as unknown as Json))) {
+      const stored = (await this.ctx.index.get<ManifestRecord & Json>(key))?.value;
+      if (stored && stored.mediaType !== mediaType) throw typeFixed(digest.value, stored.mediaType, mediaType);
+      // Deleted between the two reads: this push is its first again.
+      if (!stored) await this.ctx.index.put(key, record as unknown as Json);
+    }
     if (manifest.subject) {
       await this.ctx.index.put(keys.referrer(name, manifest.subject.digest, digest.value), referrerDescriptor(record) as unknown as Json);
     }
@@ -138,10 +164,11 @@ export class Manifests {
 
   /** Every blob an image manifest names and every manifest an index names must be in the repository. */
   private async checkReferences(name: string, manifest: ParsedManifest): Promise<void> {
-    const blobs = [...(manifest.config ? [manifest.config] : []), ...manifest.layers].filter(
-      // Non-distributable content with URLs lives elsewhere by design (image-spec layer.md).
-      (d) => !(d.urls && d.urls.length > 0),
-    );
+    const blobs = [
+      ...(manifest.config ? [manifest.config] : []),
+      // A non-distributable layer with URLs lives elsewhere by design (image-spec layer.md).
+      ...manifest.layers.filter((d) => !(d.urls && d.urls.length > 0 && NONDISTRIBUTABLE_LAYER_TYPES.has(d.mediaType))),
+    ];
     const checks: Array<() => Promise<void>> = [
       ...blobs.map((d) => async () => {
         const found = await this.blobs.stat(name, parseDigest(d.digest));
@@ -173,11 +200,20 @@ function mustMatch(d: Descriptor, size: number | undefined, what: 'blob' | 'mani
   }
 }
 
-export function referrerDescriptor(record: ManifestRecord): Descriptor {
-  const d: Descriptor = { mediaType: record.mediaType, digest: record.digest, size: record.size };
+export function referrerDescriptor(record: ManifestRecord): ReferrerEntry {
+  const d: ReferrerEntry = { mediaType: record.mediaType, digest: record.digest, size: record.size };
   if (record.artifactType) d.artifactType = record.artifactType;
   if (record.annotations) d.annotations = record.annotations;
+  if (record.largeAnnotations) d.largeAnnotations = true;
   return d;
+}
+
+function typeFixed(digest: string, stored: string, pushed: string): OciError {
+  return new OciError(
+    'MANIFEST_INVALID',
+    `manifest ${digest} is stored as ${stored}, and a digest's media type is fixed by its first push; push it as ${stored} or add a mediaType to the manifest`,
+    { digest, mediaType: stored, pushed: pushed.slice(0, 100) },
+  );
 }
 
 function unknown(reference: Reference): OciError {
