@@ -22,12 +22,15 @@ export const ERRORS = {
   MANIFEST_UNKNOWN: { code: 'MANIFEST_UNKNOWN', status: 404, message: 'manifest unknown to registry' },
   MANIFEST_TOO_LARGE: { code: 'SIZE_INVALID', status: 413, message: 'manifest too large' },
   NAME_INVALID: { code: 'NAME_INVALID', status: 400, message: 'invalid repository name' },
+  // A path with dot-segments (/v2/a/../b/...) names a repository only after it is resolved; it is refused, never resolved.
+  PATH_DOT_SEGMENTS: { code: 'NAME_INVALID', status: 404, message: 'the path has dot-segments ("." or ".."); a repository name is taken exactly as sent' },
   NAME_UNKNOWN: { code: 'NAME_UNKNOWN', status: 404, message: 'repository name not known to registry' },
   SIZE_INVALID: { code: 'SIZE_INVALID', status: 400, message: 'provided length did not match content length' },
   REFERENCE_INVALID: { code: 'MANIFEST_INVALID', status: 400, message: 'invalid tag or digest reference' },
   QUERY_INVALID: { code: 'UNSUPPORTED', status: 400, message: 'invalid query parameter' },
   RANGE_INVALID: { code: 'BLOB_UPLOAD_INVALID', status: 416, message: 'chunk does not start at the current upload offset' },
-  RANGE_NOT_SATISFIABLE: { code: 'BLOB_UNKNOWN', status: 416, message: 'requested range not satisfiable' },
+  // The blob exists: BLOB_UNKNOWN would send a client to look for it elsewhere.
+  RANGE_NOT_SATISFIABLE: { code: 'SIZE_INVALID', status: 416, message: 'requested range not satisfiable' },
   UNAUTHORIZED: { code: 'UNAUTHORIZED', status: 401, message: 'authentication required' },
   DENIED: { code: 'DENIED', status: 403, message: 'requested access to the resource is denied' },
   UNSUPPORTED: { code: 'UNSUPPORTED', status: 415, message: 'the operation is unsupported' },

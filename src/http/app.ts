@@ -1,8 +1,9 @@
 import { Hono, type Context } from 'hono';
-import { OciError } from '../core/errors.js';
+import { OciError, type ErrorKind } from '../core/errors.js';
 import { parseName } from '../core/oci/reference.js';
 import type { Registry } from '../core/registry/registry.js';
 import { errorResponse, methodNotAllowed } from './errors.js';
+import { hasDotSegment, sentTarget } from './request.js';
 import { blobRoute } from './routes/blobs.js';
 import { catalogRoute, referrersRoute, tagsRoute } from './routes/listings.js';
 import { manifestRoute } from './routes/manifests.js';
@@ -39,19 +40,25 @@ export function createApp({ registry, metrics = false }: AppDeps): Hono {
   return app;
 }
 
-type Route = [RegExp, MirrorRoute, (c: Context, registry: Registry, name: string, arg: string) => Promise<Response>];
+type Route = [RegExp, MirrorRoute, (c: Context, registry: Registry, name: string, arg: string) => Promise<Response>, ErrorKind];
 
-/** Matched in order against the path after /v2/; the name is everything before the suffix. */
+/**
+ * Matched in order against the path after /v2/; the name is everything before the suffix. The
+ * last column is the error for a last segment whose percent-encoding is malformed: what that
+ * segment should have been.
+ */
 const ROUTES: Route[] = [
-  [/^(.+)\/manifests\/([^/]+)$/, 'manifest', manifestRoute],
-  [/^(.+)\/blobs\/uploads\/?$/, 'upload', (c, r, name) => startUploadRoute(c, r, name)],
-  [/^(.+)\/blobs\/uploads\/([^/]+)$/, 'upload', uploadRoute],
-  [/^(.+)\/blobs\/([^/]+)$/, 'blob', blobRoute],
-  [/^(.+)\/tags\/list$/, 'tags', (c, r, name) => tagsRoute(c, r, name)],
-  [/^(.+)\/referrers\/([^/]+)$/, 'referrers', referrersRoute],
+  [/^(.+)\/manifests\/([^/]+)$/, 'manifest', manifestRoute, 'REFERENCE_INVALID'],
+  [/^(.+)\/blobs\/uploads\/?$/, 'upload', (c, r, name) => startUploadRoute(c, r, name), 'BLOB_UPLOAD_UNKNOWN'],
+  [/^(.+)\/blobs\/uploads\/([^/]+)$/, 'upload', uploadRoute, 'BLOB_UPLOAD_UNKNOWN'],
+  [/^(.+)\/blobs\/([^/]+)$/, 'blob', blobRoute, 'DIGEST_INVALID'],
+  [/^(.+)\/tags\/list$/, 'tags', (c, r, name) => tagsRoute(c, r, name), 'NAME_INVALID'],
+  [/^(.+)\/referrers\/([^/]+)$/, 'referrers', referrersRoute, 'DIGEST_INVALID'],
 ];
 
 async function dispatch(c: Context, registry: Registry): Promise<Response> {
+  const sent = sentTarget(c);
+  if (sent !== undefined && hasDotSegment(sent)) throw new OciError('PATH_DOT_SEGMENTS', undefined, { path: sent.split('?', 1)[0]!.slice(0, 300) });
   const path = c.req.path.slice('/v2/'.length);
   if (path === '') {
     if (c.req.method !== 'GET' && c.req.method !== 'HEAD') throw methodNotAllowed(['GET', 'HEAD']);
@@ -60,21 +67,21 @@ async function dispatch(c: Context, registry: Registry): Promise<Response> {
     });
   }
   if (path === '_catalog') return catalogRoute(c, registry);
-  for (const [pattern, kind, handle] of ROUTES) {
+  for (const [pattern, kind, handle, malformed] of ROUTES) {
     const m = pattern.exec(path);
     if (!m) continue;
     const target = registry.mirror.route(parseName(m[1]!), c.req.query('ns'));
-    const arg = decodeSegment(m[2] ?? '');
+    const arg = decodeSegment(m[2] ?? '', malformed);
     if (target.kind === 'mirror') return mirrorRoute(c, registry, target, kind, arg);
     return handle(c, registry, target.name, arg);
   }
   throw new OciError('ROUTE_UNKNOWN', undefined, { path: c.req.path.slice(0, 300) });
 }
 
-function decodeSegment(segment: string): string {
+function decodeSegment(segment: string, malformed: ErrorKind): string {
   try {
     return decodeURIComponent(segment);
   } catch {
-    throw new OciError('REFERENCE_INVALID', 'malformed percent-encoding in the path');
+    throw new OciError(malformed, `malformed percent-encoding in the path segment "${segment.slice(0, 80)}"`);
   }
 }

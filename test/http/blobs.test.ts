@@ -98,7 +98,7 @@ describe('ranged GET', () => {
     const { request, b } = await withBlob(size);
     const res = await request(`/v2/repo/blobs/${b.digest}`, { headers: { Range: range } });
     expect(res.headers.get('content-range')).toBe(`bytes */${size}`);
-    const error = await expectOciError(res, { status: 416, code: 'BLOB_UNKNOWN', message: String(size) });
+    const error = await expectOciError(res, { status: 416, code: 'SIZE_INVALID', message: String(size) });
     expect(error!.detail).toEqual({ size });
   });
 
