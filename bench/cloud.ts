@@ -76,7 +76,7 @@ async function main(): Promise<void> {
     rows.push({ subject: 'AWS SDK, 4 parts in flight', operation: 'push', seconds: sdkParts.seconds, bytes: SIZE, peer: { label: 'SDK', seconds: sdkPush.seconds } });
 
     const nodePort = await freePort();
-    const node = await start('Outpost on Node', process.execPath, [join(ROOT, 'dist/entry/node.js')], { ...settings, OUTPOST_PORT: String(nodePort) }, nodePort);
+    const node = await start('Outpost on Node', process.execPath, [join(ROOT, 'dist/entry/cli.js'), 'serve'], { ...settings, OUTPOST_PORT: String(nodePort) }, nodePort);
     servers.push(node);
     rows.push(...(await measure(s3.dir, node, [node.pid], new Content(SIZE, 2), client, bucket, sdkPush.seconds, sdkPull.seconds)));
 

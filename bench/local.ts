@@ -62,7 +62,7 @@ async function main(): Promise<void> {
     const outpost = await start(
       'Outpost (local store)',
       process.execPath,
-      [join(ROOT, 'dist/entry/node.js')],
+      [join(ROOT, 'dist/entry/cli.js'), 'serve'],
       { OUTPOST_PORT: String(outpostPort), OUTPOST_DATA_DIR: join(work, 'outpost') },
       outpostPort,
     );

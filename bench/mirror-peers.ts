@@ -8,13 +8,13 @@ import { startDaemon, startUpstreamRegistry, type UpstreamRegistry } from '../te
 import { descendants, timed } from './harness.js';
 
 /**
- * The processes and clients of bench/mirror.ts: Outpost instances (dist/entry/node.js, started
+ * The processes and clients of bench/mirror.ts: Outpost instances (dist/entry/cli.js serve, started
  * with the e2e support's startDaemon, so each log is a file and no process outlives this one),
  * Distribution proxies (the e2e support's startUpstreamRegistry in proxy mode), batches of real
  * skopeo pulls, and wrk.
  */
 
-const ENTRY = resolve(import.meta.dirname, '../dist/entry/node.js');
+const ENTRY = resolve(import.meta.dirname, '../dist/entry/cli.js');
 const ROOT = resolve(import.meta.dirname, '..');
 
 /** A server the clients pull through: an Outpost process or a Distribution proxy. */
@@ -39,7 +39,7 @@ export async function startOutpost(label: string, dataDir: string, logFile: stri
   const daemon = await startDaemon({
     label,
     command: process.execPath,
-    args: [ENTRY],
+    args: [ENTRY, 'serve'],
     logFile,
     env: { ...env, OUTPOST_STORE: 'local', OUTPOST_DATA_DIR: dataDir, OUTPOST_HOST: '127.0.0.1', OUTPOST_PORT: '0', OUTPOST_CONFIG: JSON.stringify(config) },
     ready: async (log) => {

@@ -21,6 +21,7 @@ export const ERRORS = {
   MANIFEST_INVALID: { code: 'MANIFEST_INVALID', status: 400, message: 'manifest invalid' },
   MANIFEST_UNKNOWN: { code: 'MANIFEST_UNKNOWN', status: 404, message: 'manifest unknown to registry' },
   MANIFEST_TOO_LARGE: { code: 'SIZE_INVALID', status: 413, message: 'manifest too large' },
+  BLOB_TOO_LARGE: { code: 'SIZE_INVALID', status: 413, message: 'blob too large' },
   NAME_INVALID: { code: 'NAME_INVALID', status: 400, message: 'invalid repository name' },
   // A path with dot-segments (/v2/a/../b/...) names a repository only after it is resolved; it is refused, never resolved.
   PATH_DOT_SEGMENTS: { code: 'NAME_INVALID', status: 404, message: 'the path has dot-segments ("." or ".."); a repository name is taken exactly as sent' },

@@ -6,7 +6,10 @@
  * Runtime-agnostic: no node:* imports. The document's sections are parsed in ./config/.
  */
 import type { MirrorConfig } from '../core/mirror/config.js';
+import { MAX_MANIFEST_BYTES } from '../core/oci/manifest.js';
+import { DEFAULT_MAX_BLOB_BYTES } from '../core/registry/context.js';
 import { defaultDocument, readDocument, type ConfigDocument } from './config/document.js';
+import { isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
 
 export interface S3Config {
   endpoint?: string;
@@ -39,8 +42,14 @@ export interface Config {
   redirectSeconds: number;
   /** Smallest chunk clients are asked to PATCH (OCI-Chunk-Min-Length); 0 asks nothing. */
   chunkMinBytes: number;
+  /** The largest blob pushed, uploaded or mirrored, in bytes; longer ones are refused before they are stored. */
+  maxBlobBytes: number;
   /** Upstreams, hosted prefixes and fill tuning from the configuration document (defaults without one). */
   mirror: MirrorConfig;
+  /** On SIGTERM/SIGINT, how long requests in flight may take before their connections are cut (Node). */
+  shutdownSeconds: number;
+  /** The least severe structured log line written (the access log is at info). */
+  logLevel: LogLevel;
 }
 
 /** The configuration document as the entry point obtained it; readConfig never touches a file system. */
@@ -69,6 +78,9 @@ export const CONFIG_VARIABLES = {
   OUTPOST_UPLOAD_TTL_SECONDS: 'how long an idle blob upload is kept (default 86400)',
   OUTPOST_REDIRECT_SECONDS: 'redirect blob downloads to presigned store URLs valid this long; 0 serves them directly (default 0)',
   OUTPOST_CHUNK_MIN_BYTES: 'smallest chunk clients are asked to PATCH, sent as OCI-Chunk-Min-Length; 0 sends nothing (default 0)',
+  OUTPOST_MAX_BLOB_BYTES: 'largest blob pushed, uploaded or mirrored, in bytes, from 4 MiB to 5 TiB; a longer one is refused before it is stored (default 68719476736, 64 GiB)',
+  OUTPOST_SHUTDOWN_SECONDS: 'on SIGTERM or SIGINT, how long requests in flight may finish before their connections are cut (Node; default 25)',
+  OUTPOST_LOG_LEVEL: 'least severe log line written: debug, info, warn, error or off; the access log is at info (default info)',
   OUTPOST_CONFIG: 'the configuration document inline, YAML or JSON: upstreams, hosted prefixes, mirror tuning (default none)',
   OUTPOST_CONFIG_FILE: 'path of the configuration document, YAML or JSON (Node; default none)',
   OUTPOST_S3_ENDPOINT: 'S3 endpoint URL (default: AWS for the region)',
@@ -89,7 +101,13 @@ export const CONFIG_VARIABLES = {
 export type ConfigVariable = keyof typeof CONFIG_VARIABLES;
 
 /** Settings that only mean something to a process that listens and has a disk. */
-const NODE_ONLY: ConfigVariable[] = ['OUTPOST_HOST', 'OUTPOST_PORT', 'OUTPOST_DATA_DIR'];
+const NODE_ONLY: ConfigVariable[] = ['OUTPOST_HOST', 'OUTPOST_PORT', 'OUTPOST_DATA_DIR', 'OUTPOST_SHUTDOWN_SECONDS'];
+
+/**
+ * Below the usual supervisors' kill timeouts (Kubernetes waits 30 s, systemd 90 s by default),
+ * so requests are drained by Outpost rather than cut by a SIGKILL.
+ */
+const DEFAULT_SHUTDOWN_SECONDS = 25;
 
 export function readConfig(env: Record<string, unknown>, runtime: 'node' | 'workers' = 'node', input: ConfigInput = {}): Config {
   const problems: string[] = [];
@@ -114,6 +132,11 @@ export function readConfig(env: Record<string, unknown>, runtime: 'node' | 'work
   // SigV4 presigned URLs are valid for at most 7 days.
   const redirectSeconds = integer(get('OUTPOST_REDIRECT_SECONDS'), 0, 'OUTPOST_REDIRECT_SECONDS', 0, 7 * 86_400, problems);
   const chunkMinBytes = integer(get('OUTPOST_CHUNK_MIN_BYTES'), 0, 'OUTPOST_CHUNK_MIN_BYTES', 0, 5 * 1024 * 1024 * 1024, problems);
+  // Manifests are stored as blobs, so the cap is at least theirs; S3 holds at most 5 TiB per object.
+  const maxBlobBytes = integer(get('OUTPOST_MAX_BLOB_BYTES'), DEFAULT_MAX_BLOB_BYTES, 'OUTPOST_MAX_BLOB_BYTES', MAX_MANIFEST_BYTES, 5 * 1024 ** 4, problems);
+  const shutdownSeconds = integer(get('OUTPOST_SHUTDOWN_SECONDS'), DEFAULT_SHUTDOWN_SECONDS, 'OUTPOST_SHUTDOWN_SECONDS', 0, 3600, problems);
+  const logLevel = get('OUTPOST_LOG_LEVEL') ?? 'info';
+  if (!isLogLevel(logLevel)) problems.push(`OUTPOST_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel.slice(0, 80)}"`);
 
   const kind = get('OUTPOST_STORE') ?? (runtime === 'workers' ? 'cloud' : 'local');
   let store: StoreConfig;
@@ -127,7 +150,18 @@ export function readConfig(env: Record<string, unknown>, runtime: 'node' | 'work
   }
   problems.push(...documentProblems);
   if (problems.length > 0) throw new ConfigError(problems);
-  return { host, port, store, uploadTtlSeconds, redirectSeconds, chunkMinBytes, mirror: document.mirror };
+  return {
+    host,
+    port,
+    store,
+    uploadTtlSeconds,
+    redirectSeconds,
+    chunkMinBytes,
+    maxBlobBytes,
+    mirror: document.mirror,
+    shutdownSeconds,
+    logLevel: isLogLevel(logLevel) ? logLevel : 'info',
+  };
 }
 
 /**

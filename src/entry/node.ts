@@ -1,29 +1,50 @@
-import { serve } from '@hono/node-server';
-import { closeSync, mkdirSync, openSync, readSync } from 'node:fs';
+import { createAdaptorServer } from '@hono/node-server';
+import type { Server } from 'node:http';
+import { closeSync, openSync, readSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { FsBlobStore } from '../adapters/local/fs-blob-store.js';
 import { SqliteMetaIndex } from '../adapters/local/sqlite-meta-index.js';
-import type { BlobStore } from '../ports/blob-store.js';
+import { DEFAULT_RECLAIM_AGE_MS, type BlobStore } from '../ports/blob-store.js';
 import { systemClock } from '../ports/clock.js';
 import type { MetaIndex } from '../ports/meta-index.js';
 import { cloudAdapters } from './cloud.js';
 import { MAX_DOCUMENT_BYTES } from './config/document.js';
-import { ConfigError, readConfig, type Config, type ConfigInput } from './config.js';
+import { readConfig, type Config, type ConfigInput } from './config.js';
+import type { Log } from './log.js';
+import { drainable, nodeConnection } from './node-server.js';
 import { outpostApp } from './outpost.js';
+import { listenError, openIndex, prepareDataDir } from './startup-errors.js';
+
+export interface NodeServer {
+  port: number;
+  /** Where the data is, for the start-up line. */
+  where: string;
+  /** Responses in flight. */
+  inFlight(): number;
+  /**
+   * Graceful stop: no new connections, requests in flight finish for up to `deadlineMs`, then
+   * the remaining connections are cut and the index is closed. Resolves with the cut count.
+   */
+  stop(deadlineMs: number): Promise<{ cut: number }>;
+}
 
 /**
  * Outpost as a Node server: on the local store (files + SQLite under a data directory, which
- * several processes may share) or on the cloud store (S3 + DynamoDB).
+ * several processes may share) or on the cloud store (S3 + DynamoDB). The store and the index
+ * are opened before the port, so a server that listens can serve. Operator mistakes (a data
+ * directory that cannot be used, an index that cannot be opened, a port that cannot be bound)
+ * throw a StartupError: one line for the operator, no stack.
  */
-export async function startNode(config: Config) {
+export async function startNode(config: Config, log?: Log): Promise<NodeServer> {
   let store: BlobStore;
   let index: MetaIndex;
   let closeIndex = () => {};
   let where: string;
   if (config.store.kind === 'local') {
     const dataDir = resolve(config.store.dataDir);
-    mkdirSync(dataDir, { recursive: true });
-    const sqlite = new SqliteMetaIndex(join(dataDir, 'index.db'), systemClock);
+    prepareDataDir(dataDir);
+    const file = join(dataDir, 'index.db');
+    const sqlite = openIndex(file, () => new SqliteMetaIndex(file, systemClock));
     store = new FsBlobStore(dataDir);
     index = sqlite;
     closeIndex = () => sqlite.close();
@@ -32,21 +53,69 @@ export async function startNode(config: Config) {
     ({ store, index } = cloudAdapters(config.store, systemClock));
     where = `blobs in s3://${config.store.s3.bucket}/${config.store.s3.prefix}, index in DynamoDB table ${config.store.dynamodb.table}`;
   }
-  const { app } = outpostApp(config, { store, index }, { metricsRoute: true });
-  return new Promise<{ port: number; where: string; close: () => Promise<void> }>((resolveStart) => {
-    const server = serve({ fetch: app.fetch, hostname: config.host, port: config.port }, (info) => {
-      resolveStart({
-        port: info.port,
-        where,
-        close: () =>
-          new Promise<void>((done) => {
-            server.close(() => {
-              closeIndex();
-              done();
-            });
-          }),
-      });
-    });
+  const { app, registry } = outpostApp(config, { store, index }, { metricsRoute: true, log, connection: nodeConnection });
+  const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+  // Node's default cuts any request whose body takes over 5 minutes (a 10 GiB push at 30 MB/s);
+  // a connection silent for IDLE_TIMEOUT_MS is cut instead, and headers must arrive within 60 s.
+  server.requestTimeout = 0;
+  server.timeout = IDLE_TIMEOUT_MS;
+  const drain = drainable(server);
+  let port: number;
+  try {
+    port = await listen(server, config.host, config.port);
+  } catch (err) {
+    closeIndex();
+    throw err;
+  }
+  // Leftovers of crashes and abandoned uploads, at start-up and hourly; never awaited, so a slow
+  // store delays nothing. Every instance may run it: it removes only what is over for good.
+  let reclaiming: Promise<void> | undefined;
+  const reclaim = () => {
+    reclaiming ??= registry
+      .reclaim({ olderThanMs: DEFAULT_RECLAIM_AGE_MS })
+      .then(
+        (report) => log?.write('info', { msg: 'reclaimed leftovers', ...report }),
+        (err: unknown) => log?.write('warn', { msg: 'reclaiming leftovers failed', error: String(err).slice(0, 300) }),
+      )
+      .finally(() => (reclaiming = undefined));
+  };
+  reclaim();
+  const timer = setInterval(reclaim, RECLAIM_INTERVAL_MS);
+  timer.unref();
+  return {
+    port,
+    where,
+    inFlight: drain.inFlight,
+    stop: async (deadlineMs) => {
+      clearInterval(timer);
+      const result = await drain.drain(deadlineMs);
+      // A pass still running gets a moment to finish; past it, closing the index fails its next step, which is logged.
+      if (reclaiming) await Promise.race([reclaiming, new Promise((r) => setTimeout(r, 2000).unref())]);
+      closeIndex();
+      return result;
+    },
+  };
+}
+
+/** A connection that sends and receives nothing for this long is cut (slow or vanished clients). */
+const IDLE_TIMEOUT_MS = 2 * 60 * 1000;
+/** How often leftovers are reclaimed (see core/registry/leftovers.ts). */
+const RECLAIM_INTERVAL_MS = 60 * 60 * 1000;
+
+function listen(server: Server, host: string, port: number): Promise<number> {
+  return new Promise((resolveListen, reject) => {
+    const onError = (err: Error) => {
+      server.off('listening', onListening);
+      reject(listenError(err, host, port) ?? err);
+    };
+    const onListening = () => {
+      server.off('error', onError);
+      const address = server.address();
+      resolveListen(typeof address === 'object' && address ? address.port : port);
+    };
+    server.once('error', onError);
+    server.once('listening', onListening);
+    server.listen(port, host);
   });
 }
 
@@ -92,26 +161,4 @@ function fileError(err: unknown): string {
 export function readNodeConfig(env: Record<string, string | undefined>): Config {
   const file = env.OUTPOST_CONFIG_FILE?.trim();
   return readConfig(env, 'node', file ? readConfigFile(file) : {});
-}
-
-async function main(): Promise<void> {
-  let config: Config;
-  try {
-    config = readNodeConfig(process.env);
-  } catch (err) {
-    if (err instanceof ConfigError) {
-      console.error(`outpost: ${err.message}`);
-      process.exit(2);
-    }
-    throw err;
-  }
-  const { port, where, close } = await startNode(config);
-  console.log(`outpost: serving the OCI Distribution API on http://${config.host}:${port}/v2/ (${where})`);
-  const stop = () => void close().then(() => process.exit(0));
-  process.once('SIGINT', stop);
-  process.once('SIGTERM', stop);
-}
-
-if (process.argv[1] && import.meta.url === new URL(`file://${process.argv[1]}`).href) {
-  void main();
 }

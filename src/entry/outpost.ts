@@ -3,22 +3,29 @@ import { RegistryUpstream } from '../adapters/upstream/registry-upstream.js';
 import { Metrics } from '../core/metrics.js';
 import type { MirrorConfig } from '../core/mirror/config.js';
 import { createRegistry } from '../core/registry/registry.js';
+import type { AccessRecord, ConnectionInfo } from '../http/access-log.js';
 import { createApp } from '../http/app.js';
 import type { BlobStore } from '../ports/blob-store.js';
 import { systemClock } from '../ports/clock.js';
 import type { MetaIndex } from '../ports/meta-index.js';
 import type { Upstream } from '../ports/upstream.js';
 import type { Config } from './config.js';
+import type { Log } from './log.js';
 
 export interface OutpostOptions {
   /** Serve /metrics (Node); Workers log the counters instead. */
   metricsRoute: boolean;
   /** The one way out to upstreams; the runtime's fetch by default. */
   fetch?: typeof fetch;
+  /** The structured log (access records, upstream events); nothing is logged without one. */
+  log?: Log;
+  /** The runtime's view of each connection, for the access log (src/http/access-log.ts). */
+  connection?: ConnectionInfo;
 }
 
 /** The Outpost HTTP app over a store and an index, as every entry point builds it. */
 export function outpostApp(config: Config, adapters: { store: BlobStore; index: MetaIndex }, options: OutpostOptions = { metricsRoute: false }) {
+  const { log } = options;
   const metrics = new Metrics();
   const registry = createRegistry({
     ...adapters,
@@ -28,14 +35,20 @@ export function outpostApp(config: Config, adapters: { store: BlobStore; index: 
       uploadTtlMs: config.uploadTtlSeconds * 1000,
       redirectSeconds: config.redirectSeconds,
       chunkMinLength: config.chunkMinBytes,
+      maxBlobBytes: config.maxBlobBytes,
     },
-    mirror: { config: config.mirror, upstreams: upstreamClients(config.mirror, options.fetch ?? fetch), metrics },
+    mirror: { config: config.mirror, upstreams: upstreamClients(config.mirror, options.fetch ?? fetch, log), metrics },
   });
-  return { app: createApp({ registry, metrics: options.metricsRoute }), metrics };
+  // Off below info: no record is even built.
+  const accessLog = log?.enabled('info') ? (record: AccessRecord) => log.write('info', record) : undefined;
+  return { app: createApp({ registry, metrics: options.metricsRoute, accessLog, connection: options.connection }), metrics, registry };
 }
 
+/** Upstream events that mean something went wrong or is unsafe; the rest are routine. */
+const WARN_EVENTS = new Set(['upstream.retry', 'upstream.realm-insecure']);
+
 /** One upstream client per configured upstream. */
-export function upstreamClients(config: MirrorConfig, f: typeof fetch): Map<string, Upstream> {
+export function upstreamClients(config: MirrorConfig, f: typeof fetch, log?: Log): Map<string, Upstream> {
   const clients = new Map<string, Upstream>();
   for (const u of config.upstreams) {
     clients.set(
@@ -44,7 +57,7 @@ export function upstreamClients(config: MirrorConfig, f: typeof fetch): Map<stri
         url: u.url,
         credentials: u.credentials,
         fetch: f,
-        log: (event) => console.log(JSON.stringify({ msg: 'upstream', upstream: u.name, ...event })),
+        log: (event) => log?.write(WARN_EVENTS.has(String(event.event)) ? 'warn' : 'info', { msg: 'upstream', upstream: u.name, ...event }),
       }),
     );
   }

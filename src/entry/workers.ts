@@ -4,8 +4,10 @@ import { ociErrorResponse } from '../http/errors.js';
 import { systemClock } from '../ports/clock.js';
 import { cloudAdapters } from './cloud.js';
 import { ConfigError, readConfig } from './config.js';
+import { createLog, type Log } from './log.js';
 import { outpostApp } from './outpost.js';
 import type { Metrics } from '../core/metrics.js';
+import type { ConnectionInfo } from '../http/access-log.js';
 
 /**
  * Outpost on Cloudflare Workers: S3 (or R2's S3 API) for blobs, DynamoDB for the index. The
@@ -16,12 +18,24 @@ import type { Metrics } from '../core/metrics.js';
  */
 type Env = Record<string, unknown>;
 
-let built: { app: Hono; metrics: Metrics } | undefined;
+let built: { app: Hono; metrics: Metrics; log: Log } | undefined;
+
+/**
+ * The access log on Workers. The client's address is the one Cloudflare's edge puts in
+ * CF-Connecting-IP. The end of a response cannot be observed without routing every body chunk
+ * through a JavaScript TransformStream, which costs CPU time on every blob byte and keeps
+ * workerd from streaming a fetched body natively; so each record is written when the handler
+ * returns (outcome "returned"), with the declared Content-Length as its bytes.
+ */
+const workersConnection: ConnectionInfo = {
+  remoteAddress: (c) => c.req.header('cf-connecting-ip'),
+};
 
 function build(env: Env) {
   const config = readConfig(env, 'workers');
   if (config.store.kind !== 'cloud') throw new ConfigError(['OUTPOST_STORE must be "cloud" on Workers']);
-  return outpostApp(config, cloudAdapters(config.store, systemClock));
+  const log = createLog(config.logLevel, (line) => console.log(line));
+  return { ...outpostApp(config, cloudAdapters(config.store, systemClock), { metricsRoute: false, log, connection: workersConnection }), log };
 }
 
 /**
@@ -29,9 +43,9 @@ function build(env: Env) {
  * request that changed them (what changed since the previous line; bytes a response streams
  * after it returned appear on the next line).
  */
-function logMetrics(metrics: Metrics): void {
+function logMetrics(metrics: Metrics, log: Log): void {
   const changed = metrics.drain();
-  if (changed.length > 0) console.log(JSON.stringify({ msg: 'metrics', metrics: changed }));
+  if (changed.length > 0) log.write('info', { msg: 'metrics', metrics: changed });
 }
 
 export default {
@@ -45,7 +59,7 @@ export default {
       return ociErrorResponse(new OciError('MISCONFIGURED', undefined, { problems: err.problems }), request.method === 'HEAD');
     }
     const response = await built.app.fetch(request, env, ctx as never);
-    logMetrics(built.metrics);
+    logMetrics(built.metrics, built.log);
     return response;
   },
 };

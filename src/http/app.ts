@@ -2,6 +2,7 @@ import { Hono, type Context } from 'hono';
 import { OciError, type ErrorKind } from '../core/errors.js';
 import { parseName } from '../core/oci/reference.js';
 import type { Registry } from '../core/registry/registry.js';
+import { requestLog, type AccessLogSink, type ConnectionInfo } from './access-log.js';
 import { errorResponse, methodNotAllowed } from './errors.js';
 import { hasDotSegment, sentTarget } from './request.js';
 import { blobRoute } from './routes/blobs.js';
@@ -14,6 +15,10 @@ export interface AppDeps {
   registry: Registry;
   /** Serve the mirror's counters as Prometheus text at GET /metrics (Node; Workers logs them). */
   metrics?: boolean;
+  /** Receives one access record per request (src/http/access-log.ts); none is built without it. */
+  accessLog?: AccessLogSink;
+  /** The runtime's view of the connection: the client's address, the end of each response. */
+  connection?: ConnectionInfo;
 }
 
 /**
@@ -21,12 +26,17 @@ export interface AppDeps {
  * slashes, so /v2/ paths are matched here by their trailing segments rather than by Hono's
  * router (spec.md#endpoints).
  */
-export function createApp({ registry, metrics = false }: AppDeps): Hono {
+export function createApp({ registry, metrics = false, accessLog: sink, connection }: AppDeps): Hono {
   const app = new Hono();
 
+  // The one outermost middleware: it sees every answer, error responses included, and times
+  // the whole request (src/http/access-log.ts).
+  const log = requestLog(sink, connection);
   app.use('*', async (c, next) => {
+    const begun = log.begin(c);
     await next();
     c.res.headers.set('Docker-Distribution-API-Version', 'registry/2.0');
+    log.end(c, begun);
   });
 
   app.all('/v2', (c) => c.redirect('/v2/', 301));

@@ -11,10 +11,10 @@ import { jsonResponse } from './json.js';
 export function errorResponse(err: unknown, c: Context): Response {
   if (isOciError(err)) {
     // A 5xx is ours or an upstream's, never the client's: the operator needs to see it.
-    if (err.status >= 500) console.error(`outpost: ${c.req.method} ${c.req.path.slice(0, 300)} answered ${err.status}: ${err.message}`);
+    if (err.status >= 500) console.error(`outpost: ${c.req.method} ${c.req.path.slice(0, 300)} answered ${err.status}${requestOf(c)}: ${err.message}`);
     return ociErrorResponse(err, c.req.method === 'HEAD');
   }
-  console.error(`outpost: ${c.req.method} ${c.req.path} failed:`, err);
+  console.error(`outpost: ${c.req.method} ${c.req.path.slice(0, 300)} failed${requestOf(c)}:`, err);
   return ociErrorResponse(new OciError('INTERNAL'), c.req.method === 'HEAD');
 }
 
@@ -25,6 +25,12 @@ export function errorResponse(err: unknown, c: Context): Response {
  */
 const MAX_MESSAGE_CHARS = 1024;
 const MAX_DETAIL_CHARS = 4096;
+
+/** The request id (src/http/access-log.ts) that ties an error line to its access record and the client's X-Request-Id. */
+function requestOf(c: Context): string {
+  const id = c.get('requestId');
+  return id ? ` (request ${id})` : '';
+}
 
 export function ociErrorResponse(err: OciError, head = false): Response {
   const message = err.message.length > MAX_MESSAGE_CHARS ? `${err.message.slice(0, MAX_MESSAGE_CHARS)}...` : err.message;

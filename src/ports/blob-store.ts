@@ -61,6 +61,22 @@ export interface PutOptions {
   scratch?: boolean;
 }
 
+/** What one `BlobStore.reclaim` removed (core/registry/leftovers.ts reclaims upload parts, a different thing). */
+export interface StoreReclaimReport {
+  /** Temporaries of writes that never finished (Fs: files under <root>/.tmp; S3: incomplete multipart uploads). */
+  temporary: number;
+  /** Empty directories (Fs only; 0 elsewhere). */
+  directories: number;
+}
+
+/**
+ * The age below which `reclaim` leaves a temporary alone by default: sixty times the interval at
+ * which the Fs store touches a temporary it is writing, far longer than a client may pause an
+ * S3 write between parts and than any clock skew between instances and the store, and short
+ * enough that a crashed write's bytes do not linger for days.
+ */
+export const DEFAULT_RECLAIM_AGE_MS = 60 * 60 * 1000;
+
 export interface BlobStore {
   /** The object's size (and age, where known), or undefined when there is no object at `key`. */
   stat(key: string): Promise<ObjectInfo | undefined>;
@@ -116,4 +132,20 @@ export interface BlobStore {
    * `expiresInSeconds` (an S3 presigned URL), so blob downloads can bypass Outpost.
    */
   presignGet?(key: string, expiresInSeconds: number): Promise<string>;
+
+  /**
+   * Optional ability: removes what writes that never finished left behind (a process killed
+   * during a put, a compose or a move), storage that `list` never shows and so no caller could
+   * find: temporaries untouched for longer than `olderThanMs` by the store's clock (Fs: files
+   * under <root>/.tmp by mtime; S3: multipart uploads under the prefix, by their newest part or
+   * their initiation), and on Fs every empty directory. Never removes an object that `list` shows.
+   *
+   * Safe while other processes write to the same store, provided `olderThanMs` is far longer than
+   * any write stalls (DEFAULT_RECLAIM_AGE_MS; smaller values are for tests of dead writers): the
+   * Fs store touches a temporary while it writes it, however slow its source, and an S3 upload
+   * counts as alive while parts arrive. A write whose temporary was reclaimed (its process was
+   * frozen for longer than that) fails cleanly: nothing becomes visible at its key. A put that
+   * finds its directory reclaimed recreates it. Called at start-up and by the garbage collector.
+   */
+  reclaim?(olderThanMs: number): Promise<StoreReclaimReport>;
 }

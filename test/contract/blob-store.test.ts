@@ -1,3 +1,4 @@
+import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -6,30 +7,39 @@ import { FsBlobStore } from '../../src/adapters/local/fs-blob-store.js';
 import { MemoryBlobStore } from '../../src/adapters/memory/blob-store.js';
 import { MAX_LIST_KEYS } from '../../src/ports/blob-store.js';
 import { TestClock } from '../support/clock.js';
+import { blobStoreLeftoversContract } from './blob-store-leftovers.contract.js';
 import { blobStoreContract } from './blob-store.contract.js';
 
-blobStoreContract('MemoryBlobStore', () => ({ store: new MemoryBlobStore() }), { reportsLastModified: true });
+const memoryFixture = () => ({ store: new MemoryBlobStore() });
+blobStoreContract('MemoryBlobStore', memoryFixture, { reportsLastModified: true });
+blobStoreLeftoversContract('MemoryBlobStore', memoryFixture);
 
-blobStoreContract(
-  'FsBlobStore',
-  () => {
-    const root = mkdtempSync(join(tmpdir(), 'outpost-blobs-'));
-    return {
-      store: new FsBlobStore(root),
-      // Writes stage in <root>/.tmp and are renamed into place; nothing may stay there.
-      leftovers: async () => {
-        try {
-          return readdirSync(join(root, '.tmp'));
-        } catch (err) {
-          if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
-          throw err;
-        }
-      },
-      cleanup: () => rmSync(root, { recursive: true, force: true }),
-    };
-  },
-  { streamsReads: true, reportsLastModified: true },
-);
+function fsFixture() {
+  const root = mkdtempSync(join(tmpdir(), 'outpost-blobs-'));
+  return {
+    store: new FsBlobStore(root),
+    // Writes stage in <root>/.tmp and are renamed into place; nothing may stay there.
+    leftovers: async () => staged(root),
+    // A process killed mid-write leaves its partial temporary file (the SIGKILL test shows it does).
+    abandon: async () => {
+      mkdirSync(join(root, '.tmp'), { recursive: true });
+      writeFileSync(join(root, '.tmp', randomUUID()), randomBytes(1000));
+    },
+    cleanup: () => rmSync(root, { recursive: true, force: true }),
+  };
+}
+blobStoreContract('FsBlobStore', fsFixture, { streamsReads: true, reportsLastModified: true });
+blobStoreLeftoversContract('FsBlobStore', fsFixture);
+
+/** The names in <root>/.tmp. */
+function staged(root: string): string[] {
+  try {
+    return readdirSync(join(root, '.tmp'));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
+  }
+}
 
 const bytes = (text: string) => new Response(text).body!;
 
@@ -103,5 +113,110 @@ describe('FsBlobStore keys', () => {
     for (const key of ['../escape', 'a/../../b', '/abs', 'a//b', './a', 'a/.', '', 'a\\b']) {
       await expect(store.stat(key), JSON.stringify(key)).rejects.toThrow(/invalid object key/);
     }
+  });
+});
+
+describe('FsBlobStore leftovers', () => {
+  let root: string;
+  beforeEach(() => {
+    root = mkdtempSync(join(tmpdir(), 'outpost-blobs-'));
+  });
+  afterEach(() => rmSync(root, { recursive: true, force: true }));
+
+  /** Every directory below root but .tmp, relative, sorted. */
+  const directories = (dir = ''): string[] =>
+    readdirSync(join(root, dir), { withFileTypes: true })
+      .filter((d) => d.isDirectory() && !(dir === '' && d.name === '.tmp'))
+      .flatMap((d) => [dir + d.name, ...directories(`${dir}${d.name}/`)])
+      .sort();
+  const old = (path: string) => {
+    const then = new Date(Date.now() - 2 * 60 * 60 * 1000);
+    utimesSync(path, then, then);
+  };
+
+  it('removes the directories a delete empties, up to the root and no further', async () => {
+    const store = new FsBlobStore(root);
+    for (const key of ['uploads/u1/0-a', 'uploads/u1/1-b', 'uploads/u2/0-c', 'blobs/sha256/ab/abcd']) await store.put(key, bytes('x'));
+    await store.delete('uploads/u1/0-a');
+    expect(directories()).toContain('uploads/u1');
+    await store.delete('uploads/u1/1-b');
+    expect(directories()).toEqual(['blobs', 'blobs/sha256', 'blobs/sha256/ab', 'uploads', 'uploads/u2']);
+    await store.delete('uploads/u2/0-c');
+    await store.delete('uploads/u2/0-c');
+    await store.delete('never/written/here');
+    expect(directories()).toEqual(['blobs', 'blobs/sha256', 'blobs/sha256/ab']);
+    await store.delete('blobs/sha256/ab/abcd');
+    expect(directories()).toEqual([]);
+    expect(readdirSync(root).filter((n) => n !== '.tmp')).toEqual([]);
+    // The directories come back with the next put.
+    await store.put('blobs/sha256/ab/abcd', bytes('y'));
+    expect(await new Response((await store.get('blobs/sha256/ab/abcd'))!.body).text()).toBe('y');
+  });
+
+  it('removes the upload directory that moving its only part empties', async () => {
+    const store = new FsBlobStore(root);
+    await store.put('uploads/u/0-a', bytes('abc'));
+    await store.move('uploads/u/0-a', 'blobs/sha256/ab/abcd');
+    expect(directories()).toEqual(['blobs', 'blobs/sha256', 'blobs/sha256/ab']);
+    await expect(store.move('uploads/u/0-a', 'blobs/other')).rejects.toMatchObject({ code: 'ENOENT' });
+  });
+
+  it('refuses keys inside its staging directory, which reclaim owns', async () => {
+    const store = new FsBlobStore(root);
+    for (const key of ['.tmp', '.tmp/x', '.tmp/a/b']) {
+      await expect(store.put(key, bytes('x')), key).rejects.toThrow(/invalid object key/);
+      await expect(store.delete(key), key).rejects.toThrow(/invalid object key/);
+    }
+    // Other names that merely start with a dot are keys like any other.
+    await store.put('.tmpx/a', bytes('x'));
+    expect((await store.list('', { limit: 10 })).keys.map((o) => o.key)).toEqual(['.tmpx/a']);
+  });
+
+  it('reclaims temporaries untouched for longer than the grace and empty directories; a stalled write stays alive', async () => {
+    const store = new FsBlobStore(root, { heartbeatMs: 20 });
+    await store.put('blobs/sha256/ab/abcd', bytes('kept'));
+    mkdirSync(join(root, '.tmp'), { recursive: true });
+    writeFileSync(join(root, '.tmp', 'dead-long-ago'), 'partial');
+    old(join(root, '.tmp', 'dead-long-ago'));
+    writeFileSync(join(root, '.tmp', 'dead-just-now'), 'partial');
+    mkdirSync(join(root, 'a', 'b', 'c'), { recursive: true });
+    mkdirSync(join(root, 'uploads', 'x'), { recursive: true });
+
+    // A write whose client stalls, with its file aged as if it had stalled for two hours.
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    let sent = 0;
+    const putting = store.put(
+      'uploads/live/0-a',
+      new ReadableStream<Uint8Array>({
+        async pull(c) {
+          if (sent++ === 1) await released;
+          if (sent > 3) return c.close();
+          c.enqueue(new Uint8Array(1000).fill(sent));
+        },
+      }),
+      3000,
+    );
+    let live: string | undefined;
+    while (!live) {
+      await new Promise((r) => setTimeout(r, 5));
+      live = staged(root).find((n) => !n.startsWith('dead-'));
+    }
+    old(join(root, '.tmp', live));
+    // Its heartbeat touches it again within a beat.
+    await new Promise((r) => setTimeout(r, 100));
+
+    expect(await store.reclaim(60 * 60 * 1000)).toEqual({ temporary: 1, directories: 5 });
+    expect(staged(root).sort()).toEqual(['dead-just-now', live].sort());
+    expect(directories()).toEqual(['blobs', 'blobs/sha256', 'blobs/sha256/ab']);
+    release();
+    expect(await putting).toEqual({ size: 3000 });
+    expect(await store.stat('uploads/live/0-a')).toMatchObject({ size: 3000 });
+    expect(await store.stat('blobs/sha256/ab/abcd')).toMatchObject({ size: 4 });
+    expect(await store.reclaim(60 * 60 * 1000)).toEqual({ temporary: 0, directories: 0 });
+  });
+
+  it('reclaims on a store that has never written anything', async () => {
+    expect(await new FsBlobStore(join(root, 'not-yet')).reclaim(0)).toEqual({ temporary: 0, directories: 0 });
   });
 });

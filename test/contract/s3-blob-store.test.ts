@@ -1,8 +1,17 @@
-import { CreateBucketCommand, GetObjectCommand, ListMultipartUploadsCommand, type S3Client } from '@aws-sdk/client-s3';
+import {
+  CreateBucketCommand,
+  CreateMultipartUploadCommand,
+  GetObjectCommand,
+  ListMultipartUploadsCommand,
+  ListPartsCommand,
+  UploadPartCommand,
+  type S3Client,
+} from '@aws-sdk/client-s3';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { beforeAll, describe, expect, inject, it } from 'vitest';
 import { createS3Client } from '../../src/adapters/s3/client.js';
 import { S3BlobStore, planCompose, type S3BlobStoreOptions } from '../../src/adapters/s3/blob-store.js';
+import { blobStoreLeftoversContract } from './blob-store-leftovers.contract.js';
 import { blobStoreContract } from './blob-store.contract.js';
 
 /**
@@ -24,15 +33,28 @@ function fixture(options: Partial<S3BlobStoreOptions> = {}) {
   const store = new S3BlobStore({ client, bucket, prefix, partBytes: PART, ...options });
   return {
     store,
+    prefix,
     // Multipart uploads left open would be bytes nobody can see but somebody pays for.
     leftovers: async () => {
       const out = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: prefix }));
       return (out.Uploads ?? []).map((u) => `${u.Key} (${u.UploadId})`);
     },
+    // What a put killed after its first part leaves: an upload with a part and no completion.
+    abandon: async (key: string) => {
+      await abandonUpload(client, prefix + key, 1000);
+    },
   };
 }
 
+/** Starts a multipart upload at `Key` and sends one part of `bytes` bytes (none for 0); returns its id. */
+async function abandonUpload(s3: S3Client, Key: string, bytes: number): Promise<string> {
+  const { UploadId } = await s3.send(new CreateMultipartUploadCommand({ Bucket: bucket, Key }));
+  if (bytes > 0) await s3.send(new UploadPartCommand({ Bucket: bucket, Key, UploadId, PartNumber: 1, Body: randomBytes(bytes), ContentLength: bytes }));
+  return UploadId!;
+}
+
 blobStoreContract('S3BlobStore on Ceph RGW', fixture, { streamsReads: true, reportsLastModified: true });
+blobStoreLeftoversContract('S3BlobStore on Ceph RGW', fixture);
 
 describe('S3BlobStore specifics', () => {
   it('writes an object of several parts through multipart, with unknown and with known size', async () => {
@@ -213,6 +235,83 @@ describe('S3BlobStore part buffers', () => {
     expect(probe.peak).toBeLessThanOrEqual(2 * PART);
     expect(await store.stat('declared/huge')).toBeUndefined();
     expect(await leftovers()).toEqual([]);
+  });
+
+  it.each([
+    ['1e15 bytes, a short body', 1e15, 1000],
+    ['4e12 bytes, a short body', 4e12, 1000],
+    ['4e12 bytes, an empty body', 4e12, 0],
+    ['just below one part, a short body', PART - 1, 10],
+  ])('fails a put declaring %s cleanly as a short write, holding at most one part buffer', async (_, declared, actual) => {
+    const probe = bufferProbe();
+    const { store, leftovers } = fixture({ onBuffer: probe.onBuffer });
+    await expect(store.put('declared/short', counted(randomBytes(actual)).stream, declared)).rejects.toThrow(/short write/);
+    expect(probe.peak).toBeGreaterThan(0);
+    expect(probe.peak).toBeLessThanOrEqual(PART);
+    expect(probe.live).toBe(0);
+    expect(await store.stat('declared/short')).toBeUndefined();
+    expect(await leftovers()).toEqual([]);
+  });
+});
+
+describe('S3BlobStore reclaim', () => {
+  it('aborts uploads untouched for longer than the grace, judged by their newest part, never a put still sending parts', async () => {
+    const HOUR = 60 * 60 * 1000;
+    const longAgo = new Date(Date.now() - 2 * HOUR);
+    const aged = new Set<string>();
+    // Ceph cannot be asked to backdate an upload, so this client reports every upload as
+    // initiated two hours ago, and the parts of the `aged` ones as sent then.
+    const watched = createS3Client({ ...server, forcePathStyle: true });
+    watched.middlewareStack.add(
+      (next, context) => async (args) => {
+        const result = await next(args);
+        const output = result.output as { Uploads?: Array<{ Initiated?: Date }>; Parts?: Array<{ LastModified?: Date }> };
+        if (context.commandName === 'ListMultipartUploadsCommand') for (const u of output.Uploads ?? []) u.Initiated = longAgo;
+        if (context.commandName === 'ListPartsCommand' && aged.has(String((args.input as { UploadId?: string }).UploadId))) {
+          for (const p of output.Parts ?? []) p.LastModified = longAgo;
+        }
+        return result;
+      },
+      { step: 'initialize', name: 'backdate' },
+    );
+    const { store, leftovers, prefix } = fixture({ client: watched });
+    aged.add(await abandonUpload(client, `${prefix}dead/with-part`, 1000));
+    aged.add(await abandonUpload(client, `${prefix}dead/without-parts`, 0));
+    const young = await abandonUpload(client, `${prefix}young/part`, 1000);
+
+    // A put in progress: its upload looks two hours old, but its part was sent just now.
+    let release!: () => void;
+    const released = new Promise<void>((r) => (release = r));
+    const bytes = randomBytes(2 * PART + 10);
+    let at = 0;
+    const body = new ReadableStream<Uint8Array>({
+      async pull(c) {
+        if (at >= PART + 1) await released;
+        if (at >= bytes.length) return c.close();
+        c.enqueue(bytes.slice(at, (at += PART + 1)));
+      },
+    });
+    const putting = store.put('live/put', body, bytes.length);
+    // Until its first part has been sent.
+    for (;;) {
+      const uploads = await client.send(new ListMultipartUploadsCommand({ Bucket: bucket, Prefix: `${prefix}live/` }));
+      const id = uploads.Uploads?.[0]?.UploadId;
+      if (id && (await client.send(new ListPartsCommand({ Bucket: bucket, Key: `${prefix}live/put`, UploadId: id }))).Parts?.length) break;
+      await sleep(20);
+    }
+
+    expect(await store.reclaim(HOUR)).toEqual({ temporary: 2, directories: 0 });
+    const left = await leftovers();
+    expect(left.some((u) => u.includes(young))).toBe(true);
+    expect(left.some((u) => u.includes('live/put'))).toBe(true);
+    expect(left.some((u) => u.includes('dead/'))).toBe(false);
+    release();
+    await putting;
+    expect(Buffer.from(await new Response((await store.get('live/put'))!.body).arrayBuffer()).equals(bytes)).toBe(true);
+    await sleep(1100);
+    expect(await store.reclaim(0)).toEqual({ temporary: 1, directories: 0 });
+    expect(await leftovers()).toEqual([]);
+    watched.destroy();
   });
 });
 

@@ -22,7 +22,7 @@ const ROOT = resolve(fileURLToPath(import.meta.url), '../../..');
 
 export default function setup(project: TestProject): () => void {
   run('scripts/install-test-deps.sh', [], 'installing the e2e test dependencies failed (see the output above)');
-  run('npm', ['run', 'build'], '`npm run build` failed: the e2e tests run dist/entry/node.js');
+  run('npm', ['run', 'build'], '`npm run build` failed: the e2e tests run dist/entry/cli.js');
 
   const pidDir = mkdtempSync(join(tmpdir(), 'outpost-e2e-pids-'));
   project.provide('e2ePidDir', pidDir);
@@ -54,9 +54,9 @@ function killLeftovers(pidDir: string): void {
   rmSync(pidDir, { recursive: true, force: true });
 }
 
-/** Guards against pid reuse: only a process still running dist/entry/node.js is ours to kill. */
+/** Guards against pid reuse: only a process still running Outpost's entry (dist/entry/cli.js) is ours to kill. */
 function isOutpost(pid: number): boolean {
-  return commandLine(pid).includes('dist/entry/node.js');
+  return /dist\/entry\/(cli|node)\.js/.test(commandLine(pid));
 }
 
 /** The same guard for a process group: some member still runs wrangler or workerd. */

@@ -183,6 +183,21 @@ describe('mirrored blobs: fills', () => {
   });
 });
 
+describe("the registry's blob size cap", () => {
+  it('a mirrored blob larger than the cap is 403 DENIED naming the limit, before any download; smaller ones are filled', async () => {
+    const { t, img } = await seeded([300_000, 50_000], { options: { maxBlobBytes: 100_000 } });
+    const [big, small] = img.layers as [(typeof img.layers)[0], (typeof img.layers)[0]];
+    const refused = await t.request(`/v2/up/library/app/blobs/${big.digest}`);
+    expect(refused.status).toBe(403);
+    expect(await refused.text()).toMatch(/limit of 100000 bytes/);
+    expect(t.blobGets(big.digest)).toHaveLength(0);
+    expect((await t.store.list('', { limit: 100 })).keys.map((k) => k.key).filter((k) => k.includes(big.digest.slice(7)))).toEqual([]);
+    const served = await pull(t, `/v2/up/library/app/blobs/${small.digest}`);
+    expect(served.status).toBe(200);
+    expect(served.body.equals(small.bytes)).toBe(true);
+  });
+});
+
 describe('buffers handed to a runtime', () => {
   it('a store and clients that detach the buffers they receive still get the right bytes', async () => {
     const store = detachingStore();

@@ -3,7 +3,7 @@ import { MAX_UPLOAD_PARTS } from '../../src/core/registry/uploads.js';
 import { sha256 } from '../support/images.js';
 import { testApp } from '../support/app.js';
 import { expectOciError } from '../support/oci-errors.js';
-import { finish, patch, startUpload } from '../support/uploads.js';
+import { emptyStreamBody, finish, partObjects, patch, patchBytes, startUpload, withQuery } from '../support/uploads.js';
 
 describe('upload limits and server faults', () => {
   it(`refuses chunk ${MAX_UPLOAD_PARTS + 1} with 400 naming the limit, and the upload still completes`, async () => {
@@ -16,6 +16,45 @@ describe('upload limits and server faults', () => {
     expect(entry?.message).toContain(String(MAX_UPLOAD_PARTS));
     const all = new Uint8Array(MAX_UPLOAD_PARTS).fill(7);
     expect((await finish(t, location, sha256(all))).status).toBe(201);
+  });
+
+  // On Node every request has a body stream, even an empty one: an empty body must add no chunk.
+  it.each([
+    ['an empty stream', () => emptyStreamBody()],
+    ['an empty buffer', (): RequestInit => ({ body: new Uint8Array(0), headers: { 'Content-Length': '0' } })],
+    ['no body at all', (): RequestInit => ({})],
+  ])(`an upload of exactly ${MAX_UPLOAD_PARTS} chunks completes with a final PUT of %s`, async (_, init) => {
+    const t = testApp();
+    const location = await startUpload(t);
+    await patchBytes(t, location, MAX_UPLOAD_PARTS);
+    const all = new Uint8Array(MAX_UPLOAD_PARTS).fill(7);
+    const res = await t.request(withQuery(location, 'digest', sha256(all)), { method: 'PUT', ...init() });
+    expect(res.status, await res.clone().text()).toBe(201);
+    expect(Buffer.from(await (await t.request(`/v2/repo/blobs/${sha256(all)}`)).arrayBuffer()).equals(Buffer.from(all))).toBe(true);
+    expect(partObjects(t, location)).toEqual([]);
+  });
+
+  it(`a PATCH with an empty body at ${MAX_UPLOAD_PARTS} chunks is 202 and changes nothing`, async () => {
+    const t = testApp();
+    const location = await startUpload(t);
+    await patchBytes(t, location, MAX_UPLOAD_PARTS);
+    for (const init of [emptyStreamBody(), { body: new Uint8Array(0) }]) {
+      const res = await t.request(location, { method: 'PATCH', ...init });
+      expect(res.status, await res.clone().text()).toBe(202);
+      expect(res.headers.get('range')).toBe(`0-${MAX_UPLOAD_PARTS - 1}`);
+    }
+    expect(partObjects(t, location)).toHaveLength(MAX_UPLOAD_PARTS);
+    expect((await finish(t, location, sha256(new Uint8Array(MAX_UPLOAD_PARTS).fill(7)))).status).toBe(201);
+  });
+
+  it(`a final PUT with the last bytes completes an upload of ${MAX_UPLOAD_PARTS} chunks (its body is not stored as a chunk)`, async () => {
+    const t = testApp();
+    const location = await startUpload(t);
+    await patchBytes(t, location, MAX_UPLOAD_PARTS);
+    const all = new Uint8Array(MAX_UPLOAD_PARTS + 3).fill(7);
+    all.set([1, 2, 3], MAX_UPLOAD_PARTS);
+    const res = await finish(t, location, sha256(all), new Uint8Array([1, 2, 3]));
+    expect(res.status, await res.clone().text()).toBe(201);
   });
 
   it('answers a stored part that vanished before commit with 500, not as the client’s fault', async () => {

@@ -4,7 +4,7 @@ import { MemoryMetaIndex } from '../../src/adapters/memory/meta-index.js';
 import { RegistryUpstream } from '../../src/adapters/upstream/registry-upstream.js';
 import type { MirrorConfig, UpstreamConfig } from '../../src/core/mirror/config.js';
 import { Metrics } from '../../src/core/metrics.js';
-import { createRegistry } from '../../src/core/registry/registry.js';
+import { createRegistry, type RegistryOptions } from '../../src/core/registry/registry.js';
 import { createApp } from '../../src/http/app.js';
 import type { BlobStore } from '../../src/ports/blob-store.js';
 import type { MetaIndex } from '../../src/ports/meta-index.js';
@@ -40,6 +40,7 @@ export interface MirrorTestOptions {
   fillMemoryBytes?: number;
   store?: BlobStore;
   index?: MetaIndex;
+  options?: Partial<RegistryOptions>;
 }
 
 export function mirrorTest(options: MirrorTestOptions = {}) {
@@ -63,6 +64,7 @@ export function mirrorTest(options: MirrorTestOptions = {}) {
       index,
       hash: nodeHash,
       clock,
+      options: options.options,
       mirror: { config, upstreams: new Map([[upstream.name, client]]), metrics, instance: `i${i}`, sleep: (ms) => new Promise((r) => setTimeout(r, Math.min(ms, 5))) },
     });
     const app = createApp({ registry, metrics: true });

@@ -21,7 +21,23 @@ describe('readConfig', () => {
       redirectSeconds: 0,
       chunkMinBytes: 0,
       mirror: { upstreams: [], hosted: [], fillPartBytes: 8 * 1024 * 1024, fillLeaseMs: 30_000, fillMemoryBytes: 256 * 1024 * 1024 },
+      shutdownSeconds: 25,
+      logLevel: 'info',
+      maxBlobBytes: 64 * 1024 ** 3,
     });
+  });
+
+  it('reads the shutdown deadline and the log level, and refuses values that are neither', () => {
+    expect(readConfig({ OUTPOST_SHUTDOWN_SECONDS: '0', OUTPOST_LOG_LEVEL: 'off' })).toMatchObject({ shutdownSeconds: 0, logLevel: 'off' });
+    expect(readConfig({ OUTPOST_SHUTDOWN_SECONDS: '3600', OUTPOST_LOG_LEVEL: 'debug' })).toMatchObject({ shutdownSeconds: 3600, logLevel: 'debug' });
+    const found = problems({ OUTPOST_SHUTDOWN_SECONDS: '25s', OUTPOST_LOG_LEVEL: 'verbose' }).join('\n');
+    expect(found).toMatch(/OUTPOST_SHUTDOWN_SECONDS must be an integer from 0 to 3600, got "25s"/);
+    expect(found).toMatch(/OUTPOST_LOG_LEVEL must be one of debug, info, warn, error, off, got "verbose"/);
+    expect(problems({ OUTPOST_SHUTDOWN_SECONDS: '3601' })).toHaveLength(1);
+    // Workers have no process to stop; the log level applies there too.
+    const cloud = { OUTPOST_S3_BUCKET: 'b', OUTPOST_DYNAMODB_TABLE: 't' };
+    expect(problems({ ...cloud, OUTPOST_SHUTDOWN_SECONDS: '5' }, 'workers').join('\n')).toMatch(/OUTPOST_SHUTDOWN_SECONDS does not apply on Workers/);
+    expect(readConfig({ ...cloud, OUTPOST_LOG_LEVEL: 'warn' }, 'workers').logLevel).toBe('warn');
   });
 
   it('reports every problem at once, naming the variable', () => {

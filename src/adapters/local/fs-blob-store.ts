@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, readdir, rename, rm, stat, utimes, type FileHandle } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { lstat, mkdir, open, readdir, rename, rm, rmdir, stat, utimes, type FileHandle } from 'node:fs/promises';
+import { dirname, join, resolve, sep } from 'node:path';
 import { Readable } from 'node:stream';
 import {
   MAX_LIST_KEYS,
@@ -13,10 +13,22 @@ import {
   type ObjectPage,
   type ObjectRange,
   type PutOptions,
+  type StoreReclaimReport,
 } from '../../ports/blob-store.js';
 
 /** Size of the chunks a read streams: large enough to keep syscalls few, small enough to stay cheap per request. */
 const READ_CHUNK_BYTES = 256 * 1024;
+/**
+ * How often a write touches its temporary file while it is open, so that the file's mtime says
+ * the writer is alive even while its source stalls: `reclaim` removes only temporaries untouched
+ * for far longer (DEFAULT_RECLAIM_AGE_MS is sixty of these).
+ */
+const TEMP_HEARTBEAT_MS = 60_000;
+
+export interface FsBlobStoreOptions {
+  /** Interval of the temporary-file heartbeat (default one minute; tests shorten it). */
+  heartbeatMs?: number;
+}
 
 /**
  * BlobStore on a local directory. Writes go to a private temporary file and are renamed into
@@ -26,13 +38,30 @@ const READ_CHUNK_BYTES = 256 * 1024;
  *
  * A key is a path below root; `list` walks the tree depth first, one directory at a time,
  * visiting each directory's entries in key order (a directory sorts as its name + "/", which is
- * where its keys fall among its siblings' keys). The staging directory <root>/.tmp is never listed.
+ * where its keys fall among its siblings' keys). The staging directory <root>/.tmp is never
+ * listed, and no key may lie in it.
+ *
+ * Leftovers, for processes that share the directory and may die at any instant:
+ *   write:   open .tmp/<uuid> -> write (touching it every TEMP_HEARTBEAT_MS) -> fsync -> close
+ *            -> mkdir -p dirname(key) -> rename onto key; a rename that finds the directory
+ *            gone (a concurrent delete pruned it) makes it again and retries
+ *   delete:  unlink key -> rmdir each parent up to root, stopping at the first that is not
+ *            empty (rmdir refuses a non-empty directory, so it never removes another's object)
+ *   reclaim: unlink .tmp files untouched for longer than the grace (their writer is dead: a
+ *            live one touches its file); rmdir every empty directory, deepest first
+ * A killed process leaves at most its open temporaries and the empty directories it was
+ * pruning; `reclaim` removes both.
  */
 export class FsBlobStore implements BlobStore {
+  /** Absolute, so that pruning can tell where root is. */
+  private readonly root: string;
   private readonly tmp: string;
+  private readonly heartbeatMs: number;
 
-  constructor(private readonly root: string) {
-    this.tmp = join(root, '.tmp');
+  constructor(root: string, options: FsBlobStoreOptions = {}) {
+    this.root = resolve(root);
+    this.tmp = join(this.root, '.tmp');
+    this.heartbeatMs = options.heartbeatMs ?? TEMP_HEARTBEAT_MS;
   }
 
   async stat(key: string): Promise<ObjectInfo | undefined> {
@@ -131,27 +160,134 @@ export class FsBlobStore implements BlobStore {
     await mkdir(this.tmp, { recursive: true });
     const temp = join(this.tmp, randomUUID());
     const file = await open(temp, 'wx');
+    // The mtime says "alive" to reclaim in every process, however long the source stalls.
+    const heartbeat = setInterval(() => {
+      const now = new Date();
+      file.utimes(now, now).catch(() => undefined);
+    }, this.heartbeatMs);
+    heartbeat.unref?.();
     try {
       const size = await write(file);
       if (!scratch) await file.sync();
+      clearInterval(heartbeat);
       await file.close();
-      await mkdir(dirname(target), { recursive: true });
-      await rename(temp, target);
+      await this.place(temp, target);
       return { size };
     } catch (err) {
+      clearInterval(heartbeat);
       await file.close().catch(() => undefined);
       await rm(temp, { force: true });
       throw err;
     }
   }
 
+  /**
+   * Renames `from` onto `target`, making its directory first. A delete in another request or
+   * process may prune that directory between the mkdir and the rename (it was empty): then the
+   * rename fails with ENOENT and is tried again. ENOENT while `from` itself is gone is real (a
+   * move of a missing key, or a temporary reclaimed from under a writer frozen for an hour).
+   */
+  private async place(from: string, target: string): Promise<void> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        await mkdir(dirname(target), { recursive: true });
+        await rename(from, target);
+        return;
+      } catch (err) {
+        if (!isNotFound(err) || attempt >= MAX_PLACE_ATTEMPTS || !(await exists(from))) throw err;
+      }
+    }
+  }
+
   async delete(key: string): Promise<void> {
+    const path = this.path(key);
     try {
-      await rm(this.path(key), { force: true });
+      await rm(path, { force: true });
     } catch (err) {
       // A directory only holds other keys: there is no object to remove.
       if ((err as NodeJS.ErrnoException)?.code !== 'ERR_FS_EISDIR') throw err;
+      return;
     }
+    await this.prune(dirname(path));
+  }
+
+  /**
+   * Removes `dir` and its parents below root while they are empty. rmdir refuses a directory
+   * that holds anything, so an object another writer renamed in meanwhile stays, and that
+   * writer's rename retries if it came a moment later (see place).
+   */
+  private async prune(dir: string): Promise<void> {
+    while (dir.length > this.root.length && dir.startsWith(this.root + sep)) {
+      try {
+        await rmdir(dir);
+      } catch {
+        // Not empty (ENOTEMPTY, EEXIST), already gone, or not ours to remove: stop here.
+        return;
+      }
+      dir = dirname(dir);
+    }
+  }
+
+  /**
+   * Removes temporaries of writes that died (untouched for longer than `olderThanMs`; a live
+   * write touches its file every heartbeat) and every empty directory (see the port).
+   */
+  async reclaim(olderThanMs: number): Promise<StoreReclaimReport> {
+    const temporary = await this.sweepTemporary(olderThanMs);
+    const directories = await this.sweepDirectories(this.root);
+    return { temporary, directories: directories.removed };
+  }
+
+  private async sweepTemporary(olderThanMs: number): Promise<number> {
+    const cutoff = Date.now() - olderThanMs;
+    let names: string[];
+    try {
+      names = await readdir(this.tmp);
+    } catch (err) {
+      if (isNotFound(err)) return 0;
+      throw err;
+    }
+    let removed = 0;
+    for (const name of names) {
+      const path = join(this.tmp, name);
+      // Gone meanwhile: renamed into place, or removed by its writer or another sweep.
+      const info = await lstat(path).catch(() => undefined);
+      if (!info || info.mtimeMs >= cutoff) continue;
+      // Everything in .tmp is this store's own staging (no key lies there).
+      await rm(path, { force: true, recursive: info.isDirectory() });
+      removed++;
+    }
+    return removed;
+  }
+
+  /**
+   * Removes the empty directories below `dir`, deepest first, and `dir` itself when it ends up
+   * empty (never root or .tmp). Symbolic links are not followed.
+   */
+  private async sweepDirectories(dir: string): Promise<{ removed: number; empty: boolean }> {
+    let entries;
+    try {
+      entries = await readdir(dir, { withFileTypes: true });
+    } catch (err) {
+      if (isNotFound(err) || (err as NodeJS.ErrnoException)?.code === 'ENOTDIR') return { removed: 0, empty: false };
+      throw err;
+    }
+    let removed = 0;
+    let left = entries.length;
+    for (const entry of entries) {
+      if (!entry.isDirectory() || (dir === this.root && entry.name === '.tmp')) continue;
+      const below = await this.sweepDirectories(join(dir, entry.name));
+      removed += below.removed;
+      if (below.empty) left--;
+    }
+    if (left > 0 || dir === this.root) return { removed, empty: false };
+    try {
+      await rmdir(dir);
+    } catch {
+      // A put renamed an object in meanwhile (ENOTEMPTY), or another sweep was first.
+      return { removed, empty: false };
+    }
+    return { removed: removed + 1, empty: true };
   }
 
   async list(prefix: string, options: ObjectListOptions): Promise<ObjectPage> {
@@ -159,8 +295,8 @@ export class FsBlobStore implements BlobStore {
     // The directory holding every key with this prefix, and what its entries' names must start with.
     const cut = prefix.lastIndexOf('/') + 1;
     const dir = prefix.slice(0, cut);
-    if (dir !== '') this.path(dir.slice(0, -1));
     if (dir.startsWith('.tmp/')) return { keys: [] };
+    if (dir !== '') this.path(dir.slice(0, -1));
     // One more than asked for tells whether anything follows.
     const found: ListedObject[] = [];
     await this.walk(dir, prefix.slice(cut), options.after, limit + 1, found);
@@ -223,22 +359,43 @@ export class FsBlobStore implements BlobStore {
     return out.sort((a, b) => (a.order < b.order ? -1 : a.order > b.order ? 1 : 0));
   }
 
-  /** Touches the source first, so the object appears at `to` with the time of the move (see the port). */
+  /**
+   * Touches the source first, so the object appears at `to` with the time of the move (see the
+   * port); then prunes the source's directory, which the move may have emptied.
+   */
   async move(from: string, to: string): Promise<void> {
     const source = this.path(from);
     const target = this.path(to);
     const now = new Date();
     await utimes(source, now, now);
-    await mkdir(dirname(target), { recursive: true });
-    await rename(source, target);
+    await this.place(source, target);
+    await this.prune(dirname(source));
   }
 
   private path(key: string): string {
-    // Keys are chosen by core (digests, upload ids); refuse anything that could escape root.
-    if (!KEY.test(key) || key.split('/').some((p) => p === '.' || p === '..')) {
+    // Keys are chosen by core (digests, upload ids); refuse anything that could escape root,
+    // and the staging directory, which reclaim owns.
+    if (!KEY.test(key) || key.split('/').some((p) => p === '.' || p === '..') || key === '.tmp' || key.startsWith('.tmp/')) {
       throw new Error(`invalid object key ${JSON.stringify(key)}`);
     }
     return join(this.root, key);
+  }
+}
+
+/**
+ * Tries of one rename into a directory that concurrent deletes keep pruning. Each lost race
+ * needs a delete to empty and remove the directory inside the gap between our mkdir and
+ * rename, so this many in a row only happens when something is badly wrong.
+ */
+const MAX_PLACE_ATTEMPTS = 100;
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await lstat(path);
+    return true;
+  } catch (err) {
+    if (isNotFound(err)) return false;
+    throw err;
   }
 }
 

@@ -23,8 +23,10 @@ import {
   type ObjectListOptions,
   type ObjectPage,
   type ObjectRange,
+  type StoreReclaimReport,
 } from '../../ports/blob-store.js';
 import { MIN_PART_BYTES, PartBuffers, atEnd, fill, mapLimit, planCompose, type Piece, type Source } from './parts.js';
+import { abortStaleUploads } from './reclaim.js';
 
 export { planCompose } from './parts.js';
 
@@ -292,6 +294,15 @@ export class S3BlobStore implements BlobStore {
     } finally {
       if (buffer) this.buffers.give(buffer);
     }
+  }
+
+  /**
+   * Aborts the multipart uploads under the prefix that writes which died left open, once no
+   * part has arrived for longer than `olderThanMs` (see reclaim.ts). S3 has no directories.
+   */
+  async reclaim(olderThanMs: number): Promise<StoreReclaimReport> {
+    const temporary = await abortStaleUploads({ client: this.client, bucket: this.bucket, prefix: this.prefix }, olderThanMs);
+    return { temporary, directories: 0 };
   }
 
   /** A time-limited URL that GETs the object straight from the store (optional ability). */

@@ -27,6 +27,8 @@ export class LocalFill {
   private wake: (() => void) | undefined;
   lease: Lease;
   private readonly token: number;
+  /** Bytes this fill may store: the registry's blob size cap, never more than MAX_FILL_BYTES. */
+  private readonly limit: number;
 
   constructor(
     private readonly deps: FillDeps,
@@ -38,6 +40,7 @@ export class LocalFill {
     sizeHint: number | undefined,
     private readonly releaseBudget: () => void,
   ) {
+    this.limit = Math.min(MAX_FILL_BYTES, deps.ctx.options.maxBlobBytes);
     this.lease = lease;
     this.token = lease.token;
     const stored = resume?.stored ?? 0;
@@ -216,9 +219,9 @@ export class LocalFill {
         }
         this.size = size;
       }
-      if (this.size !== undefined && this.size > MAX_FILL_BYTES) {
+      if (this.size !== undefined && this.size > this.limit) {
         await answer.body.cancel().catch(() => undefined);
-        throw new OciError('UPSTREAM_INVALID', `blob ${this.digest.value} is larger than the ${MAX_FILL_BYTES} byte limit of a fill`);
+        throw tooLargeToFill(this.digest.value, this.limit);
       }
       if (answer.offset > offset) {
         await answer.body.cancel().catch(() => undefined);
@@ -248,9 +251,7 @@ export class LocalFill {
           if (this.size !== undefined && this.received + bytes.byteLength > this.size) {
             throw new OciError('UPSTREAM_INVALID', `upstream "${this.source.upstream}" sent more than the ${this.size} bytes of ${this.digest.value}`);
           }
-          if (this.received + bytes.byteLength > MAX_FILL_BYTES) {
-            throw new OciError('UPSTREAM_INVALID', `blob ${this.digest.value} is larger than the ${MAX_FILL_BYTES} byte limit of a fill`);
-          }
+          if (this.received + bytes.byteLength > this.limit) throw tooLargeToFill(this.digest.value, this.limit);
           if (this.stopped) throw this.failure ?? new OciError('UPSTREAM_UNAVAILABLE', 'the fill was stopped');
           hash.update(bytes);
           try {
@@ -415,4 +416,9 @@ function streamOfChunks(chunks: Uint8Array[]): ByteStream {
       controller.enqueue(piece);
     },
   });
+}
+
+/** A blob larger than a fill may store: the registry's blob size cap, at most MAX_FILL_BYTES. */
+export function tooLargeToFill(digest: string, limit: number): OciError {
+  return new OciError('DENIED', `blob ${digest} is larger than this mirror's limit of ${limit} bytes (OUTPOST_MAX_BLOB_BYTES)`, { digest, limit });
 }

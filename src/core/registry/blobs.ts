@@ -18,6 +18,11 @@ import { keys, objects } from './keys.js';
  * A crash after `delete` and before the decrement also errs high. The GC removes links before
  * bytes, so a link always names stored bytes and its recorded size answers HEAD by itself. A count that errs high is
  * corrected by the GC, which recounts links before it sweeps.
+ *
+ * Size cap (RegistryOptions.maxBlobBytes), checked here on every way in, before the store sees a byte:
+ *   a declared length (Content-Length, Content-Range, the sum of an upload's parts) above it -> refused at once
+ *   an undeclared length -> the body is cut off as it passes it, so the store's put fails and nothing is visible
+ *   an upload's chunk -> `room` says what is left beside the bytes the upload already holds
  */
 
 export interface BlobInfo {
@@ -86,6 +91,18 @@ export class Blobs {
     return { digest: digest.value, size: result.size };
   }
 
+  /**
+   * Bytes an upload that holds `offset` bytes may still take under the size cap, checked before
+   * a chunk is stored: throws when the chunk's declared length (`declared`, from Content-Length
+   * or Content-Range) would take the upload past it. Pass the result to verifiedPut as `limit`,
+   * which cuts off a chunk of undeclared length where the cap is reached.
+   */
+  room(offset: number, declared?: number): number {
+    const max = this.ctx.options.maxBlobBytes;
+    if (offset + (declared ?? 0) > max) throw blobTooLarge(max, declared === undefined ? { offset } : { offset, declared });
+    return Math.max(0, max - offset);
+  }
+
   /** Makes an already stored blob part of the repository. Idempotent. */
   async link(name: string, digest: string, size: number): Promise<void> {
     await this.ctx.index.add(keys.refcount(digest), 1);
@@ -141,18 +158,73 @@ export function resolveRange(range: RangeRequest, size: number): ObjectRange {
  * Streams `body` through the verifier into the store at `key`. Content that fails
  * verification never becomes visible (the verifier withholds the last bytes), and the
  * verifier's reason, when it has one, is what the caller gets.
+ *
+ * At most `limit` bytes (default: the blob size cap; an upload's chunk passes Blobs.room): a
+ * declared size above it is refused before the store is called, and a body of undeclared size
+ * errors as soon as it passes it, so the store's put fails and nothing becomes visible.
  */
 export async function verifiedPut(
   ctx: Ctx,
   key: string,
   body: ByteStream,
   expect: VerifyExpectation,
+  limit: number = ctx.options.maxBlobBytes,
 ): Promise<{ size: number; encoded: string }> {
-  const check = verify(ctx.hash, body, expect);
+  const max = ctx.options.maxBlobBytes;
+  if (expect.size !== undefined && expect.size > limit) throw blobTooLarge(max, { declared: expect.size });
+  // A declared size is enforced by the verifier (more bytes than declared fail at once).
+  const cut = expect.size === undefined ? cutOff(body, limit, () => blobTooLarge(max, {})) : undefined;
+  const check = verify(ctx.hash, cut?.stream ?? body, expect);
   try {
     await ctx.store.put(key, check.stream, expect.size);
   } catch (err) {
-    throw check.failure ?? err;
+    throw cut?.failure ?? check.failure ?? err;
   }
   return { size: check.result.size, encoded: check.result.encoded! };
+}
+
+/**
+ * Content beyond the blob size cap. SIZE_INVALID for now; it is meant to be a kind of its own
+ * with status 413 (the wire code stays SIZE_INVALID, as for a manifest over its cap).
+ */
+export function blobTooLarge(limit: number, detail: { declared?: number; offset?: number }): OciError {
+  return new OciError('BLOB_TOO_LARGE', `blob is larger than this registry's limit of ${limit} bytes`, { limit, ...detail });
+}
+
+/**
+ * `source` passed through until more than `limit` bytes have gone by; then the stream errors
+ * with `tooLarge()`, recorded in `failure`, and the source is cancelled. Pulled one chunk at a
+ * time, so it holds none.
+ */
+function cutOff(source: ByteStream, limit: number, tooLarge: () => OciError): { stream: ByteStream; readonly failure: OciError | undefined } {
+  const reader = source.getReader();
+  let seen = 0;
+  let failure: OciError | undefined;
+  const stream = new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        // A source that breaks off errors this stream with its own error, as if read directly.
+        const next = await reader.read();
+        if (next.done) return controller.close();
+        seen += next.value.byteLength;
+        if (seen > limit) {
+          failure = tooLarge();
+          controller.error(failure);
+          await reader.cancel(failure).catch(() => undefined);
+          return;
+        }
+        controller.enqueue(next.value);
+      },
+      cancel(reason) {
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+  return {
+    stream,
+    get failure() {
+      return failure;
+    },
+  };
 }

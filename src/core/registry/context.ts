@@ -29,12 +29,29 @@ export interface RegistryOptions {
    * this many seconds instead of streaming through Outpost.
    */
   redirectSeconds: number;
+  /**
+   * The largest blob stored, in bytes: a push or an upload that would pass it is refused before
+   * any byte is stored when its length is declared (Content-Length, Content-Range), and cut off,
+   * with nothing visible, as soon as it passes the cap otherwise (core/registry/blobs.ts).
+   */
+  maxBlobBytes: number;
 }
+
+/**
+ * 64 GiB: above the largest layer a managed registry accepts (ECR: 52,000 MiB; GHCR: 10 GB),
+ * so any image they serve can be pushed or mirrored, and equal to the mirror's fill limit
+ * (MAX_FILL_BYTES). Far below S3's 5 TiB per object, and within what the S3 store's 10,000
+ * parts hold with its default buffer budget (about 226 GiB at 8 MiB parts, 186 GiB at the
+ * smallest, 5 MiB). A bound on what one request may make the store hold, not a quota: an
+ * operator with a small disk sets a smaller one.
+ */
+export const DEFAULT_MAX_BLOB_BYTES = 64 * 1024 ** 3;
 
 export const DEFAULT_OPTIONS: RegistryOptions = {
   chunkMinLength: 0,
   uploadTtlMs: 24 * 60 * 60 * 1000,
   redirectSeconds: 0,
+  maxBlobBytes: DEFAULT_MAX_BLOB_BYTES,
 };
 
 export interface Ctx extends Omit<RegistryDeps, 'options'> {

@@ -11,7 +11,9 @@ import type { Digest } from '../oci/digest.js';
  *   manifest#<name>            / <digest>        -> ManifestRecord             manifest present in a repository
  *   tag#<name>                 / <tag>           -> { digest }                 tag -> manifest digest
  *   referrer#<name>#<subject>  / <digest>        -> Descriptor                 manifests whose subject is <subject>
- *   upload                     / <id>            -> UploadState (expires)      blob upload in progress
+ *   upload                     / <id>            -> UploadState (expires)      blob upload in progress (core/registry/uploads.ts)
+ *   upload#<id>                / <slot>          -> UploadSlot (expires)       one chunk of the upload, or the claim of its commit;
+ *                                                                              <slot> is an 8-digit zero-padded chunk number
  *   refcount                   / <digest>        -> number                     repositories linking the blob (GC)
  *   fill                       / <digest>        -> lease + FillState          one upstream download of a blob (core/mirror/fills.ts)
  *   mfetch                     / <name>:<ref>    -> lease + { error? }         one upstream fetch of a manifest (core/mirror/manifests.ts)
@@ -19,7 +21,8 @@ import type { Digest } from '../oci/digest.js';
  *
  * BlobStore:
  *   blobs/<algorithm>/<first two hex>/<hex>        verified content, blobs and manifests alike
- *   uploads/<id>/<part>-<nonce>                    bytes of one upload request, not yet verified
+ *   uploads/<id>/<slot>-<nonce>                    bytes of one chunk (PATCH), not yet verified; the nonce is named by
+ *                                                  the slot's item, so a racing request's object is never taken for it
  *   fills/<algorithm>/<hex>/<offset>-<token>       bytes of one blob fill, not yet verified (16-digit zero-padded
  *                                                  decimals, so keys sort by offset, and a holder's token keeps a
  *                                                  stale holder from overwriting its successor's part)
@@ -34,6 +37,8 @@ export const keys = {
   referrer: (name: string, subject: string, digest: string): ItemKey => ({ pk: `referrer#${name}#${subject}`, sk: digest }),
   referrerPartition: (name: string, subject: string) => `referrer#${name}#${subject}`,
   upload: (id: string): ItemKey => ({ pk: 'upload', sk: id }),
+  uploadSlot: (id: string, slot: number): ItemKey => ({ pk: `upload#${id}`, sk: String(slot).padStart(8, '0') }),
+  uploadSlots: (id: string) => `upload#${id}`,
   refcount: (digest: string): ItemKey => ({ pk: 'refcount', sk: digest }),
   fill: (digest: string): ItemKey => ({ pk: 'fill', sk: digest }),
   manifestFetch: (name: string, reference: string): ItemKey => ({ pk: 'mfetch', sk: `${name}:${reference}` }),
@@ -42,7 +47,8 @@ export const keys = {
 
 export const objects = {
   content: (digest: Digest) => `blobs/${digest.algorithm}/${digest.encoded.slice(0, 2)}/${digest.encoded}`,
-  uploadPart: (id: string, part: number) => `uploads/${id}/${part}-${crypto.randomUUID()}`,
+  uploadsPrefix: 'uploads/',
+  uploadPart: (id: string, slot: number, nonce: string) => `uploads/${id}/${slot}-${nonce}`,
   fillPrefix: (digest: Digest) => `fills/${digest.algorithm}/${digest.encoded}/`,
   fillPart: (digest: Digest, offset: number, token: number) =>
     `fills/${digest.algorithm}/${digest.encoded}/${String(offset).padStart(16, '0')}-${String(token).padStart(16, '0')}`,

@@ -125,8 +125,10 @@ export class Manifests {
     else if (!(await this.ctx.index.putIfAbsent(key, record as unknown as Json))) {
       const stored = (await this.ctx.index.get<ManifestRecord & Json>(key))?.value;
       if (stored && stored.mediaType !== mediaType) throw typeFixed(digest.value, stored.mediaType, mediaType);
-      // Deleted between the two reads: this push is its first again.
-      if (!stored) await this.ctx.index.put(key, record as unknown as Json);
+      // Written again (a new version) even when unchanged: a DELETE that read the record before
+      // this push then fails its compare-and-delete, and the manifest this push answers 201 for
+      // stays. Deleted between the two reads: this push is its first again.
+      await this.ctx.index.put(key, record as unknown as Json);
     }
     if (manifest.subject) {
       await this.ctx.index.put(keys.referrer(name, manifest.subject.digest, digest.value), referrerDescriptor(record) as unknown as Json);

@@ -1,6 +1,7 @@
 import { Blobs } from './blobs.js';
 import { Catalog } from './catalog.js';
 import { DEFAULT_OPTIONS, type Ctx, type RegistryDeps } from './context.js';
+import { reclaimLeftovers, type LeftoversReport, type ReclaimOptions } from './leftovers.js';
 import { Manifests } from './manifests.js';
 import { Referrers } from './referrers.js';
 import { Tags } from './tags.js';
@@ -20,6 +21,8 @@ export interface Registry {
   catalog: Catalog;
   /** The pull-through mirror; with no upstreams configured every name is hosted. */
   mirror: Mirror;
+  /** Removes what crashes and abandoned uploads left behind (leftovers.ts); at start-up, hourly, and later from GC. */
+  reclaim(options: ReclaimOptions): Promise<LeftoversReport>;
 }
 
 const NO_MIRROR: MirrorDeps = {
@@ -41,5 +44,6 @@ export function createRegistry(deps: RegistryDeps & { mirror?: MirrorDeps }): Re
     referrers: new Referrers(ctx),
     catalog: new Catalog(ctx),
     mirror: new Mirror(ctx, blobs, manifests, mirror ?? NO_MIRROR),
+    reclaim: (options) => reclaimLeftovers(ctx, options),
   };
 }

@@ -6,7 +6,7 @@ import { inject } from 'vitest';
 import { cloudEnv, type CloudStore } from './cloud-store.js';
 
 /**
- * Outpost as a real child process: `node dist/entry/node.js` (built by global-setup.ts) on
+ * Outpost as a real child process: `node dist/entry/cli.js serve` (built by global-setup.ts) on
  * 127.0.0.1, port 0 so the OS picks a free one, which we read back from the start-up log; on
  * the local store (startOutpost) or on S3 + DynamoDB (startOutpostCloud). `launch` is the
  * bookkeeping shared with worker.ts, which runs `wrangler dev` the same way.
@@ -16,7 +16,8 @@ import { cloudEnv, type CloudStore } from './cloud-store.js';
  * kills whatever a crashed worker left behind.
  */
 
-const ENTRY = resolve(fileURLToPath(import.meta.url), '../../../../dist/entry/node.js');
+/** The `outpost` command as npm installs it (package.json "bin"). */
+export const CLI = resolve(fileURLToPath(import.meta.url), '../../../../dist/entry/cli.js');
 const START_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 5_000;
 
@@ -31,6 +32,10 @@ export interface OutpostProcess {
   logs(): string;
   /** SIGTERM, then SIGKILL if it has not exited in time. Idempotent. */
   stop(): Promise<void>;
+  /** Sends one signal (to the group, for a group); a process already gone is not an error. */
+  signal(sig: NodeJS.Signals): void;
+  /** Resolves when the process has exited, with its status or the signal that ended it. */
+  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 }
 
 export interface LaunchOptions {
@@ -79,7 +84,7 @@ function startNode(outpost: Record<string, string>): Promise<OutpostProcess> {
   return launch({
     label: 'outpost',
     command: process.execPath,
-    args: [ENTRY],
+    args: [CLI, 'serve'],
     env: { ...baseEnv(), ...outpost, OUTPOST_HOST: '127.0.0.1', OUTPOST_PORT: '0' },
     // The start-up line "serving ... on http://127.0.0.1:<port>/v2/".
     port: (output) => {
@@ -120,14 +125,14 @@ export async function launch(options: LaunchOptions): Promise<OutpostProcess> {
   let output = '';
   child.stdout!.setEncoding('utf8').on('data', (s: string) => (output += s));
   child.stderr!.setEncoding('utf8').on('data', (s: string) => (output += s));
-  const exited = new Promise<void>((done) =>
-    child.once('exit', () => {
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) =>
+    child.once('exit', (code, sig) => {
       // The leader is gone; children of a group that outlived it go now.
       if (options.group) killNow();
       running.delete(killNow);
       rmSync(pidFile, { force: true });
       options.onExit?.();
-      done();
+      done({ code, signal: sig });
     }),
   );
 
@@ -144,7 +149,7 @@ export async function launch(options: LaunchOptions): Promise<OutpostProcess> {
     const port = await listeningPort(child, label, options.port, () => output, exited, startTimeoutMs);
     const url = `http://127.0.0.1:${port}`;
     await untilAnswers(`${url}/v2/`, () => output, startTimeoutMs);
-    return { url, host: `127.0.0.1:${port}`, port, pid, logs: () => output, stop };
+    return { url, host: `127.0.0.1:${port}`, port, pid, logs: () => output, stop, signal, exited };
   } catch (err) {
     await stop();
     throw err;
@@ -156,7 +161,7 @@ function listeningPort(
   label: string,
   parse: (output: string) => number | undefined,
   output: () => string,
-  exited: Promise<void>,
+  exited: Promise<unknown>,
   timeoutMs: number,
 ): Promise<number> {
   return new Promise<number>((resolvePort, reject) => {

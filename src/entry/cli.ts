@@ -1,0 +1,199 @@
+#!/usr/bin/env node
+/**
+ * The `outpost` command (package.json "bin"; `npm start` runs `outpost serve`):
+ *
+ *   outpost serve            serve the OCI Distribution API, configured by OUTPOST_* variables
+ *   outpost help | --help    usage
+ *   outpost --version
+ *
+ * Exit status: 0 after a stop on SIGTERM or SIGINT (also when the shutdown deadline cut
+ * requests: the stop was asked for and done; a line on stderr counts what was cut); 2 for a
+ * usage, configuration or start-up error (one `outpost: ...` line, no stack); 128 + the
+ * signal's number when a second signal ends the wait for requests in flight.
+ *
+ * Shutdown protocol, on the first SIGTERM or SIGINT:
+ *   stop listening (new connections are refused)
+ *   requests in flight go on; each answer says Connection: close; idle connections are closed
+ *   after OUTPOST_SHUTDOWN_SECONDS, connections still open are destroyed
+ *   close the index (SQLite checkpoints its WAL), exit 0
+ * A further signal exits at once; a copy that arrives within SIGNAL_ECHO_MS of the first is not
+ * counted (Ctrl-C under `npm start` reaches Outpost twice: from the terminal and from npm).
+ */
+import { readFileSync, realpathSync, writeSync } from 'node:fs';
+import { constants } from 'node:os';
+import { fileURLToPath } from 'node:url';
+import { ConfigError, type Config } from './config.js';
+import { createLog } from './log.js';
+import { readNodeConfig, startNode } from './node.js';
+import { StartupError } from './startup-errors.js';
+
+export interface Io {
+  out(text: string): void;
+  err(text: string): void;
+  env: Record<string, string | undefined>;
+}
+
+interface Command {
+  summary: string;
+  run(args: string[], io: Io): Promise<number>;
+}
+
+/** Later: gc (garbage collection), hash-password (credentials for auth). */
+const COMMANDS: Record<string, Command> = {
+  serve: { summary: 'serve the OCI Distribution API (settings: OUTPOST_* environment variables)', run: serve },
+};
+
+const SIGNAL_ECHO_MS = 500;
+
+export function usage(): string {
+  const width = Math.max(...Object.keys(COMMANDS).map((name) => name.length)) + 2;
+  const lines = Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}${c.summary}`);
+  return [
+    'usage: outpost <command>',
+    '',
+    'commands:',
+    ...lines,
+    `  ${'help'.padEnd(width)}print this help (also --help, -h)`,
+    '',
+    'options: --version',
+    'Settings are environment variables; see "Configuration reference" in README.md.',
+    '',
+  ].join('\n');
+}
+
+/** Runs one command line; resolves with the process's exit status. */
+export async function runCli(argv: string[], io: Io): Promise<number> {
+  const [name, ...args] = argv;
+  if (name === 'help' || name === '--help' || name === '-h') {
+    io.out(usage());
+    return 0;
+  }
+  if (name === '--version') {
+    io.out(`outpost ${version()}\n`);
+    return 0;
+  }
+  const command = name === undefined ? undefined : COMMANDS[name];
+  if (!command) {
+    io.err(`${name === undefined ? 'outpost: no command given' : `outpost: unknown command "${name.slice(0, 80)}"`}\n\n${usage()}`);
+    return 2;
+  }
+  return command.run(args, io);
+}
+
+function version(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(fileURLToPath(new URL('../../package.json', import.meta.url)), 'utf8')) as { version?: string };
+    return pkg.version ?? 'unknown';
+  } catch {
+    return 'unknown';
+  }
+}
+
+async function serve(args: string[], io: Io): Promise<number> {
+  if (args[0] === '--help' || args[0] === '-h') {
+    io.out(`usage: outpost serve\n\n${COMMANDS.serve!.summary}.\n`);
+    return 0;
+  }
+  if (args.length > 0) {
+    io.err(`outpost serve: takes no arguments (settings are OUTPOST_* environment variables), got "${args[0]!.slice(0, 80)}"\n\n${usage()}`);
+    return 2;
+  }
+  let config: Config;
+  try {
+    config = readNodeConfig(io.env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    io.err(`outpost: ${err.message}\n`);
+    return 2;
+  }
+  const log = createLog(config.logLevel, (line) => io.out(`${line}\n`));
+  let server: Awaited<ReturnType<typeof startNode>>;
+  try {
+    server = await startNode(config, log);
+  } catch (err) {
+    if (!(err instanceof StartupError)) throw err;
+    io.err(`outpost: ${err.message}\n`);
+    return 2;
+  }
+  const host = config.host.includes(':') && !config.host.startsWith('[') ? `[${config.host}]` : config.host;
+  io.out(`outpost: serving the OCI Distribution API on http://${host}:${server.port}/v2/ (${server.where})\n`);
+
+  const signal = await new Promise<NodeJS.Signals>((resolveSignal) => {
+    let first: number | undefined;
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (first === undefined) {
+        first = Date.now();
+        resolveSignal(sig);
+      } else if (Date.now() - first >= SIGNAL_ECHO_MS) {
+        io.err(`outpost: ${sig} again: exiting now, ${server.inFlight()} request(s) still in flight\n`);
+        process.exit(128 + constants.signals[sig]);
+      }
+    };
+    process.on('SIGTERM', onSignal);
+    process.on('SIGINT', onSignal);
+  });
+  const seconds = config.shutdownSeconds;
+  io.out(`outpost: ${signal}: stopping; ${server.inFlight()} request(s) in flight, waiting up to ${seconds} s for them\n`);
+  const { cut } = await server.stop(seconds * 1000);
+  if (cut > 0) io.err(`outpost: the shutdown deadline (${seconds} s, OUTPOST_SHUTDOWN_SECONDS) passed: cut ${cut} request(s) in flight\n`);
+  io.out('outpost: stopped\n');
+  return 0;
+}
+
+/**
+ * stdout, with what one turn of the event loop writes gathered into one write(2): a busy
+ * server then makes one system call for many access lines, not one per request. Written at
+ * once past FLUSH_BYTES, and on exit; a SIGKILL loses at most one turn's lines.
+ */
+const FLUSH_BYTES = 64 * 1024;
+
+function bufferedStdout(): (text: string) => void {
+  let pending = '';
+  let scheduled = false;
+  const flush = () => {
+    scheduled = false;
+    if (pending === '') return;
+    const text = pending;
+    pending = '';
+    process.stdout.write(text);
+  };
+  process.once('exit', () => {
+    if (pending === '') return;
+    try {
+      writeSync(1, pending);
+    } catch {
+      // stdout is gone; nothing to do.
+    }
+  });
+  return (text) => {
+    pending += text;
+    if (pending.length >= FLUSH_BYTES) flush();
+    else if (!scheduled) {
+      scheduled = true;
+      setImmediate(flush);
+    }
+  };
+}
+
+async function main(): Promise<void> {
+  // A log reader that went away (EPIPE) must not take the server down with it.
+  process.stdout.on('error', () => undefined);
+  process.stderr.on('error', () => undefined);
+  const status = await runCli(process.argv.slice(2), {
+    out: bufferedStdout(),
+    err: (text) => void process.stderr.write(text),
+    env: process.env,
+  });
+  process.exit(status);
+}
+
+if (process.argv[1] && fileURLToPath(import.meta.url) === resolveArgv(process.argv[1])) void main();
+
+/** The script path node was given, through the symlink npm puts in node_modules/.bin or a global prefix. */
+function resolveArgv(path: string): string {
+  try {
+    return realpathSync(path);
+  } catch {
+    return path;
+  }
+}
