@@ -193,7 +193,24 @@ export interface MetaIndex {
    * the item at `key` is not a lease.
    */
   readLease<S extends Json = Json>(key: ItemKey): Promise<LeaseView<S> | undefined>;
+
+  /**
+   * Housekeeping, an optional ability of stores without TTL deletion of their own: erases every
+   * item (lease items and tombstones included) that expired or was deleted more than
+   * `olderThanMs` ago, as DynamoDB's TTL sweep does a week after (adapters/dynamodb/schema.md).
+   * Every promise above holds through it when `olderThanMs` is at least EXPIRED_ITEM_RETENTION_MS:
+   * an erased item reads as absent; a version restarts only at a key no caller can still hold a
+   * version of; a token issued after its lease item was erased is the clock, larger than any
+   * issued before. Returns how many items it erased.
+   */
+  sweep?(olderThanMs: number): Promise<number>;
 }
+
+/**
+ * How long an expired or deleted item is kept before housekeeping may erase it: DynamoDB's
+ * `ttl` is set this far past expiry, and the other adapters' `sweep` is called with it.
+ */
+export const EXPIRED_ITEM_RETENTION_MS = 7 * 24 * 60 * 60 * 1000;
 
 /** The largest page `list` must serve; callers page through longer partitions. */
 export const MAX_LIST_LIMIT = 1000;

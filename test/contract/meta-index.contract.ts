@@ -1,5 +1,5 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { MetaIndex } from '../../src/ports/meta-index.js';
+import { EXPIRED_ITEM_RETENTION_MS, type MetaIndex } from '../../src/ports/meta-index.js';
 import { TestClock } from '../support/clock.js';
 import { key, TTL, type MetaIndexFixture, type MetaIndexSubject } from './meta-index-fixture.js';
 import { leaseStateContract } from './meta-index-lease-state.contract.js';
@@ -320,6 +320,42 @@ export function metaIndexContract(label: string, makeIndex: (clock: TestClock) =
         expect((await index.list('p', { limit: 2 })).map((e) => e.sk)).toEqual(['d', 'e']);
         expect((await index.list('p', { limit: 10 })).map((e) => e.sk)).toEqual(['d', 'e', 'f']);
         expect((await index.list('p', { limit: 10 }))[1]).toEqual({ sk: 'e', item: { value: 'e', version: 2, expiresAt: clock.now() - 5 + TTL } });
+      });
+    });
+
+    // Only adapters without TTL deletion of their own have the ability (DynamoDB sweeps by `ttl`).
+    describe('sweep (housekeeping)', () => {
+      const WEEK = EXPIRED_ITEM_RETENTION_MS;
+
+      it('erases items expired or deleted longer ago than asked, and nothing live', async (t) => {
+        if (!index.sweep) return t.skip();
+        await index.put(key('forever'), 1);
+        await index.put(key('later'), 2, { expiresAt: clock.now() + 2 * WEEK });
+        await index.put(key('expired'), 3, { expiresAt: clock.now() + 10 });
+        await index.put(key('deleted'), 4);
+        await index.delete(key('deleted'));
+        await index.acquireLease(key('lease', 'leases'), 'A', 10);
+        clock.advance(WEEK);
+        expect(await index.sweep(WEEK)).toBe(0);
+        clock.advance(11);
+        expect(await index.sweep(WEEK)).toBe(3);
+        expect(await index.sweep(WEEK)).toBe(0);
+        expect((await index.list('p', { limit: 10 })).map((e) => e.sk)).toEqual(['forever', 'later']);
+      });
+
+      it('a key erased by it is written afresh; a lease acquired at an erased key gets a larger token', async (t) => {
+        if (!index.sweep) return t.skip();
+        await index.put(key('k'), 'old');
+        await index.put(key('k'), 'older');
+        await index.delete(key('k'));
+        const first = await index.acquireLease(key('l', 'leases'), 'A', 10);
+        if (!first.acquired) throw new Error('not acquired');
+        clock.advance(WEEK + 11);
+        await index.sweep(WEEK);
+        expect(await index.putIfAbsent(key('k'), 'new')).toBe(true);
+        expect(await index.get(key('k'))).toEqual({ value: 'new', version: 1 });
+        const next = await index.acquireLease(key('l', 'leases'), 'B', 10);
+        expect(next.acquired && next.lease.token).toBeGreaterThan(first.lease.token);
       });
     });
 

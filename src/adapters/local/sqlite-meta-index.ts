@@ -30,7 +30,8 @@ const BUSY_TIMEOUT_MS = 5_000;
  *   items(pk TEXT, sk TEXT, value TEXT /* JSON *\/, version INTEGER, expires_at INTEGER NULL,
  *         owner TEXT NULL, token INTEGER NULL)
  *   PRIMARY KEY (pk, sk), BINARY collation so sk orders by UTF-8 bytes.
- * Deleted items stay as tombstones (value NULL, expires_at -1) so versions never repeat.
+ * Deleted items stay as tombstones (value NULL, expires_at = the time of deletion, so never live)
+ * so versions never repeat, until `sweep` erases them with expired items a week later.
  * A lease item has an `owner` (its holder, live or not) and keeps its state in `value` (NULL
  * when none was written). `token` is the last fencing token issued at the key; no write other
  * than a lease's clears it, so tokens only grow, through delete and overwrite too.
@@ -69,8 +70,10 @@ export class SqliteMetaIndex implements MetaIndex {
         RETURNING version`),
       cas: this.db.prepare(`UPDATE items SET value = @value, version = version + 1, expires_at = @expiresAt, owner = NULL
         WHERE pk = @pk AND sk = @sk AND version = @expected AND ${live} RETURNING version`),
-      delete: this.db.prepare(`UPDATE items SET value = NULL, expires_at = -1, owner = NULL
+      delete: this.db.prepare(`UPDATE items SET value = NULL, expires_at = @now, owner = NULL
         WHERE pk = @pk AND sk = @sk AND ${live} AND (@expected IS NULL OR version = @expected)`),
+      // Tombstones from before deletions were dated (expires_at -1) are erased by the first sweep.
+      sweep: this.db.prepare(`DELETE FROM items WHERE expires_at IS NOT NULL AND expires_at < @cutoff`),
       list: this.db.prepare(`SELECT sk, ${columns} FROM items
         WHERE pk = @pk AND ${live} AND (@after IS NULL OR sk > @after)
           AND (@prefix IS NULL OR (sk >= @prefix AND substr(sk, 1, length(@prefix)) = @prefix))
@@ -189,6 +192,10 @@ export class SqliteMetaIndex implements MetaIndex {
     if (live) view.holder = row.owner;
     if (row.value !== null) view.state = JSON.parse(row.value) as S;
     return view;
+  }
+
+  async sweep(olderThanMs: number): Promise<number> {
+    return this.stmt.sweep.run({ cutoff: this.clock.now() - olderThanMs }).changes;
   }
 
   close(): void {

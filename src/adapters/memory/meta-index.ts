@@ -32,6 +32,21 @@ export class MemoryMetaIndex implements MetaIndex {
 
   constructor(private readonly clock: Clock = systemClock) {}
 
+  async sweep(olderThanMs: number): Promise<number> {
+    const cutoff = this.clock.now() - olderThanMs;
+    let erased = 0;
+    for (const [pk, items] of this.partitions) {
+      for (const [sk, s] of items) {
+        if (s.expiresAt !== undefined && s.expiresAt < cutoff) {
+          items.delete(sk);
+          erased++;
+        }
+      }
+      if (items.size === 0) this.partitions.delete(pk);
+    }
+    return erased;
+  }
+
   async get<T extends Json>(key: ItemKey): Promise<Item<T> | undefined> {
     const s = this.live(key);
     return s ? (copy(s) as Item<T>) : undefined;
@@ -56,8 +71,9 @@ export class MemoryMetaIndex implements MetaIndex {
   async delete(key: ItemKey, expectedVersion?: number): Promise<boolean> {
     const s = this.live(key);
     if (!s || (expectedVersion !== undefined && s.version !== expectedVersion)) return false;
-    // Keep a tombstone so versions never repeat for a key, and fencing tokens only grow.
-    const tombstone: Stored = { value: null, version: s.version, expiresAt: -1 };
+    // Keep a tombstone, dated by its deletion, so versions never repeat for a key and fencing
+    // tokens only grow, until `sweep` erases it a week later.
+    const tombstone: Stored = { value: null, version: s.version, expiresAt: this.clock.now() };
     if (s.token !== undefined) tombstone.token = s.token;
     this.partition(key.pk).set(key.sk, tombstone);
     return true;

@@ -1,4 +1,5 @@
 import { MAX_LIST_KEYS, type StoreReclaimReport } from '../../ports/blob-store.js';
+import { EXPIRED_ITEM_RETENTION_MS } from '../../ports/meta-index.js';
 import type { Ctx } from './context.js';
 import { keys, objects } from './keys.js';
 
@@ -78,14 +79,24 @@ export interface LeftoversReport {
   uploads: ReclaimReport;
   /** The store's own leftovers (temporary files, incomplete multipart uploads), when it can say. */
   store?: StoreReclaimReport;
+  /** Index items erased by housekeeping (expired or deleted a week ago), on indexes without TTL deletion. */
+  indexItems?: number;
 }
 
 /**
  * Everything a crash or an abandoned upload leaves behind, older than `olderThanMs`: the store's
- * own (BlobStore.reclaim: temporary files, incomplete multipart uploads, empty directories) and
- * the parts of uploads that are over. Never anything visible or live; safe on many instances.
+ * own (BlobStore.reclaim: temporary files, incomplete multipart uploads, empty directories), the
+ * parts of uploads that are over, and index items expired or deleted a week ago (MetaIndex.sweep:
+ * an upload's chunk items, tombstones; DynamoDB's TTL does this by itself). Never anything visible or live; safe on many instances.
  */
 export async function reclaimLeftovers(ctx: Pick<Ctx, 'store' | 'index' | 'clock'>, options: ReclaimOptions): Promise<LeftoversReport> {
-  const [store, uploads] = await Promise.all([ctx.store.reclaim?.(options.olderThanMs), reclaimUploads(ctx, options)]);
-  return store ? { uploads, store } : { uploads };
+  const [store, uploads, swept] = await Promise.all([
+    ctx.store.reclaim?.(options.olderThanMs),
+    reclaimUploads(ctx, options),
+    ctx.index.sweep?.(EXPIRED_ITEM_RETENTION_MS),
+  ]);
+  const report: LeftoversReport = { uploads };
+  if (store) report.store = store;
+  if (swept !== undefined) report.indexItems = swept;
+  return report;
 }
