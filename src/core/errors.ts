@@ -36,6 +36,8 @@ export const ERRORS = {
   DENIED: { code: 'DENIED', status: 403, message: 'requested access to the resource is denied' },
   UNSUPPORTED: { code: 'UNSUPPORTED', status: 415, message: 'the operation is unsupported' },
   METHOD_NOT_ALLOWED: { code: 'UNSUPPORTED', status: 405, message: 'method not allowed for this route' },
+  // A request the HTTP layer cannot even turn into a URL (a target of "*", a backslash, no Host).
+  REQUEST_MALFORMED: { code: 'UNSUPPORTED', status: 400, message: 'malformed request' },
   ROUTE_UNKNOWN: { code: 'UNSUPPORTED', status: 404, message: 'no such route in the distribution API' },
   TOO_MANY_REQUESTS: { code: 'TOOMANYREQUESTS', status: 429, message: 'too many requests' },
   CONTENT_RANGE_INVALID: { code: 'BLOB_UPLOAD_INVALID', status: 400, message: 'malformed Content-Range' },

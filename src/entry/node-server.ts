@@ -104,8 +104,13 @@ export function drainable(server: Server): Drain {
           cut = inFlight();
           server.closeAllConnections();
         }, deadlineMs);
-        // A connection can turn idle without a response closing (one that never sent a request).
-        const sweep = setInterval(closeIdle, 250);
+        // A connection can turn idle without a response closing (one that never sent a request),
+        // and one still sending its request's headers (a slow or stalled client) is not idle to
+        // Node: neither has a request being served, so neither has anything to lose.
+        const sweep = setInterval(() => {
+          closeIdle();
+          for (const socket of sockets) if (!socket._httpMessage) socket.destroy();
+        }, 250);
         server.close(() => {
           clearTimeout(deadline);
           clearInterval(sweep);

@@ -1,5 +1,7 @@
-import { createAdaptorServer } from '@hono/node-server';
-import type { Server } from 'node:http';
+import { getRequestListener } from '@hono/node-server';
+import { createServer, type Server, type ServerResponse } from 'node:http';
+import { OciError } from '../core/errors.js';
+import { ociErrorResponse } from '../http/errors.js';
 import { closeSync, openSync, readSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { FsBlobStore } from '../adapters/local/fs-blob-store.js';
@@ -54,7 +56,16 @@ export async function startNode(config: Config, log?: Log): Promise<NodeServer> 
     where = `blobs in s3://${config.store.s3.bucket}/${config.store.s3.prefix}, index in DynamoDB table ${config.store.dynamodb.table}`;
   }
   const { app, registry } = outpostApp(config, { store, index }, { metricsRoute: true, log, connection: nodeConnection });
-  const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+  const listener = getRequestListener(app.fetch, { errorHandler: unservable });
+  // Host is checked here rather than by node:http, whose refusal is an empty 400.
+  const server = createServer({ requireHostHeader: false }, (req, res) => {
+    if (req.headers.host === undefined) {
+      // HTTP/1.1 requires Host (RFC 9112 section 3.2), HTTP/1.0 does not; the adapter builds the URL from it.
+      if (req.httpVersion !== '1.0') return void writeResponse(res, unservable(malformed('HTTP/1.1 requires a Host header')));
+      req.headers.host = 'localhost';
+    }
+    void listener(req, res);
+  });
   // Node's default cuts any request whose body takes over 5 minutes (a 10 GiB push at 30 MB/s);
   // a connection silent for IDLE_TIMEOUT_MS is cut instead, and headers must arrive within 60 s.
   server.requestTimeout = 0;
@@ -95,6 +106,30 @@ export async function startNode(config: Config, log?: Log): Promise<NodeServer> 
       return result;
     },
   };
+}
+
+/**
+ * The answer to a request the adapter could not turn into a Request (a target that is not a
+ * path, such as `*` or one with a backslash; HTTP/1.1 without Host), or whose handling threw
+ * outside Hono: an OCI error like every other, never an empty 400.
+ */
+function unservable(err: unknown): Response {
+  const res = err instanceof Error && err.name === 'RequestError'
+    ? ociErrorResponse(new OciError('REQUEST_MALFORMED', `the request cannot be served: ${err.message.slice(0, 100)}`))
+    : ociErrorResponse(new OciError('INTERNAL'));
+  res.headers.set('Docker-Distribution-API-Version', 'registry/2.0');
+  return res;
+}
+
+function malformed(message: string): Error {
+  return Object.assign(new Error(message), { name: 'RequestError' });
+}
+
+/** A small, whole Response written to node:http (the error answers above). */
+async function writeResponse(res: ServerResponse, response: Response): Promise<void> {
+  const body = Buffer.from(await response.arrayBuffer());
+  res.writeHead(response.status, Object.fromEntries(response.headers));
+  res.end(body);
 }
 
 /** A connection that sends and receives nothing for this long is cut (slow or vanished clients). */

@@ -198,6 +198,23 @@ describe('stopping outpost serve', () => {
     req.destroy();
   });
 
+  it('on SIGTERM, connections still sending their headers (no request yet) are closed at once, not waited for', async () => {
+    const server = await serve(dataDir(), { OUTPOST_SHUTDOWN_SECONDS: '30' });
+    const { connect } = await import('node:net');
+    const stalled = Array.from({ length: 20 }, () => {
+      const socket = connect(server.port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      socket.write('GET /v2/ HTTP/1.1\r\nHost: x\r\nX-Slow: ');
+      return socket;
+    });
+    await new Promise((r) => setTimeout(r, 300));
+    const stopping = Date.now();
+    server.signal('SIGTERM');
+    expect(await server.exited).toEqual({ code: 0, signal: null });
+    expect(Date.now() - stopping).toBeLessThan(5_000);
+    for (const socket of stalled) socket.destroy();
+  });
+
   it('exits at once on a second signal, with 128 + its number', async () => {
     const server = await serve(dataDir(), { OUTPOST_SHUTDOWN_SECONDS: '60' });
     const content = randomBlob(MiB, 'application/octet-stream');
