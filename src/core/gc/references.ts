@@ -1,0 +1,287 @@
+import type { BlobStore } from '../../ports/blob-store.js';
+import type { Clock } from '../../ports/clock.js';
+import { MAX_LIST_LIMIT, type Item, type ItemKey, type Json, type MetaIndex } from '../../ports/meta-index.js';
+
+/**
+ * References: what keeps content (a blob or a manifest, stored once by digest) from garbage
+ * collection, built from single-item writes only (no transactions, every write safe to retry).
+ *
+ * Items (MetaIndex pk / sk -> value; to join the table in core/registry/keys.ts when wired):
+ *   ref#<digest>   / <kind>:<repository>:<from>  -> { at }      one reference; its presence is the count
+ *   content        / <digest>                    -> ContentState  live | deleting | deleted (absent = live)
+ *   gc#candidates  / <digest>                    -> { since }   may be unreferenced since `since` (GC's work list)
+ * Kinds: link (blob or manifest present in a repository, from = "blob" | "manifest"), manifest (a
+ * manifest names it as config, layer or child; from = that manifest's digest), subject (a referrer
+ * names it as subject; from = the referrer's digest), tag (from = the tag), mirror (mirrored content
+ * cached or vouched for; from = what holds it). Repository names and tags never contain ':' (OCI
+ * grammar), so the sort key splits at its first two colons; `from` may hold more.
+ *
+ * Protocol (v = the item's version; `since` is the clock when the state was written):
+ *
+ *   addReference(d, r):                          writer, BEFORE the item that names d is written
+ *     w  = put(ref#d/r)                           every add bumps the version (see hole 1 below)
+ *     loop:
+ *       s = get(content/d)
+ *       absent | live          -> return held(w)
+ *       deleting at v          -> compareAndSet(v -> live); ok: return held(w); else loop
+ *       deleted                -> delete(ref#d/r, w); return absent
+ *
+ *   removeReference(d, r, w?):                   AFTER the item that named d stopped naming it
+ *     delete(ref#d/r, w)                          w: only the reference the caller saw made
+ *     if list(ref#d, limit 1) is empty: put(gc#candidates/d, { since: now })
+ *
+ *   prepareStore(d):                             BEFORE bytes are written at blobs/<d> (put, move, compose)
+ *     loop:
+ *       s = get(content/d)
+ *       absent                     -> putIfAbsent(live, now); ok: break
+ *       live | deleting at v       -> compareAndSet(v -> live, now); ok: break
+ *       deleted, done or stale     -> compareAndSet(v -> live, now); ok: break
+ *       deleted, fresh             -> return retry at since + STORE_AFTER_DELETE_MS
+ *     put(gc#candidates/d, { since: now })        bytes no one links yet are garbage after the grace
+ *
+ *   collect(d) (collect.ts):                     GC, one candidate digest; me = a fresh run id
+ *     c = get(gc#candidates/d); s = get(content/d)
+ *     live|absent, c older than grace, s.since too -> CAS(v -> deleting{me, now})   (absent: putIfAbsent)
+ *     deleting older than STUCK_DELETING_MS      -> CAS(v -> deleting{me, now})   (take over a crashed run)
+ *     then: list(ref#d, limit 1) non-empty        -> CAS(deleting -> live); delete(c at its version); stop
+ *           else CAS(deleting -> deleted{me, now}) (fails: a writer revived it; stop)
+ *     deleted, not done, older than DELETE_WINDOW_MS -> CAS(v -> deleted{me, now})  (re-arm a crashed delete)
+ *     then: if now <= since + DELETE_WINDOW_MS: BlobStore.delete(blobs/d); CAS(-> deleted{done}); delete(c)
+ *   A CAS whose reply was lost (or that the client re-sent and then saw refused) is recognised as
+ *   the run's own by re-reading: its version is expected + 1 and its `by` is me.
+ *
+ * Why a crash or a retried write between any two steps never deletes referenced content. A
+ * reference is "held" when addReference returned held and removeReference has not been called;
+ * callers write the item that names d only after held, and call remove only after that item is
+ * gone, so every item that names d is covered by a held reference. The claim: bytes are deleted
+ * only by a run whose CAS deleting(v) -> deleted won, and no reference is held then.
+ *   1. Bytes are deleted only after a CAS into deleted; every such CAS starts from deleting or
+ *      from a stale undone deleted (re-arm). A stale deleted holds no reference (6), and the
+ *      re-arm's version change fences the old run's late "done" CAS.
+ *   2. deleting(v) -> deleted wins only if nobody wrote content/d between the run's CAS into
+ *      deleting(v) (time g1) and the final CAS (g3): a revive or a prepareStore writes v+1.
+ *   3. A writer whose put(ref) came before the run's listing (g2) is seen by it: list is strongly
+ *      consistent for writes that completed before it. The run then returns to live.
+ *   4. A writer whose put(ref) came after g2 reads content/d afterwards, so after g1: it finds
+ *      deleting(v) and its revive either wins (then the final CAS of 2 fails) or loses to the
+ *      final CAS, and its re-read finds deleted; or it finds deleted. Either way it returns absent
+ *      and never writes an item naming d. A writer that read live did so before g1, so its put
+ *      came before g2 (3).
+ *   5. A crash of the writer between put(ref) and its return leaves a reference with no item
+ *      naming d: content is kept longer (a leak, never a loss). A lost reply of any step is
+ *      retried from the top: put again (a new version), read the state again; the lost CAS shows
+ *      as live on the re-read. The rollback delete carries the version the writer put, so it
+ *      never removes the same reference re-made by a second writer meanwhile (hole 1).
+ *   6. So in deleted no reference is held: those made before g2 were seen (3), those after
+ *      returned absent (4). Bytes written again after deleted never meet that run's delete: a
+ *      prepareStore needs the tombstone done (the delete returned) or older than the window the
+ *      run has to send its delete in (collect checks its clock just before BlobStore.delete),
+ *      plus the clock skew between instances: the one timing assumption, as for leases.
+ *   7. A GC crash leaves live (nothing happened), deleting (any writer revives it; a later run
+ *      takes it over after STUCK_DELETING_MS, fencing the old run by version, whose final CAS
+ *      then fails), or deleted undone (bytes maybe still there: a later run re-arms after the
+ *      window and deletes). The candidate item is removed only at its version and only once the
+ *      digest is referenced or done, so a crash keeps the work listed.
+ *   8. The grace period is not needed for 1-7; it protects bytes stored but not yet referenced
+ *      (an upload between its store and its link; prepareStore writes since = now and notes a
+ *      candidate), and a removed reference for a while. If a writer still outlives it, its
+ *      addReference returns absent and it stores again: no loss, only a retry.
+ *
+ * Holes in the first sketch, closed here: (1) with putIfAbsent, two writers of one reference
+ * share the item, and one that found deleted and rolled back removed the other's: refs are put
+ * (a new version each time) and rolled back at that version. (2) A store of new bytes after
+ * deleted could be hit by the collecting run's delete still in flight: prepareStore waits for
+ * done or the window. (3) Absent state must be collectable: the run creates deleting with
+ * putIfAbsent. (4) A lost reply of GC's own CAS stalled the digest: the run recognises its
+ * write by `by`.
+ */
+
+export type ReferenceKind = 'link' | 'manifest' | 'subject' | 'tag' | 'mirror';
+
+export interface Reference {
+  kind: ReferenceKind;
+  repository: string;
+  from: string;
+}
+
+/** The references the registry makes, by what holds them. */
+export const references = {
+  blobLink: (repository: string): Reference => ({ kind: 'link', repository, from: 'blob' }),
+  manifestLink: (repository: string): Reference => ({ kind: 'link', repository, from: 'manifest' }),
+  /** A config, layer or child manifest named by `manifest`. */
+  named: (repository: string, manifest: string): Reference => ({ kind: 'manifest', repository, from: manifest }),
+  subject: (repository: string, referrer: string): Reference => ({ kind: 'subject', repository, from: referrer }),
+  tag: (repository: string, tag: string): Reference => ({ kind: 'tag', repository, from: tag }),
+  mirror: (repository: string, from: string): Reference => ({ kind: 'mirror', repository, from }),
+};
+
+export type ContentState =
+  | { state: 'live'; since: number }
+  | { state: 'deleting'; since: number; by: string }
+  | { state: 'deleted'; since: number; by: string; done?: true };
+
+export interface Candidate {
+  digest: string;
+  since: number;
+  version: number;
+}
+
+export type AddResult = { held: true; version: number } | { held: false };
+
+export type StoreReadiness = { ready: true } | { ready: false; retryAt: number };
+
+/** The ports the reference model works over. */
+export interface GcPorts {
+  index: MetaIndex;
+  store: BlobStore;
+  clock: Clock;
+}
+
+/**
+ * How long after winning `deleted` a collecting run may still send its BlobStore.delete
+ * (collect checks its clock right before): a run paused longer gives up and a later run re-arms.
+ */
+export const DELETE_WINDOW_MS = 60_000;
+
+/** The clock skew between instances that the protocol tolerates (as leases do). */
+export const MAX_CLOCK_SKEW_MS = 60_000;
+
+/** An undone tombstone this old can no longer be followed by its run's delete: new bytes may be written. */
+export const STORE_AFTER_DELETE_MS = DELETE_WINDOW_MS + MAX_CLOCK_SKEW_MS;
+
+/** A `deleting` this old belongs to a run that crashed or stalled; another run may take it over. */
+export const STUCK_DELETING_MS = 5 * 60_000;
+
+/**
+ * Rounds of read-then-CAS before giving up: each lost round means another writer or a new GC
+ * run changed the state in between, which settles within a few rounds.
+ */
+const MAX_STATE_ROUNDS = 8;
+
+const REF_PREFIX = 'ref#';
+export const CANDIDATES_PARTITION = 'gc#candidates';
+
+export const gcKeys = {
+  refPartition: (digest: string) => `${REF_PREFIX}${digest}`,
+  ref: (digest: string, ref: Reference): ItemKey => ({ pk: `${REF_PREFIX}${digest}`, sk: referenceSk(ref) }),
+  state: (digest: string): ItemKey => ({ pk: 'content', sk: digest }),
+  candidate: (digest: string): ItemKey => ({ pk: CANDIDATES_PARTITION, sk: digest }),
+};
+
+export function referenceSk(ref: Reference): string {
+  if (ref.repository.includes(':')) throw new TypeError(`repository name "${ref.repository}" cannot hold ':'`);
+  return `${ref.kind}:${ref.repository}:${ref.from}`;
+}
+
+export function parseReferenceSk(sk: string): Reference {
+  const a = sk.indexOf(':');
+  const b = sk.indexOf(':', a + 1);
+  if (a < 0 || b < 0) throw new TypeError(`not a reference sort key: ${sk}`);
+  return { kind: sk.slice(0, a) as ReferenceKind, repository: sk.slice(a + 1, b), from: sk.slice(b + 1) };
+}
+
+/**
+ * Records that `ref` holds `digest`. Call before writing the item that names the digest; write it
+ * only when the result is held. Absent: the content is deleted or being deleted (push: answer
+ * MANIFEST_BLOB_UNKNOWN; mirror: fill again, through prepareStore). `version` is the reference's
+ * version, for a removeReference that must take away only this making of it. Safe to retry from
+ * the top after any failure.
+ */
+export async function addReference(ports: GcPorts, digest: string, ref: Reference): Promise<AddResult> {
+  const { index, clock } = ports;
+  const key = gcKeys.ref(digest, ref);
+  const version = await index.put(key, { at: clock.now() });
+  for (let round = 0; round < MAX_STATE_ROUNDS; round++) {
+    const s = await readState(index, digest);
+    if (!s || s.value.state === 'live') return { held: true, version };
+    if (s.value.state === 'deleted') {
+      await index.delete(key, version);
+      return { held: false };
+    }
+    // deleting: revive it; the collecting run's final compare-and-set then fails.
+    if ((await index.compareAndSet(gcKeys.state(digest), s.version, live(clock))) !== undefined) return { held: true, version };
+  }
+  throw new Error(`content state of ${digest} kept changing through ${MAX_STATE_ROUNDS} rounds`);
+}
+
+/**
+ * Takes `ref` away from `digest`, after the item that named the digest stopped naming it; with
+ * `version`, only if the reference is still the one made then (a writer that made it again since
+ * keeps it). Notes the digest as a candidate when no reference is left. True when this call
+ * removed it; false when it was gone already or made again. Idempotent.
+ */
+export async function removeReference(ports: GcPorts, digest: string, ref: Reference, version?: number): Promise<boolean> {
+  const removed = await ports.index.delete(gcKeys.ref(digest, ref), version);
+  // Checked whether or not this call removed it: a retry after a lost reply must still note it.
+  if (!(await hasReferences(ports, digest))) await noteCandidate(ports, digest);
+  return removed;
+}
+
+/** Whether any reference holds `digest`. One strongly consistent read of one item. */
+export async function hasReferences(ports: Pick<GcPorts, 'index'>, digest: string): Promise<boolean> {
+  return (await ports.index.list(gcKeys.refPartition(digest), { limit: 1 })).length > 0;
+}
+
+/** Every reference of `digest`, page by page (audits; the GC needs only hasReferences). */
+export async function* listReferences(ports: Pick<GcPorts, 'index'>, digest: string): AsyncGenerator<Reference & { version: number }> {
+  let after: string | undefined;
+  for (;;) {
+    const page = await ports.index.list(gcKeys.refPartition(digest), { after, limit: MAX_LIST_LIMIT });
+    for (const { sk, item } of page) yield { ...parseReferenceSk(sk), version: item.version };
+    if (page.length < MAX_LIST_LIMIT) return;
+    after = page[page.length - 1]!.sk;
+  }
+}
+
+/** The digest's collection state; undefined when it was never collected (it counts as live). */
+export async function contentState(ports: Pick<GcPorts, 'index'>, digest: string): Promise<Item<ContentState> | undefined> {
+  return readState(ports.index, digest);
+}
+
+/** Lists `digest` for the collector: it may be unreferenced from `since` on. Idempotent. */
+export async function noteCandidate(ports: Pick<GcPorts, 'index' | 'clock'>, digest: string, since = ports.clock.now()): Promise<void> {
+  await ports.index.put(gcKeys.candidate(digest), { since });
+}
+
+/** One page of candidates in digest order, after `after`: the collector's work list. */
+export async function listCandidates(ports: Pick<GcPorts, 'index'>, options: { after?: string; limit: number }): Promise<Candidate[]> {
+  const page = await ports.index.list<{ since: number }>(CANDIDATES_PARTITION, options);
+  return page.map(({ sk, item }) => ({ digest: sk, since: item.value.since, version: item.version }));
+}
+
+/**
+ * Makes `digest` live with since = now before new bytes are written at its content key, so that
+ * no collecting run already past its listing can delete them and no run starts on them within
+ * the grace period; notes a candidate, so bytes nobody links are collected later. Not ready
+ * while a collecting run may still be deleting the old bytes (a tombstone younger than
+ * STORE_AFTER_DELETE_MS and not done): write nothing, try again at `retryAt`. Safe to retry.
+ */
+export async function prepareStore(ports: GcPorts, digest: string): Promise<StoreReadiness> {
+  const { index, clock } = ports;
+  const key = gcKeys.state(digest);
+  for (let round = 0; round < MAX_STATE_ROUNDS; round++) {
+    const s = await readState(index, digest);
+    let ok: boolean;
+    if (!s) ok = await index.putIfAbsent(key, live(clock));
+    else {
+      const v = s.value;
+      if (v.state === 'deleted' && !v.done && clock.now() < v.since + STORE_AFTER_DELETE_MS) {
+        return { ready: false, retryAt: v.since + STORE_AFTER_DELETE_MS };
+      }
+      ok = (await index.compareAndSet(key, s.version, live(clock))) !== undefined;
+    }
+    if (ok) {
+      await noteCandidate(ports, digest);
+      return { ready: true };
+    }
+  }
+  throw new Error(`content state of ${digest} kept changing through ${MAX_STATE_ROUNDS} rounds`);
+}
+
+export function readState(index: MetaIndex, digest: string): Promise<Item<ContentState> | undefined> {
+  return index.get<ContentState & Json>(gcKeys.state(digest));
+}
+
+function live(clock: Clock): ContentState & Json {
+  return { state: 'live', since: clock.now() };
+}
