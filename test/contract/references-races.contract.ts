@@ -170,9 +170,16 @@ export function referenceRacesContract(subject: () => Promise<ReferencesSubject>
             await s.storeBytes();
             if (referenced) await write(s, undefined, references.manifestLink('r'));
             let n = 0;
-            const crash: Hook = (_m, _a, phase) => (phase === when && ++n === k ? never() : undefined);
-            void run(s, crash, hooked(s.store, crash));
-            await new Promise((r) => setTimeout(r, 5));
+            let reached!: () => void;
+            const crashed = new Promise<void>((resolve) => (reached = resolve));
+            const crash: Hook = (_m, _a, phase) => {
+              if (phase !== when || ++n !== k) return undefined;
+              reached();
+              return never();
+            };
+            // Until the run has crashed at step k (or ended, when it has fewer steps): a fixed
+            // pause would let a slow adapter's run go on racing the later one.
+            await Promise.race([crashed, run(s, crash, hooked(s.store, crash)).then(() => undefined, () => undefined)]);
             const state = (await contentState(s.ports, D.value))?.value.state ?? 'live';
             expect(['live', 'deleting', 'deleted'], `step ${k}`).toContain(state);
             if (referenced) expect(state, `step ${k}`).not.toBe('deleted');
