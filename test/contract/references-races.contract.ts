@@ -114,8 +114,14 @@ export function referenceRacesContract(subject: () => Promise<ReferencesSubject>
     it('a writer that crashed after its put leaves the digest held (a leak, never a loss)', async () => {
       const s = await subject();
       await s.storeBytes();
-      void write(s, (m, a, phase) => (phase === 'after' && m === 'put' && String((a[0] as { pk: string }).pk).startsWith('ref#') ? never() : undefined));
-      await new Promise((r) => setTimeout(r, 20));
+      let reached!: () => void;
+      const crashed = new Promise<void>((resolve) => (reached = resolve));
+      void write(s, (m, a, phase) => {
+        if (phase !== 'after' || m !== 'put' || !String((a[0] as { pk: string }).pk).startsWith('ref#')) return undefined;
+        reached();
+        return never();
+      });
+      await crashed;
       expect(await collect(s.ports, D, { graceMs: GRACE })).toBe('referenced');
       expect(s.present()).toBe(true);
     });
