@@ -96,6 +96,30 @@ import { MAX_LIST_LIMIT, type Item, type ItemKey, type Json, type MetaIndex } fr
  * write by `by`.
  */
 
+/*
+ * NOT WIRED YET, and not safe to wire as it stands: a second read (2026-12-01) found holes that
+ * the next step must close first, each reproduced with a scratch test:
+ *   1. Grace alone protects bytes between prepareStore and the first addReference: with a short
+ *      grace a run can delete them, another writer's prepareStore sets the state live again, and
+ *      the first writer's addReference then answers held for bytes that are gone. Fix: the writer
+ *      holds a reference for the whole store (upload:<id>, fill:<token>) added before it writes,
+ *      removed after the link (reclaimUploads removes it for an abandoned upload), or a generation
+ *      in ContentState that prepareStore returns and addReference checks.
+ *   2. The same race can orphan bytes with no candidate left (the run dropped it): closed by 1.
+ *   3. The window check runs before BlobStore.delete, whose retries and stalls come after it:
+ *      give the delete a deadline at since + DELETE_WINDOW_MS, bound its retries, and add an
+ *      in-flight margin to STORE_AFTER_DELETE_MS.
+ *   4. Mirrored repository names may contain ':' (a namespace with a port, host:5000/...):
+ *      referenceSk must percent-encode ':' in the repository.
+ *   5. On DynamoDB a list with a small limit costs one Query per expired or deleted item ahead
+ *      (the filter applies after Limit), so hasReferences after many removals is O(k) Queries.
+ *   6. prepareStore gives up under contention (30 stores of one digest at once): a CAS lost to
+ *      another writer's `live` should count as success.
+ * And for the wiring: naming items must store the versions of their references (a tag move by
+ * compare-and-set on {digest, version}), existing content needs its references backfilled before
+ * any removal notes a candidate, and a `subject` reference can only keep unreachable bytes.
+ */
+
 export type ReferenceKind = 'link' | 'manifest' | 'subject' | 'tag' | 'mirror';
 
 export interface Reference {
