@@ -104,8 +104,20 @@ export function referencesContract(label: string, make: (clock: TestClock) => Re
         expect(await listCandidates(ports, { limit: 10 })).toMatchObject([{ digest: D.value, since: s.clock.now() }]);
       });
 
-      it('refuses a repository name that would break the sort key', async () => {
-        await expect(addReference(s.ports, D.value, references.blobLink('a:b'))).rejects.toThrow(TypeError);
+      it('keeps a mirrored repository name with a port (host:5000/...) whole in the sort key', async () => {
+        const mirrored = references.named('registry.local:5000/library/a%b', `sha256:${'cd'.repeat(32)}`);
+        expect(await addReference(s.ports, D.value, mirrored)).toMatchObject({ held: true });
+        const listed = [];
+        for await (const r of listReferences(s.ports, D.value)) listed.push(r);
+        expect(listed).toMatchObject([mirrored]);
+        expect(await removeReference(s.ports, D.value, mirrored)).toBe(true);
+        expect(await hasReferences(s.ports, D.value)).toBe(false);
+      });
+
+      it('prepares a store for every one of 30 writers of one digest at once', async () => {
+        const results = await Promise.all(Array.from({ length: 30 }, () => prepareStore(s.ports, D.value)));
+        expect(results).toEqual(Array(30).fill({ ready: true }));
+        expect((await contentState(s.ports, D.value))?.value.state).toBe('live');
       });
 
       it('removes only the making of a reference it names by version; one made again stays', async () => {

@@ -109,12 +109,8 @@ import { MAX_LIST_LIMIT, type Item, type ItemKey, type Json, type MetaIndex } fr
  *   3. The window check runs before BlobStore.delete, whose retries and stalls come after it:
  *      give the delete a deadline at since + DELETE_WINDOW_MS, bound its retries, and add an
  *      in-flight margin to STORE_AFTER_DELETE_MS.
- *   4. Mirrored repository names may contain ':' (a namespace with a port, host:5000/...):
- *      referenceSk must percent-encode ':' in the repository.
- *   5. On DynamoDB a list with a small limit costs one Query per expired or deleted item ahead
+ *   4. On DynamoDB a list with a small limit costs one Query per expired or deleted item ahead
  *      (the filter applies after Limit), so hasReferences after many removals is O(k) Queries.
- *   6. prepareStore gives up under contention (30 stores of one digest at once): a CAS lost to
- *      another writer's `live` should count as success.
  * And for the wiring: naming items must store the versions of their references (a tag move by
  * compare-and-set on {digest, version}), existing content needs its references backfilled before
  * any removal notes a candidate, and a `subject` reference can only keep unreachable bytes.
@@ -192,16 +188,21 @@ export const gcKeys = {
   candidate: (digest: string): ItemKey => ({ pk: CANDIDATES_PARTITION, sk: digest }),
 };
 
+/**
+ * `<kind>:<repository>:<from>`. A hosted name never holds ':' or '%', but a mirrored one may
+ * (its namespace is a host, with a port: host:5000/library/app), so both are percent-encoded in
+ * the repository: the key still splits at its first two colons.
+ */
 export function referenceSk(ref: Reference): string {
-  if (ref.repository.includes(':')) throw new TypeError(`repository name "${ref.repository}" cannot hold ':'`);
-  return `${ref.kind}:${ref.repository}:${ref.from}`;
+  return `${ref.kind}:${ref.repository.replace(/%/g, '%25').replace(/:/g, '%3A')}:${ref.from}`;
 }
 
 export function parseReferenceSk(sk: string): Reference {
   const a = sk.indexOf(':');
   const b = sk.indexOf(':', a + 1);
   if (a < 0 || b < 0) throw new TypeError(`not a reference sort key: ${sk}`);
-  return { kind: sk.slice(0, a) as ReferenceKind, repository: sk.slice(a + 1, b), from: sk.slice(b + 1) };
+  const repository = sk.slice(a + 1, b).replace(/%3A/g, ':').replace(/%25/g, '%');
+  return { kind: sk.slice(0, a) as ReferenceKind, repository, from: sk.slice(b + 1) };
 }
 
 /**
@@ -294,7 +295,10 @@ export async function prepareStore(ports: GcPorts, digest: string): Promise<Stor
       }
       ok = (await index.compareAndSet(key, s.version, live(clock))) !== undefined;
     }
-    if (ok) {
+    // Lost to another writer whose `live` came after our read: as fresh as ours would be, and the
+    // grace counts from it just the same (30 stores of one digest at once must all succeed).
+    const now = ok ? undefined : await readState(index, digest);
+    if (ok || (now && now.value.state === 'live' && (!s || now.version > s.version))) {
       await noteCandidate(ports, digest);
       return { ready: true };
     }
