@@ -231,3 +231,28 @@ describe('DynamoMetaIndex acquireLease with the refusing item returned (ALL_OLD)
     expect(sent).toEqual(['UpdateItemCommand', 'UpdateItemCommand']);
   });
 });
+
+/** Expired and deleted items are filtered after DynamoDB applies a Query's Limit. */
+describe('DynamoMetaIndex list past many expired or deleted items', () => {
+  it('finds the live item behind 250 deleted ones in a few Queries, not one Query per item, and returns at most limit', async () => {
+    const { table, clock } = await freshIndex('list-past-deleted');
+    const plain = new DynamoMetaIndex({ client: server.client, table, clock });
+    for (let i = 0; i < 250; i++) {
+      await plain.put(key(`a${String(i).padStart(4, '0')}`), i);
+      await plain.delete(key(`a${String(i).padStart(4, '0')}`));
+    }
+    await plain.put(key('b1'), 'live');
+    await plain.put(key('b2'), 'live too');
+    let queries = 0;
+    const counting = {
+      send: (command: unknown) => {
+        if ((command as { constructor: { name: string } }).constructor.name === 'QueryCommand') queries++;
+        return server.client.send(command as UpdateItemCommand);
+      },
+    } as unknown as DynamoDBClient;
+    const index = new DynamoMetaIndex({ client: counting, table, clock });
+    expect((await index.list('p', { limit: 1 })).map((e) => e.sk)).toEqual(['b1']);
+    expect(queries).toBeLessThanOrEqual(3);
+    expect((await index.list('p', { limit: 1, after: 'b1' })).map((e) => e.sk)).toEqual(['b2']);
+  });
+});

@@ -44,6 +44,9 @@ export interface DynamoMetaIndexOptions {
   clock?: Clock;
 }
 
+/** Items one list Query evaluates at least, expired ones included (see list). */
+const MIN_EVALUATED = 100;
+
 export class DynamoMetaIndex implements MetaIndex {
   private readonly client: DynamoDBClient;
   private readonly table: string;
@@ -125,7 +128,10 @@ export class DynamoMetaIndex implements MetaIndex {
     const now = this.clock.now();
     const out: Array<{ sk: string; item: Item<T> }> = [];
     let start: Av | undefined = options.after !== undefined ? keyOf({ pk, sk: options.after }) : undefined;
-    // Expired items are filtered after DynamoDB applies Limit, so keep paging until the page is full.
+    // Expired items are filtered after DynamoDB applies Limit, so keep paging until the page is
+    // full, and evaluate at least MIN_EVALUATED items a Query: with Limit 1, every expired or
+    // deleted item ahead of a live one cost a Query of its own. Items past `limit` are dropped
+    // (callers continue with `after`, never with DynamoDB's key).
     do {
       const page = await this.client.send(
         new QueryCommand({
@@ -140,10 +146,10 @@ export class DynamoMetaIndex implements MetaIndex {
             ...(options.prefix === undefined ? {} : { ':prefix': { S: options.prefix } }),
           },
           ExclusiveStartKey: start,
-          Limit: limit - out.length,
+          Limit: Math.max(limit - out.length, MIN_EVALUATED),
         }),
       );
-      for (const raw of page.Items ?? []) out.push({ sk: raw.sk!.S!, item: toItem<T>(raw) });
+      for (const raw of page.Items ?? []) if (out.length < limit) out.push({ sk: raw.sk!.S!, item: toItem<T>(raw) });
       start = page.LastEvaluatedKey;
     } while (start && out.length < limit);
     return out;

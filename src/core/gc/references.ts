@@ -109,8 +109,6 @@ import { MAX_LIST_LIMIT, type Item, type ItemKey, type Json, type MetaIndex } fr
  *   3. The window check runs before BlobStore.delete, whose retries and stalls come after it:
  *      give the delete a deadline at since + DELETE_WINDOW_MS, bound its retries, and add an
  *      in-flight margin to STORE_AFTER_DELETE_MS.
- *   4. On DynamoDB a list with a small limit costs one Query per expired or deleted item ahead
- *      (the filter applies after Limit), so hasReferences after many removals is O(k) Queries.
  * And for the wiring: naming items must store the versions of their references (a tag move by
  * compare-and-set on {digest, version}), existing content needs its references backfilled before
  * any removal notes a candidate, and a `subject` reference can only keep unreachable bytes.
