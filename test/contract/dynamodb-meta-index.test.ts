@@ -3,7 +3,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DynamoMetaIndex } from '../../src/adapters/dynamodb/meta-index.js';
 import { TestClock } from '../support/clock.js';
 import { startDynalite, type Dynalite } from '../support/dynalite.js';
-import { acquired, key, refusedBy, ReplyLost, TTL, type LossyIndex } from './meta-index-fixture.js';
+import { replyLosingClient } from './dynamodb-fixture.js';
+import { acquired, key, refusedBy, TTL, type LossyIndex } from './meta-index-fixture.js';
 import { metaIndexContract } from './meta-index.contract.js';
 
 let server: Dynalite;
@@ -28,23 +29,10 @@ metaIndexContract('DynamoMetaIndex on dynalite (two clients, one table)', async 
   };
 });
 
-/**
- * An instance whose client, once armed, loses the reply of the next UpdateItem the table
- * applied (a refused one answers as usual): `resend` re-sends the same command first, as the
- * SDK's own retry does after a timeout, and answers with what that second send got.
- */
+/** An instance whose client, once armed, loses the reply of the next UpdateItem the table applied (dynamodb-fixture.ts). */
 function losingReplies(make: (client: DynamoDBClient) => DynamoMetaIndex, options: { resend?: boolean } = {}): LossyIndex {
-  let armed = false;
-  const client = {
-    async send(command: UpdateItemCommand | GetItemCommand) {
-      const out = await server.client.send(command as UpdateItemCommand);
-      if (!armed || !(command instanceof UpdateItemCommand)) return out;
-      armed = false;
-      if (options.resend) return server.client.send(command);
-      throw new ReplyLost();
-    },
-  } as unknown as DynamoDBClient;
-  return { index: make(client), loseNextReply: () => (armed = true) };
+  const lossy = replyLosingClient(server.client, options.resend ?? false);
+  return { index: make(lossy.client), loseNextReply: () => lossy.loseReply(1) };
 }
 
 /** A fresh table and an index on it. */

@@ -1,8 +1,8 @@
-import { UpdateItemCommand, type DynamoDBClient } from '@aws-sdk/client-dynamodb';
+import type { DynamoDBClient } from '@aws-sdk/client-dynamodb';
 import { afterAll, beforeAll } from 'vitest';
 import { DynamoMetaIndex } from '../../src/adapters/dynamodb/meta-index.js';
 import { startDynalite, type Dynalite } from '../support/dynalite.js';
-import { ReplyLost } from './meta-index-fixture.js';
+import { replyLosingClient } from './dynamodb-fixture.js';
 import type { LossMode, LossyIndex } from './references-fixture.js';
 import { referencesContract } from './references.contract.js';
 
@@ -30,16 +30,7 @@ referencesContract('DynamoMetaIndex on dynalite', async (clock) => {
   };
 });
 
-/** Loses the reply of the nth UpdateItem the table applies from now (a refused one answers as usual). */
 function losingReplies(make: (client: DynamoDBClient) => DynamoMetaIndex, mode: LossMode): LossyIndex {
-  let countdown = 0;
-  const client = {
-    async send(command: UpdateItemCommand) {
-      const out = await server.client.send(command);
-      if (countdown === 0 || !(command instanceof UpdateItemCommand) || --countdown > 0) return out;
-      if (mode === 'resend') return server.client.send(command);
-      throw new ReplyLost();
-    },
-  } as unknown as DynamoDBClient;
-  return { index: make(client), loseReply: (nth = 1) => (countdown = nth) };
+  const lossy = replyLosingClient(server.client, mode === 'resend');
+  return { index: make(lossy.client), loseReply: lossy.loseReply };
 }
