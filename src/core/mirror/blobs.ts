@@ -1,5 +1,5 @@
 import { tooLargeToFill } from './fill-leader.js';
-import { MAX_FILL_BYTES } from './fill-state.js';
+import { fillLimit } from './fill-state.js';
 import { OciError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import type { Metrics } from '../metrics.js';
@@ -60,7 +60,7 @@ export class MirrorBlobs {
     const cached = await this.cached(target, digest, range);
     if (cached) return cached;
     const size = await this.vouched(target, digest);
-    const limit = Math.min(MAX_FILL_BYTES, this.deps.ctx.options.maxBlobBytes);
+    const limit = fillLimit(this.deps.ctx.options);
     // Refused before a fill starts: no lease, no part, no upstream download for bytes never kept.
     if (size > limit) throw tooLargeToFill(digest.value, limit);
     const resolved = range ? resolveRange(range, size) : undefined;

@@ -6,7 +6,7 @@ import type { Json, Lease } from '../../ports/meta-index.js';
 import type { ByteStream } from '../../ports/blob-store.js';
 import type { IncrementalHash } from '../../ports/hash.js';
 import type { Upstream } from '../../ports/upstream.js';
-import { MAX_FILL_BYTES, MAX_RESUMES, partsOf, type FillDeps, type FillSource, type FillState } from './fill-state.js';
+import { fillLimit, MAX_RESUMES, partsOf, type FillDeps, type FillSource, type FillState } from './fill-state.js';
 import { recordOf, upstreamError } from './failures.js';
 
 /** A fill this process leads: the download, the part writes, and the memory window its local followers read. */
@@ -27,7 +27,6 @@ export class LocalFill {
   private wake: (() => void) | undefined;
   lease: Lease;
   private readonly token: number;
-  /** Bytes this fill may store: the registry's blob size cap, never more than MAX_FILL_BYTES. */
   private readonly limit: number;
 
   constructor(
@@ -40,7 +39,7 @@ export class LocalFill {
     sizeHint: number | undefined,
     private readonly releaseBudget: () => void,
   ) {
-    this.limit = Math.min(MAX_FILL_BYTES, deps.ctx.options.maxBlobBytes);
+    this.limit = fillLimit(deps.ctx.options);
     this.lease = lease;
     this.token = lease.token;
     const stored = resume?.stored ?? 0;
@@ -418,7 +417,7 @@ function streamOfChunks(chunks: Uint8Array[]): ByteStream {
   });
 }
 
-/** A blob larger than a fill may store: the registry's blob size cap, at most MAX_FILL_BYTES. */
+/** A blob larger than a fill may store (fillLimit). */
 export function tooLargeToFill(digest: string, limit: number): OciError {
   return new OciError('DENIED', `blob ${digest} is larger than this mirror's limit of ${limit} bytes (OUTPOST_MAX_BLOB_BYTES)`, { digest, limit });
 }

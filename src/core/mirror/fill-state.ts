@@ -57,6 +57,11 @@ export function partsOf(digest: Digest, state: Pick<FillState, 'segments'>, upTo
 
 /** A blob larger than this is refused from any upstream: a bound on what one fill may write (64 GiB). */
 export const MAX_FILL_BYTES = 64 * 1024 ** 3;
+
+/** Bytes one fill may store: the registry's blob size cap, never more than MAX_FILL_BYTES. */
+export function fillLimit(options: { maxBlobBytes: number }): number {
+  return Math.min(MAX_FILL_BYTES, options.maxBlobBytes);
+}
 /** Resumes (Range requests) after a stream broke off, before the fill gives up. */
 export const MAX_RESUMES = 3;
 /** Remote followers poll the fill's state this often at first, backing off to the maximum. */

@@ -24,8 +24,8 @@ import { keys, objects } from './keys.js';
  *     parts of expired uploads it is the only delay.
  * Part items in the index need no reclaiming: they expire at their upload's `until`.
  *
- * Meant to run at start-up (entry/node.ts) and, later, from the garbage collector; also
- * reachable as registry.uploads.reclaim(options).
+ * Runs with the other leftovers (reclaimLeftovers below, Registry.reclaim): at start-up and
+ * hourly on Node (entry/node.ts), and later from the garbage collector.
  */
 
 export interface ReclaimOptions {

@@ -4,7 +4,6 @@ import { concatStreams, discard, streamOf, type ByteStream } from '../streams.js
 import { verifiedPut, type Blobs, type BlobInfo } from './blobs.js';
 import type { Ctx } from './context.js';
 import { objects } from './keys.js';
-import { reclaimUploads, type ReclaimReport } from './leftovers.js';
 import { newNonce, nonEmpty, UploadItems, type Claim, type Loaded, type Part, type StoredPart, type UploadState } from './upload-items.js';
 
 /**
@@ -206,11 +205,6 @@ export class Uploads {
     // retried by the adapter after a lost reply. Gone either way, so its parts go too.
     if (!(await this.items.remove(id)) && (await this.items.find(id)) !== undefined) throw unknownUpload(id);
     await this.deleteObjects((await this.items.allParts(id)).map((p) => p.key));
-  }
-
-  /** Deletes the parts left by uploads that are gone (see leftovers.ts); for start-up and the garbage collector. */
-  reclaim(options: { olderThanMs: number }): Promise<ReclaimReport> {
-    return reclaimUploads(this.ctx, options);
   }
 
   private async commit(name: string, id: string, s: Loaded, digest: Digest, chunk: ByteStream | null, declared?: number): Promise<BlobInfo> {
