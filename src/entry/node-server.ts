@@ -31,6 +31,7 @@ function headerBytes(res: ServerResponse): number {
  */
 export const nodeConnection: ConnectionInfo = {
   remoteAddress: (c) => bindings(c)?.incoming?.socket?.remoteAddress,
+  sentTarget: (c) => bindings(c)?.incoming?.url,
   onResponseEnd(c, end) {
     const outgoing = bindings(c)?.outgoing;
     if (!outgoing || typeof outgoing.on !== 'function') return false;

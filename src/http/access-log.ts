@@ -45,6 +45,12 @@ export type AccessLogSink = (record: AccessRecord) => void;
 export interface ConnectionInfo {
   remoteAddress(c: Context): string | undefined;
   /**
+   * The request target exactly as the client sent it, when the runtime keeps it (Node: the
+   * request line; the URL Hono sees has had its dot-segments resolved). Routing refuses a target
+   * with dot-segments rather than serve the repository it resolves to.
+   */
+  sentTarget?(c: Context): string | undefined;
+  /**
    * Arranges for `end` to be called once, when the response has been sent or its connection
    * closed first; false when this runtime cannot observe that (the record is then written when
    * the handler returns).

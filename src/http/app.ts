@@ -4,7 +4,7 @@ import { parseName } from '../core/oci/reference.js';
 import type { Registry } from '../core/registry/registry.js';
 import { requestLog, type AccessLogSink, type ConnectionInfo } from './access-log.js';
 import { errorResponse, methodNotAllowed } from './errors.js';
-import { hasDotSegment, sentTarget } from './request.js';
+import { hasDotSegment } from './request.js';
 import { blobRoute } from './routes/blobs.js';
 import { catalogRoute, referrersRoute, tagsRoute } from './routes/listings.js';
 import { manifestRoute } from './routes/manifests.js';
@@ -43,7 +43,7 @@ export function createApp({ registry, metrics = false, accessLog: sink, connecti
   if (metrics) {
     app.get('/metrics', () => new Response(registry.mirror.metrics.render(), { headers: { 'Content-Type': 'text/plain; version=0.0.4' } }));
   }
-  app.all('/v2/*', (c) => dispatch(c, registry));
+  app.all('/v2/*', (c) => dispatch(c, registry, connection));
   // Answered, not thrown: an error thrown here skips the header middleware above.
   app.notFound((c) => errorResponse(new OciError('ROUTE_UNKNOWN', undefined, { path: c.req.path.slice(0, 300) }), c));
   app.onError(errorResponse);
@@ -66,8 +66,8 @@ const ROUTES: Route[] = [
   [/^(.+)\/referrers\/([^/]+)$/, 'referrers', referrersRoute, 'DIGEST_INVALID'],
 ];
 
-async function dispatch(c: Context, registry: Registry): Promise<Response> {
-  const sent = sentTarget(c);
+async function dispatch(c: Context, registry: Registry, connection: ConnectionInfo | undefined): Promise<Response> {
+  const sent = connection?.sentTarget?.(c);
   if (sent !== undefined && hasDotSegment(sent)) throw new OciError('PATH_DOT_SEGMENTS', undefined, { path: sent.split('?', 1)[0]!.slice(0, 300) });
   const path = c.req.path.slice('/v2/'.length);
   if (path === '') {

@@ -8,16 +8,6 @@ import type { ByteStream } from '../core/streams.js';
 /** Parsing of request headers and query parameters shared by the routes. */
 
 /**
- * The request target exactly as the client sent it, when the runtime keeps it: @hono/node-server
- * passes Node's IncomingMessage as the env, whose `url` is unresolved, while the Request's URL has
- * had its dot-segments resolved already (WHATWG URL parsing). Undefined elsewhere.
- */
-export function sentTarget(c: Context): string | undefined {
-  const incoming = (c.env as { incoming?: { url?: unknown } } | undefined)?.incoming;
-  return typeof incoming?.url === 'string' ? incoming.url : undefined;
-}
-
-/**
  * Whether a path has a "." or ".." segment, in any of the spellings URL parsing resolves:
  * percent-encoded dots (%2e), and backslashes, which are separators in http URLs.
  */

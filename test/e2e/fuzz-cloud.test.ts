@@ -3,6 +3,7 @@ import { nodeHash } from '../../src/adapters/crypto/node-hash.js';
 import { createRegistry } from '../../src/core/registry/registry.js';
 import { cloudAdapters } from '../../src/entry/cloud.js';
 import { readConfig } from '../../src/entry/config.js';
+import { nodeConnection } from '../../src/entry/node-server.js';
 import { createApp } from '../../src/http/app.js';
 import { systemClock } from '../../src/ports/clock.js';
 import type { MetaIndex } from '../../src/ports/meta-index.js';
@@ -22,7 +23,7 @@ describe('fuzzing the HTTP surface on S3 + DynamoDB', () => {
     const config = readConfig(cloudEnv(await freshCloudStore('fuzz')));
     if (config.store.kind !== 'cloud') throw new Error('not the cloud store');
     const { store, index } = cloudAdapters(config.store, systemClock);
-    const app = (journalled: MetaIndex) => createApp({ registry: createRegistry({ store, index: journalled, hash: nodeHash, clock: systemClock }) });
+    const app = (journalled: MetaIndex) => createApp({ registry: createRegistry({ store, index: journalled, hash: nodeHash, clock: systemClock }), connection: nodeConnection });
     await runFuzz({ store, index, app }, ITERATIONS);
   });
 });

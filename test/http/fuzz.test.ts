@@ -8,6 +8,7 @@ import { SqliteMetaIndex } from '../../src/adapters/local/sqlite-meta-index.js';
 import { MemoryBlobStore } from '../../src/adapters/memory/blob-store.js';
 import { MemoryMetaIndex } from '../../src/adapters/memory/meta-index.js';
 import { createRegistry } from '../../src/core/registry/registry.js';
+import { nodeConnection } from '../../src/entry/node-server.js';
 import { createApp } from '../../src/http/app.js';
 import type { BlobStore } from '../../src/ports/blob-store.js';
 import type { MetaIndex } from '../../src/ports/meta-index.js';
@@ -27,7 +28,9 @@ import { mirrorTest } from '../support/mirror.js';
 
 const ITERATIONS = Number(process.env.FUZZ_ITERATIONS ?? 1500);
 
-const hostedApp = (store: BlobStore) => (index: MetaIndex) => createApp({ registry: createRegistry({ store, index, hash: nodeHash, clock: new TestClock() }) });
+// nodeConnection: the fuzzer sends each target as sent beside the resolved URL, as Node's adapter does.
+const hostedApp = (store: BlobStore) => (index: MetaIndex) =>
+  createApp({ registry: createRegistry({ store, index, hash: nodeHash, clock: new TestClock() }), connection: nodeConnection });
 
 /**
  * Coordination items (leases of fills and manifest fetches) may change on a refused mirror
@@ -70,7 +73,7 @@ const subjects: Array<[string, () => FuzzSubject, number]> = [
         names: ['registry.test/library/app', 'registry.test/library/none'],
         coordination: COORDINATION,
         app: (journalled) => {
-          const t = mirrorTest({ store, index: journalled, hosted: ['known', 'other', 'new'] });
+          const t = mirrorTest({ store, index: journalled, hosted: ['known', 'other', 'new'], connection: nodeConnection });
           t.up.addImage('library/app', 'v1', image({ layers: [5000] }));
           return t.instances[0]!.app;
         },

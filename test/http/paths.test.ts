@@ -1,4 +1,5 @@
 import { describe, expect, it } from 'vitest';
+import { nodeConnection } from '../../src/entry/node-server.js';
 import { hasDotSegment } from '../../src/http/request.js';
 import { image } from '../support/images.js';
 import { expectOciError, failOnServerErrors, guardedApp } from '../support/oci-errors.js';
@@ -28,14 +29,14 @@ describe('dot-segments', () => {
   ];
 
   it.each(targets)('%s is 404 NAME_INVALID on every method, and nothing is written to the repository it resolves to', async (target) => {
-    const t = guardedApp();
+    const t = guardedApp({}, { connection: nodeConnection });
     const img = image();
     for (const method of ['GET', 'HEAD', 'PUT', 'POST', 'PATCH', 'DELETE']) {
       const resolved = new URL(target, 'http://outpost').pathname;
       const res = await t.app.request(
         resolved,
         { method, body: ['PUT', 'POST', 'PATCH'].includes(method) ? new Uint8Array(img.manifest.bytes) : undefined },
-        // @hono/node-server's env: Node's IncomingMessage, whose url is the target as sent.
+        // @hono/node-server's env: Node's IncomingMessage, whose url is the target as sent (nodeConnection reads it).
         { incoming: { url: target } },
       );
       await expectOciError(res, { status: 404, code: 'NAME_INVALID', head: method === 'HEAD' });
@@ -58,7 +59,7 @@ describe('dot-segments', () => {
   });
 
   it('a path without dot-segments is served as usual when the runtime gives the target as sent', async () => {
-    const t = guardedApp();
+    const t = guardedApp({}, { connection: nodeConnection });
     const img = image();
     await t.pushImage('b', img, 'x');
     const res = await t.app.request('/v2/b/manifests/x', {}, { incoming: { url: '/v2/b/manifests/x' } });
@@ -75,7 +76,7 @@ describe('malformed percent-encoding in the last segment', () => {
     ['GET', '/v2/repo/manifests/%zz', 400, 'MANIFEST_INVALID'],
     ['PATCH', '/v2/repo/blobs/uploads/%zz', 404, 'BLOB_UPLOAD_UNKNOWN'],
   ])('%s %s is %d %s', async (method, path, status, code) => {
-    const t = guardedApp();
+    const t = guardedApp({}, { connection: nodeConnection });
     await expectOciError(await t.request(path, { method }), { status, code, head: method === 'HEAD' });
   });
 });

@@ -2,19 +2,23 @@ import { nodeHash } from '../../src/adapters/crypto/node-hash.js';
 import { MemoryBlobStore } from '../../src/adapters/memory/blob-store.js';
 import { MemoryMetaIndex } from '../../src/adapters/memory/meta-index.js';
 import { createRegistry, type RegistryOptions } from '../../src/core/registry/registry.js';
+import type { ConnectionInfo } from '../../src/http/access-log.js';
 import { createApp } from '../../src/http/app.js';
 import { TestClock } from './clock.js';
 import type { Blob, Image } from './images.js';
 
 export { TestClock };
 
-/** An Outpost app over in-memory adapters, driven through app.request(). */
-export function testApp(options: Partial<RegistryOptions> = {}) {
+/**
+ * An Outpost app over in-memory adapters, driven through app.request(). `connection` stands in
+ * for the runtime's (entry/node-server.ts nodeConnection reads what app.request's env passes).
+ */
+export function testApp(options: Partial<RegistryOptions> = {}, http: { connection?: ConnectionInfo } = {}) {
   const clock = new TestClock();
   const store = new MemoryBlobStore();
   const index = new MemoryMetaIndex(clock);
   const registry = createRegistry({ store, index, hash: nodeHash, clock, options });
-  const app = createApp({ registry });
+  const app = createApp({ registry, connection: http.connection });
   const request = (path: string, init?: RequestInit) => app.request(path, init);
 
   async function pushBlob(name: string, b: Blob): Promise<Response> {

@@ -5,6 +5,7 @@ import { RegistryUpstream } from '../../src/adapters/upstream/registry-upstream.
 import type { MirrorConfig, UpstreamConfig } from '../../src/core/mirror/config.js';
 import { Metrics } from '../../src/core/metrics.js';
 import { createRegistry, type RegistryOptions } from '../../src/core/registry/registry.js';
+import type { ConnectionInfo } from '../../src/http/access-log.js';
 import { createApp } from '../../src/http/app.js';
 import type { BlobStore } from '../../src/ports/blob-store.js';
 import type { MetaIndex } from '../../src/ports/meta-index.js';
@@ -41,6 +42,8 @@ export interface MirrorTestOptions {
   store?: BlobStore;
   index?: MetaIndex;
   options?: Partial<RegistryOptions>;
+  /** The runtime's view of each connection (see test/support/app.ts). */
+  connection?: ConnectionInfo;
 }
 
 export function mirrorTest(options: MirrorTestOptions = {}) {
@@ -67,7 +70,7 @@ export function mirrorTest(options: MirrorTestOptions = {}) {
       options: options.options,
       mirror: { config, upstreams: new Map([[upstream.name, client]]), metrics, instance: `i${i}`, sleep: (ms) => new Promise((r) => setTimeout(r, Math.min(ms, 5))) },
     });
-    const app = createApp({ registry, metrics: true });
+    const app = createApp({ registry, metrics: true, connection: options.connection });
     return { registry, app, metrics, request: (path: string, init?: RequestInit) => app.request(path, init) };
   });
   const first = instances[0]!;
