@@ -32,9 +32,9 @@ export const MAX_JSON_DEPTH = 64;
 
 /**
  * JSON values (array elements, object members, containers) a manifest may hold. JSON.parse runs
- * synchronously and its cost follows the number of values, not the bytes: 4 MiB of `{}` or of
- * nested empty arrays took 0.2 to 0.7 s, a stall of every other request. 100,000 values parse in
- * about 10 ms; a manifest naming 1000 descriptors with a few annotations each holds about 10,000.
+ * synchronously and its cost follows the number of values, not the bytes (one measurement on the
+ * 2-core development machine, not a benchmark: 4 MiB of `{}` took 0.2 s, 100,000 small values
+ * 10 ms); a manifest naming 1000 descriptors with a few annotations each holds about 10,000.
  */
 export const MAX_JSON_VALUES = 100_000;
 
