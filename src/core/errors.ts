@@ -40,6 +40,8 @@ export const ERRORS = {
   REQUEST_MALFORMED: { code: 'UNSUPPORTED', status: 400, message: 'malformed request' },
   ROUTE_UNKNOWN: { code: 'UNSUPPORTED', status: 404, message: 'no such route in the distribution API' },
   TOO_MANY_REQUESTS: { code: 'TOOMANYREQUESTS', status: 429, message: 'too many requests' },
+  /** Garbage collection is deleting older bytes of this digest (core/gc/references.ts); it settles within minutes. */
+  CONTENT_BEING_COLLECTED: { code: 'UNAVAILABLE', status: 503, message: 'garbage collection is deleting this content; store it again shortly' },
   CONTENT_RANGE_INVALID: { code: 'BLOB_UPLOAD_INVALID', status: 400, message: 'malformed Content-Range' },
   MANIFEST_BODY_INCOMPLETE: { code: 'MANIFEST_INVALID', status: 400, message: 'the manifest body broke off before its end' },
   // The mirror's upstream failed and nothing cached could answer (messages name the upstream).

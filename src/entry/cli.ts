@@ -3,10 +3,15 @@
  * The `outpost` command (package.json "bin"; `npm start` runs `outpost serve`):
  *
  *   outpost serve            serve the OCI Distribution API, configured by OUTPOST_* variables
+ *   outpost gc [--dry-run] [--grace DURATION]
+ *                            one garbage-collection run on the same store (servers may be running)
  *   outpost help | --help    usage
  *   outpost --version
  *
- * Exit status: 0 after a stop on SIGTERM or SIGINT (also when the shutdown deadline cut
+ * Exit status of gc: 0 when the run finished (whatever it deleted), 1 when some candidates
+ * failed (a store or index error; they stay listed for the next run), 2 as below.
+ *
+ * Exit status of serve: 0 after a stop on SIGTERM or SIGINT (also when the shutdown deadline cut
  * requests: the stop was asked for and done; a line on stderr counts what was cut); 2 for a
  * usage, configuration or start-up error (one `outpost: ...` line, no stack); 128 + the
  * signal's number when a second signal ends the wait for requests in flight.
@@ -24,7 +29,10 @@ import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { ConfigError, type Config } from './config.js';
 import { createLog } from './log.js';
-import { readNodeConfig, startNode } from './node.js';
+import { DEFAULT_RECLAIM_AGE_MS } from '../ports/blob-store.js';
+import { duration, formatDuration, Problems } from './config/values.js';
+import { openAdapters, readNodeConfig, startNode, type OpenedAdapters } from './node.js';
+import { outpostApp } from './outpost.js';
 import { StartupError } from './startup-errors.js';
 
 export interface Io {
@@ -38,10 +46,21 @@ interface Command {
   run(args: string[], io: Io): Promise<number>;
 }
 
-/** Later: gc (garbage collection), hash-password (credentials for auth). */
+/** Later: hash-password (credentials for auth). */
 const COMMANDS: Record<string, Command> = {
   serve: { summary: 'serve the OCI Distribution API (settings: OUTPOST_* environment variables)', run: serve },
+  gc: { summary: 'delete content nothing references, and leftovers of crashes (--dry-run: only say what)', run: gc },
 };
+
+const GC_USAGE = `usage: outpost gc [--dry-run] [--grace DURATION]
+
+One garbage-collection run on the store the OUTPOST_* settings name, beside any servers on it:
+deletes blobs and manifests that nothing has referenced for the grace period (gc.grace in the
+configuration document, default 1d), then what crashed writes and abandoned uploads left.
+  --dry-run          delete nothing; print what a run now would delete
+  --grace DURATION   this run's grace period instead, like 0s, 30m, 24h (0s: all garbage now)
+Prints one line per object deleted (or that would be), then the totals.
+`;
 
 const SIGNAL_ECHO_MS = 500;
 
@@ -138,6 +157,84 @@ async function serve(args: string[], io: Io): Promise<number> {
   if (cut > 0) io.err(`outpost: the shutdown deadline (${seconds} s, OUTPOST_SHUTDOWN_SECONDS) passed: cut ${cut} request(s) in flight\n`);
   io.out('outpost: stopped\n');
   return 0;
+}
+
+async function gc(args: string[], io: Io): Promise<number> {
+  let dryRun = false;
+  let grace: string | undefined;
+  for (let i = 0; i < args.length; i++) {
+    const arg = args[i]!;
+    if (arg === '--help' || arg === '-h') {
+      io.out(GC_USAGE);
+      return 0;
+    }
+    if (arg === '--dry-run') dryRun = true;
+    else if (arg === '--grace' || arg.startsWith('--grace=')) {
+      grace = arg === '--grace' ? args[++i] : arg.slice('--grace='.length);
+      if (grace === undefined) return usageError(io, 'gc', '--grace needs a duration, like 0s, 30m, 24h');
+    } else return usageError(io, 'gc', `unknown argument "${arg.slice(0, 80)}"`);
+  }
+  let config: Config;
+  try {
+    config = readNodeConfig(io.env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    io.err(`outpost: ${err.message}\n`);
+    return 2;
+  }
+  let graceMs = config.gc.graceMs;
+  if (grace !== undefined) {
+    const problems = new Problems('--grace');
+    graceMs = duration(grace, '', problems, { min: 0, max: Number.MAX_SAFE_INTEGER, fallback: 0 });
+    if (problems.list.length > 0) return usageError(io, 'gc', `--grace must be a duration like 0s, 30m, 24h, got "${grace.slice(0, 80)}"`);
+  }
+  let adapters: OpenedAdapters;
+  try {
+    adapters = openAdapters(config);
+  } catch (err) {
+    if (!(err instanceof StartupError)) throw err;
+    io.err(`outpost: ${err.message}\n`);
+    return 2;
+  }
+  try {
+    const { registry } = outpostApp(config, adapters);
+    const verb = dryRun ? 'would delete' : 'deleted';
+    const report = await registry.gc({ graceMs, dryRun, onDelete: (digest, size) => io.out(`${verb} ${digest} (${size} bytes)\n`) });
+    if (report.backfill) {
+      const b = report.backfill;
+      io.out(`outpost gc: first run on this store: made the references of ${b.links} links and ${b.manifests} manifests, noted ${b.objects} stored objects\n`);
+    }
+    const kept = Object.entries(report.outcomes)
+      .filter(([outcome]) => outcome !== 'deleted')
+      .map(([outcome, n]) => `${n} ${outcome}`)
+      .join(', ');
+    io.out(
+      `outpost gc: ${report.examined} candidates (grace ${formatDuration(graceMs)}); ${verb} ${report.deleted} objects, ${report.deletedBytes} bytes` +
+        `${kept ? `; kept ${kept}` : ''}${report.failed ? `; ${report.failed} failed` : ''}\n`,
+    );
+    if (!dryRun) {
+      const leftovers = await registry.reclaim({ olderThanMs: DEFAULT_RECLAIM_AGE_MS });
+      io.out(
+        `outpost gc: leftovers: ${leftovers.uploads.deleted} upload parts, ${leftovers.fills.deleted} fill parts, ` +
+          `${leftovers.store?.temporary ?? 0} temporaries, ${leftovers.indexItems ?? 0} index items\n`,
+      );
+    }
+    if (report.failed > 0) {
+      io.err(`outpost gc: ${report.failed} candidates failed (store or index errors); they stay listed for the next run\n`);
+      return 1;
+    }
+    return 0;
+  } catch (err) {
+    io.err(`outpost gc: failed: ${String((err as Error)?.message ?? err).slice(0, 300)}\n`);
+    return 1;
+  } finally {
+    adapters.close();
+  }
+}
+
+function usageError(io: Io, command: string, message: string): number {
+  io.err(`outpost ${command}: ${message}\n\n${command === 'gc' ? GC_USAGE : usage()}`);
+  return 2;
 }
 
 /**

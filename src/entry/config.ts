@@ -8,6 +8,7 @@
 import type { MirrorConfig } from '../core/mirror/config.js';
 import { MAX_MANIFEST_BYTES } from '../core/oci/manifest.js';
 import { DEFAULT_MAX_BLOB_BYTES } from '../core/registry/context.js';
+import type { GcConfig } from '../core/gc/config.js';
 import { defaultDocument, readDocument, type ConfigDocument } from './config/document.js';
 import { isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
 
@@ -46,6 +47,8 @@ export interface Config {
   maxBlobBytes: number;
   /** Upstreams, hosted prefixes and fill tuning from the configuration document (defaults without one). */
   mirror: MirrorConfig;
+  /** Garbage collection: the grace period, and how often a Node server runs it (the document's `gc:`). */
+  gc: GcConfig;
   /** On SIGTERM/SIGINT, how long requests in flight may take before their connections are cut (Node). */
   shutdownSeconds: number;
   /** The least severe structured log line written (the access log is at info). */
@@ -81,7 +84,7 @@ export const CONFIG_VARIABLES = {
   OUTPOST_MAX_BLOB_BYTES: 'largest blob pushed, uploaded or mirrored, in bytes, from 4 MiB to 5 TiB; a longer one is refused before it is stored (default 68719476736, 64 GiB)',
   OUTPOST_SHUTDOWN_SECONDS: 'on SIGTERM or SIGINT, how long requests in flight may finish before their connections are cut (Node; default 25)',
   OUTPOST_LOG_LEVEL: 'least severe log line written: debug, info, warn, error or off; the access log is at info (default info)',
-  OUTPOST_CONFIG: 'the configuration document inline, YAML or JSON: upstreams, hosted prefixes, mirror tuning (default none)',
+  OUTPOST_CONFIG: 'the configuration document inline, YAML or JSON: upstreams, hosted prefixes, mirror tuning, gc (default none)',
   OUTPOST_CONFIG_FILE: 'path of the configuration document, YAML or JSON (Node; default none)',
   OUTPOST_S3_ENDPOINT: 'S3 endpoint URL (default: AWS for the region)',
   OUTPOST_S3_REGION: 'S3 region (default us-east-1; "auto" for R2)',
@@ -159,6 +162,7 @@ export function readConfig(env: Record<string, unknown>, runtime: 'node' | 'work
     chunkMinBytes,
     maxBlobBytes,
     mirror: document.mirror,
+    gc: document.gc,
     shutdownSeconds,
     logLevel: isLogLevel(logLevel) ? logLevel : 'info',
   };

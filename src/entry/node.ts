@@ -8,6 +8,7 @@ import { FsBlobStore } from '../adapters/local/fs-blob-store.js';
 import { SqliteMetaIndex } from '../adapters/local/sqlite-meta-index.js';
 import { DEFAULT_RECLAIM_AGE_MS, type BlobStore } from '../ports/blob-store.js';
 import { systemClock } from '../ports/clock.js';
+import type { GcReport } from '../core/gc/run.js';
 import type { MetaIndex } from '../ports/meta-index.js';
 import { cloudAdapters } from './cloud.js';
 import { MAX_DOCUMENT_BYTES } from './config/document.js';
@@ -37,24 +38,34 @@ export interface NodeServer {
  * directory that cannot be used, an index that cannot be opened, a port that cannot be bound)
  * throw a StartupError: one line for the operator, no stack.
  */
-export async function startNode(config: Config, log?: Log): Promise<NodeServer> {
-  let store: BlobStore;
-  let index: MetaIndex;
-  let closeIndex = () => {};
-  let where: string;
+export interface OpenedAdapters {
+  store: BlobStore;
+  index: MetaIndex;
+  /** Where the data is, for the start-up line. */
+  where: string;
+  close(): void;
+}
+
+/** The store and the index the configuration names, opened (the server's and `outpost gc`'s). */
+export function openAdapters(config: Config): OpenedAdapters {
   if (config.store.kind === 'local') {
     const dataDir = resolve(config.store.dataDir);
     prepareDataDir(dataDir);
     const file = join(dataDir, 'index.db');
     const sqlite = openIndex(file, () => new SqliteMetaIndex(file, systemClock));
-    store = new FsBlobStore(dataDir);
-    index = sqlite;
-    closeIndex = () => sqlite.close();
-    where = `data in ${dataDir}`;
-  } else {
-    ({ store, index } = cloudAdapters(config.store, systemClock));
-    where = `blobs in s3://${config.store.s3.bucket}/${config.store.s3.prefix}, index in DynamoDB table ${config.store.dynamodb.table}`;
+    return { store: new FsBlobStore(dataDir), index: sqlite, where: `data in ${dataDir}`, close: () => sqlite.close() };
   }
+  const { store, index } = cloudAdapters(config.store, systemClock);
+  return {
+    store,
+    index,
+    where: `blobs in s3://${config.store.s3.bucket}/${config.store.s3.prefix}, index in DynamoDB table ${config.store.dynamodb.table}`,
+    close: () => {},
+  };
+}
+
+export async function startNode(config: Config, log?: Log): Promise<NodeServer> {
+  const { store, index, where, close: closeIndex } = openAdapters(config);
   const { app, registry } = outpostApp(config, { store, index }, { metricsRoute: true, log, connection: nodeConnection });
   const listener = getRequestListener(app.fetch, { errorHandler: unservable });
   // Host is checked here rather than by node:http, whose refusal is an empty 400.
@@ -78,30 +89,28 @@ export async function startNode(config: Config, log?: Log): Promise<NodeServer> 
     closeIndex();
     throw err;
   }
-  // Leftovers of crashes and abandoned uploads, at start-up and hourly; never awaited, so a slow
-  // store delays nothing. Every instance may run it: it removes only what is over for good.
-  let reclaiming: Promise<void> | undefined;
-  const reclaim = () => {
-    reclaiming ??= registry
-      .reclaim({ olderThanMs: DEFAULT_RECLAIM_AGE_MS })
-      .then(
-        (report) => log?.write('info', { msg: 'reclaimed leftovers', ...report }),
-        (err: unknown) => log?.write('warn', { msg: 'reclaiming leftovers failed', error: String(err).slice(0, 300) }),
-      )
-      .finally(() => (reclaiming = undefined));
-  };
-  reclaim();
-  const timer = setInterval(reclaim, RECLAIM_INTERVAL_MS);
-  timer.unref();
+  // Leftovers of crashes and abandoned uploads, at start-up and hourly, and garbage collection
+  // every gc.interval; never awaited, so a slow store delays nothing. Every instance may run
+  // both at once: each removes only what is over for good (core/gc/collect.ts, leftovers.ts).
+  const reclaim = background(log, 'reclaiming leftovers', () =>
+    registry.reclaim({ olderThanMs: DEFAULT_RECLAIM_AGE_MS }).then((report) => log?.write('info', { msg: 'reclaimed leftovers', ...report })),
+  );
+  const collect = background(log, 'garbage collection', () =>
+    registry.gc({ graceMs: config.gc.graceMs }).then((report) => log?.write('info', { msg: 'garbage collection', ...summary(report) })),
+  );
+  reclaim.run();
+  const timers = [setInterval(reclaim.run, RECLAIM_INTERVAL_MS)];
+  if (config.gc.intervalMs > 0) timers.push(setInterval(collect.run, config.gc.intervalMs));
+  for (const timer of timers) timer.unref();
   return {
     port,
     where,
     inFlight: drain.inFlight,
     stop: async (deadlineMs) => {
-      clearInterval(timer);
+      for (const timer of timers) clearInterval(timer);
       const result = await drain.drain(deadlineMs);
       // A pass still running gets a moment to finish; past it, closing the index fails its next step, which is logged.
-      if (reclaiming) await Promise.race([reclaiming, new Promise((r) => setTimeout(r, 2000).unref())]);
+      await Promise.race([Promise.all([reclaim.running(), collect.running()]), new Promise((r) => setTimeout(r, 2000).unref())]);
       closeIndex();
       return result;
     },
@@ -123,6 +132,35 @@ function unservable(err: unknown): Response {
 
 function malformed(message: string): Error {
   return Object.assign(new Error(message), { name: 'RequestError' });
+}
+
+/** Work that runs now and then, one pass at a time; a failure is logged, never thrown. */
+function background(log: Log | undefined, what: string, pass: () => Promise<unknown>) {
+  let current: Promise<void> | undefined;
+  return {
+    run: () => {
+      current ??= pass()
+        .then(
+          () => undefined,
+          (err: unknown) => log?.write('warn', { msg: `${what} failed`, error: String(err).slice(0, 300) }),
+        )
+        .finally(() => (current = undefined));
+    },
+    running: () => current ?? Promise.resolve(),
+  };
+}
+
+/** A GC report as one log line's fields. */
+export function summary(report: GcReport): Record<string, unknown> {
+  return {
+    dryRun: report.dryRun,
+    examined: report.examined,
+    deleted: report.deleted,
+    deletedBytes: report.deletedBytes,
+    failed: report.failed,
+    ...report.outcomes,
+    ...(report.backfill ? { backfill: report.backfill } : {}),
+  };
 }
 
 /** A small, whole Response written to node:http (the error answers above). */

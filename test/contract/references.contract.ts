@@ -5,8 +5,10 @@ import {
   addReference,
   contentState,
   DELETE_WINDOW_MS,
+  firstReference,
   gcKeys,
   hasReferences,
+  holdForStore,
   listCandidates,
   listReferences,
   noteCandidate,
@@ -15,6 +17,7 @@ import {
   removeReference,
   STORE_AFTER_DELETE_MS,
   STUCK_DELETING_MS,
+  WRITER_HOLD_MS,
   type GcPorts,
 } from '../../src/core/gc/references.js';
 import { parseDigest } from '../../src/core/oci/digest.js';
@@ -92,20 +95,20 @@ export function referencesContract(label: string, make: (clock: TestClock) => Re
         expect(await hasReferences(ports, D.value)).toBe(false);
         const a = await addReference(ports, D.value, REF);
         expect(a).toMatchObject({ held: true });
-        await addReference(ports, D.value, references.tag('library/alpine', 'v1:rc'));
+        await addReference(ports, D.value, references.named('library/alpine', `sha256:${'e'.repeat(64)}`, 'n1'));
         expect(await hasReferences(ports, D.value)).toBe(true);
         const listed = [];
         for await (const r of listReferences(ports, D.value)) listed.push({ kind: r.kind, repository: r.repository, from: r.from });
-        expect(listed).toEqual([REF, references.tag('library/alpine', 'v1:rc')]);
+        expect(listed).toEqual([REF, references.named('library/alpine', `sha256:${'e'.repeat(64)}`, 'n1')]);
         expect(await removeReference(ports, D.value, REF)).toBe(true);
         expect(await listCandidates(ports, { limit: 10 })).toEqual([]);
-        expect(await removeReference(ports, D.value, references.tag('library/alpine', 'v1:rc'))).toBe(true);
+        expect(await removeReference(ports, D.value, references.named('library/alpine', `sha256:${'e'.repeat(64)}`, 'n1'))).toBe(true);
         expect(await hasReferences(ports, D.value)).toBe(false);
         expect(await listCandidates(ports, { limit: 10 })).toMatchObject([{ digest: D.value, since: s.clock.now() }]);
       });
 
       it('keeps a mirrored repository name with a port (host:5000/...) whole in the sort key', async () => {
-        const mirrored = references.named('registry.local:5000/library/a%b', `sha256:${'cd'.repeat(32)}`);
+        const mirrored = references.named('registry.local:5000/library/a%b', `sha256:${'cd'.repeat(32)}`, 'n1');
         expect(await addReference(s.ports, D.value, mirrored)).toMatchObject({ held: true });
         const listed = [];
         for await (const r of listReferences(s.ports, D.value)) listed.push(r);
@@ -174,10 +177,8 @@ export function referencesContract(label: string, make: (clock: TestClock) => Re
         const held = [
           references.blobLink('r'),
           references.manifestLink('r'),
-          references.named('r', `sha256:${'c'.repeat(64)}`),
-          references.subject('r', `sha256:${'d'.repeat(64)}`),
-          references.tag('r', 'latest'),
-          references.mirror('docker.io/library/alpine', 'cache'),
+          references.named('r', `sha256:${'c'.repeat(64)}`, 'n1'),
+          references.blobLink('docker.io/library/alpine'),
         ];
         for (const ref of held) {
           await s.storeBytes();
@@ -287,6 +288,66 @@ export function referencesContract(label: string, make: (clock: TestClock) => Re
         expect(s.present()).toBe(true);
         expect(await collect(s.ports, D, { graceMs: GRACE })).toBe('deleted');
         expect(s.present()).toBe(false);
+      });
+    });
+
+    describe('writers', () => {
+      it('holds bytes from before the store until the writer made its own reference, whatever the grace', async () => {
+        const hold = await holdForStore(s.ports, D.value, 'upload:1');
+        expect(hold.ready).toBe(true);
+        await s.store.put(objects.content(D), streamOf(new Uint8Array([1, 2, 3])), 3);
+        // A run with no grace meets only the writer: the bytes stay and so does the candidate.
+        expect(await collect(s.ports, D, { graceMs: 0 })).toBe('writing');
+        expect(await listCandidates(s.ports, { limit: 10 })).toMatchObject([{ digest: D.value }]);
+        expect(await addReference(s.ports, D.value, REF)).toMatchObject({ held: true });
+        if (hold.ready) await hold.release();
+        expect(await firstReference(s.ports, D.value)).toBe('link');
+        expect(await collect(s.ports, D, { graceMs: 0 })).toBe('referenced');
+        expect(s.present()).toBe(true);
+      });
+
+      it('collects the bytes of a writer that crashed once its hold expired', async () => {
+        expect((await holdForStore(s.ports, D.value, 'fill:7')).ready).toBe(true);
+        await s.store.put(objects.content(D), streamOf(new Uint8Array([1, 2, 3])), 3);
+        s.clock.advance(GRACE);
+        expect(await collect(s.ports, D, { graceMs: GRACE })).toBe('writing');
+        s.clock.advance(WRITER_HOLD_MS - GRACE - 1);
+        expect(await collect(s.ports, D, { graceMs: GRACE })).toBe('writing');
+        s.clock.advance(1);
+        // Each visit while the writer held it restarted the grace.
+        expect(await collect(s.ports, D, { graceMs: GRACE })).toBe('young');
+        s.clock.advance(GRACE);
+        expect(await collect(s.ports, D, { graceMs: GRACE })).toBe('deleted');
+        expect(s.present()).toBe(false);
+      });
+
+      it('revives a digest a run is deleting, so the run cannot delete what the writer stores', async () => {
+        await s.storeBytes();
+        const key = gcKeys.state(D.value);
+        const st = await s.fixture.index.get(key);
+        await s.fixture.index.compareAndSet(key, st!.version, { state: 'deleting', since: s.clock.now(), by: 'run' });
+        const hold = await holdForStore(s.ports, D.value, 'upload:2');
+        expect(hold.ready).toBe(true);
+        expect((await contentState(s.ports, D.value))?.value.state).toBe('live');
+        if (hold.ready) await hold.release();
+      });
+
+      it('holds nothing while a tombstone may still be followed by its delete', async () => {
+        await s.storeBytes();
+        const key = gcKeys.state(D.value);
+        const st = await s.fixture.index.get(key);
+        await s.fixture.index.compareAndSet(key, st!.version, { state: 'deleted', since: s.clock.now(), by: 'paused' });
+        expect(await holdForStore(s.ports, D.value, 'upload:3')).toMatchObject({ ready: false });
+        expect(await hasReferences(s.ports, D.value)).toBe(false);
+      });
+
+      it('a writer sorts after every other kind, so one read tells whether only writers hold a digest', async () => {
+        expect((await holdForStore(s.ports, D.value, 'a')).ready).toBe(true);
+        expect(await firstReference(s.ports, D.value)).toBe('writer');
+        await addReference(s.ports, D.value, references.named('z/z', `sha256:${'f'.repeat(64)}`, 'n'));
+        expect(await firstReference(s.ports, D.value)).toBe('manifest');
+        await addReference(s.ports, D.value, references.manifestLink('zzz'));
+        expect(await firstReference(s.ports, D.value)).toBe('link');
       });
     });
 

@@ -40,6 +40,8 @@ function failOnce(target: object, method: string, matches: (args: unknown[]) => 
 
 const key = (args: unknown[]) => String(args[0]);
 const pk = (args: unknown[]) => (args[0] as { pk: string }).pk;
+/** The put of a repository link's reference (core/gc/references.ts), the first write of a link. */
+const linkReference = (args: unknown[]) => pk(args).startsWith('ref#') && (args[0] as { sk: string }).sk.startsWith('link:');
 
 const twoChunks: Array<[number, number]> = [
   [0, 10],
@@ -80,7 +82,7 @@ const CASES: Record<string, Case> = {
   'an index error linking the blob': {
     before: twoChunks,
     put: { digest: 'right', body: [20, 30] },
-    fault: (t) => failOnce(t.index, 'add', (a) => pk(a) === 'refcount'),
+    fault: (t) => failOnce(t.index, 'put', linkReference),
     status: 500,
     code: 'UNKNOWN',
   },
@@ -108,7 +110,7 @@ const CASES: Record<string, Case> = {
   'an index error linking a single chunk moved into place': {
     before: oneChunk,
     put: { digest: 'right' },
-    fault: (t) => failOnce(t.index, 'add', (a) => pk(a) === 'refcount'),
+    fault: (t) => failOnce(t.index, 'put', linkReference),
     status: 500,
     code: 'UNKNOWN',
   },

@@ -238,8 +238,8 @@ describe('a process that dies between two writes', () => {
     const location = await startUpload(t);
     expect((await patch(t, location, b.bytes, '0-19')).status).toBe(202);
     let crashed = false;
-    intercept(t.index, 'add', (original, ...args) => {
-      if (!crashed && pkOf(args) === 'refcount') {
+    intercept(t.index, 'put', (original, ...args) => {
+      if (!crashed && pkOf(args).startsWith('ref#') && (args[0] as { sk: string }).sk.startsWith('link:')) {
         crashed = true;
         return never();
       }

@@ -15,7 +15,7 @@ export { TestClock };
  */
 export function testApp(options: Partial<RegistryOptions> = {}, http: { connection?: ConnectionInfo } = {}) {
   const clock = new TestClock();
-  const store = new MemoryBlobStore();
+  const store = new MemoryBlobStore(clock);
   const index = new MemoryMetaIndex(clock);
   const registry = createRegistry({ store, index, hash: nodeHash, clock, options });
   const app = createApp({ registry, connection: http.connection });

@@ -271,6 +271,13 @@ function replaceRandom(rng: Rng, node: unknown, make: () => unknown): unknown {
 }
 
 /**
+ * A refused write that got as far as holding its digest's content key (core/registry/content.ts)
+ * leaves the digest's collection state and a GC candidate, which the next collecting run
+ * settles: bookkeeping, not content. References must still be as they were.
+ */
+const GC_BOOKKEEPING = /^(content|gc#candidates)$/;
+
+/**
  * Records, per request, what stored state looked like before the request first wrote it: the
  * value of each index item it wrote (any write method), and the store's listing. `changes()`
  * then says what differs now, which for a refused request must be nothing.
@@ -331,7 +338,7 @@ export class Journal {
 
   private async note(key: ItemKey): Promise<void> {
     const id = JSON.stringify([key.pk, key.sk]);
-    if (this.before.has(id) || this.ignored.test(key.pk)) return;
+    if (this.before.has(id) || this.ignored.test(key.pk) || GC_BOOKKEEPING.test(key.pk)) return;
     this.before.set(id, undefined);
     this.before.set(id, (await this.index.get(key))?.value);
   }

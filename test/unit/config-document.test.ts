@@ -275,7 +275,7 @@ describe('the configuration document', () => {
       'unknown keys, naming the known ones',
       upstream('tagTTL: 5m', 'content:', '  allowed: ["a/*"]') + '\nmirror:\n  fillPart: 8MiB\nupstream: []',
       [
-        'upstream: unknown key; the known keys are upstreams, hosted, mirror',
+        'upstream: unknown key; the known keys are upstreams, hosted, mirror, gc',
         'upstreams[0].tagTTL: unknown key; the known keys are name, url, namespace, default, tagTtl, maxStale, username, passwordEnv, content',
         'upstreams[0].content.allowed: unknown key; the known keys are allow, deny, tags',
         'mirror.fillPart: unknown key; the known keys are fillPartSize, fillLease, fillMemory',
@@ -296,8 +296,8 @@ describe('the configuration document', () => {
     ],
     ['passwordEnv without a username', upstream('passwordEnv: HUB_TOKEN'), ['upstreams[0].username: is required with passwordEnv']],
     ['passwordEnv that is not a variable name', upstream('username: robot', 'passwordEnv: $HUB_TOKEN'), ['upstreams[0].passwordEnv: must be the name of a variable, like HUB_TOKEN, got "$HUB_TOKEN"']],
-    ['a document that is a list', '- a\n- b', ['must be a mapping with the keys upstreams, hosted, mirror, got a list']],
-    ['a document that is a scalar', 'upstreams', ['must be a mapping with the keys upstreams, hosted, mirror, got "upstreams"']],
+    ['a document that is a list', '- a\n- b', ['must be a mapping with the keys upstreams, hosted, mirror, gc, got a list']],
+    ['a document that is a scalar', 'upstreams', ['must be a mapping with the keys upstreams, hosted, mirror, gc, got "upstreams"']],
   ])('refuses %s', (_, document, expected) => {
     expect(problems(document)).toEqual(expected);
   });
@@ -305,9 +305,27 @@ describe('the configuration document', () => {
   it.each([
     ['policies', 'not supported by this version of Outpost yet; it would not be enforced'],
     ['auth', 'not supported by this version of Outpost yet; it would not be enforced'],
-    ['gc', 'not supported by this version of Outpost yet; it would not run'],
   ])('refuses the %s section, which a later version reads, rather than ignoring it', (section, message) => {
     expect(problems(`${section}:\n  anything: true\n`)).toEqual([`${section}: ${message}`]);
+  });
+
+  describe('gc', () => {
+    const gcOf = (text: string) => readConfig({ OUTPOST_CONFIG: text }, 'node').gc;
+
+    it('reads the grace and the interval, and defaults both', () => {
+      expect(gcOf('gc:\n  grace: 2h\n  interval: 15m\n')).toEqual({ graceMs: 2 * 3600_000, intervalMs: 15 * 60_000 });
+      expect(gcOf('gc:\n  interval: 0\n')).toEqual({ graceMs: 24 * 3600_000, intervalMs: 0 });
+      expect(gcOf('')).toEqual({ graceMs: 24 * 3600_000, intervalMs: 3600_000 });
+    });
+
+    it.each([
+      ['grace: 1s', 'gc.grace: must be from 1m to 365d, got "1s"'],
+      ['interval: soon', 'gc.interval: must be a duration like 30s, 5m, 24h, got "soon"'],
+      ['graceful: 1h', 'gc.graceful: unknown key; the known keys are grace, interval'],
+      ['mirror: { maxAge: 30d }', 'gc.mirror: retention of mirrored content (maximum age, size budget) is not supported by this version of Outpost yet; nothing would be evicted'],
+    ])('refuses %s', (line, expected) => {
+      expect(problems(`gc:\n  ${line}\n`)).toEqual([expected]);
+    });
   });
 
   it('reports every problem at once, env and document together', () => {

@@ -4,9 +4,10 @@ import { objects } from '../registry/keys.js';
 import {
   DELETE_WINDOW_MS,
   gcKeys,
-  hasReferences,
+  firstReference,
   readState,
   STUCK_DELETING_MS,
+  TOMBSTONE_MS,
   type ContentState,
   type GcPorts,
 } from './references.js';
@@ -23,6 +24,7 @@ import {
  *   deleting, fresh           | younger than STUCK_DELETING_MS            | -                                   | busy
  *   deleting at v, stuck      | older than STUCK_DELETING_MS              | CAS v -> deleting{me, now}          | list refs
  *   deleting{me} at v         | a reference exists                        | CAS v -> live; delete candidate@c   | referenced
+ *   deleting{me} at v         | only writers' (expiring) references       | CAS v -> live; candidate kept       | writing
  *   deleting{me} at v         | none                                      | CAS v -> deleted{me, now}           | delete bytes
  *   deleted, not done, fresh  | younger than DELETE_WINDOW_MS             | -                                   | busy
  *   deleted at v, not done    | older (its run crashed or stalled)        | CAS v -> deleted{me, now}           | delete bytes
@@ -42,6 +44,8 @@ export type CollectOutcome =
   | 'busy'
   /** A reference holds it: back to live, and no longer a candidate. */
   | 'referenced'
+  /** Only writers hold it (they expire): back to live, still a candidate. */
+  | 'writing'
   /** A writer or another run changed the state first. */
   | 'raced'
   /** This run paused past its delete window before deleting; a later run finishes. */
@@ -112,9 +116,12 @@ export async function collect(ports: GcPorts, digest: Digest, options: CollectOp
   }
 
   if (deleting !== undefined) {
-    if (await hasReferences(ports, d)) {
+    const held = await firstReference(ports, d);
+    if (held !== undefined) {
       // Whoever wins, the state leaves this run's deleting; a failed CAS means a writer revived it.
       await index.compareAndSet(stateKey, deleting, { state: 'live', since: clock.now() });
+      // Writers' holds expire, and one that crashed leaves no other note: keep the candidate.
+      if (held === 'writer') return 'writing';
       await dropCandidate();
       return 'referenced';
     }
@@ -129,7 +136,9 @@ export async function collect(ports: GcPorts, digest: Digest, options: CollectOp
   // bytes this run decided on.
   if (clock.now() > deleted!.since + DELETE_WINDOW_MS) return 'stalled';
   await ports.store.delete(objects.content(digest));
-  await index.compareAndSet(stateKey, deleted!.version, { state: 'deleted', since: deleted!.since, by: me, done: true });
+  // A done tombstone outlives any writer still between its reference and its read of the state
+  // (that writer must find deleted, not absent, which reads as live); then it goes by itself.
+  await index.compareAndSet(stateKey, deleted!.version, { state: 'deleted', since: deleted!.since, by: me, done: true }, { expiresAt: clock.now() + TOMBSTONE_MS });
   await dropCandidate();
   return 'deleted';
 }

@@ -6,15 +6,16 @@ import { MAX_LIST_LIMIT, type Item, type ItemKey, type Json, type MetaIndex } fr
  * References: what keeps content (a blob or a manifest, stored once by digest) from garbage
  * collection, built from single-item writes only (no transactions, every write safe to retry).
  *
- * Items (MetaIndex pk / sk -> value; to join the table in core/registry/keys.ts when wired):
+ * Items (MetaIndex pk / sk -> value; listed with the rest in core/registry/keys.ts):
  *   ref#<digest>   / <kind>:<repository>:<from>  -> { at }      one reference; its presence is the count
  *   content        / <digest>                    -> ContentState  live | deleting | deleted (absent = live)
  *   gc#candidates  / <digest>                    -> { since }   may be unreferenced since `since` (GC's work list)
- * Kinds: link (blob or manifest present in a repository, from = "blob" | "manifest"), manifest (a
- * manifest names it as config, layer or child; from = that manifest's digest), subject (a referrer
- * names it as subject; from = the referrer's digest), tag (from = the tag), mirror (mirrored content
- * cached or vouched for; from = what holds it). Repository names and tags never contain ':' (OCI
- * grammar), so the sort key splits at its first two colons; `from` may hold more.
+ * Kinds: link (blob or manifest present in a repository, hosted or mirrored, from = "blob" |
+ * "manifest"; the link item keeps the reference's version), manifest (a manifest record names it
+ * as config, layer or child; from = "<manifest digest>/<the record's nonce>"), writer (bytes
+ * being stored, repository empty, expiring: holdForStore below). Repository names never contain
+ * ':' unpercent-encoded (referenceSk), so the sort key splits at its first two colons; `from`
+ * may hold more.
  *
  * Protocol (v = the item's version; `since` is the clock when the state was written):
  *
@@ -97,24 +98,39 @@ import { MAX_LIST_LIMIT, type Item, type ItemKey, type Json, type MetaIndex } fr
  */
 
 /*
- * NOT WIRED YET, and not safe to wire as it stands: a second read (2026-12-01) found holes that
- * the next step must close first, each reproduced with a scratch test:
- *   1. Grace alone protects bytes between prepareStore and the first addReference: with a short
- *      grace a run can delete them, another writer's prepareStore sets the state live again, and
- *      the first writer's addReference then answers held for bytes that are gone. Fix: the writer
- *      holds a reference for the whole store (upload:<id>, fill:<token>) added before it writes,
- *      removed after the link (reclaimUploads removes it for an abandoned upload), or a generation
- *      in ContentState that prepareStore returns and addReference checks.
- *   2. The same race can orphan bytes with no candidate left (the run dropped it): closed by 1.
- *   3. The window check runs before BlobStore.delete, whose retries and stalls come after it:
- *      give the delete a deadline at since + DELETE_WINDOW_MS, bound its retries, and add an
- *      in-flight margin to STORE_AFTER_DELETE_MS.
- * And for the wiring: naming items must store the versions of their references (a tag move by
- * compare-and-set on {digest, version}), existing content needs its references backfilled before
- * any removal notes a candidate, and a `subject` reference can only keep unreachable bytes.
+ * Writers (closing the holes a second read found in the first sketch, 2026-12-01):
+ *
+ *   holdForStore(d, w):                          BEFORE bytes are written at blobs/<d>
+ *     v = put(ref#d/writer::<w>, expires now + WRITER_HOLD_MS)
+ *     prepareStore(d)                              not ready: delete(ref, v); the caller retries later
+ *     ... write the bytes, add the reference that will name them (held: the writer holds) ...
+ *     release: removeReference(d, writer::<w>, v)
+ *
+ *   1. The bytes a writer stores are held from before prepareStore until its own reference is
+ *      made, by the writer reference, not by the grace: a run that reaches deleted listed the
+ *      references before the writer's put (3), so its CAS into deleting came before
+ *      prepareStore, which then revives it or finds deleted and waits (6). The grace only
+ *      protects bytes between a released hold and a client's first reference to them (an
+ *      upload's bytes are linked inside the hold; a fill's are linked by the next pull).
+ *   2. A writer that crashes leaves its reference to expire, and prepareStore's candidate: a
+ *      run that meets only writer references (they sort last, so one list of one item tells)
+ *      returns the state to live and keeps the candidate, so the bytes are collected after the
+ *      writer's hold expires. The one timing assumption of a writer: it makes its own
+ *      reference within WRITER_HOLD_MS, as a lease holder renews within its lease.
+ *   3. The window check runs before BlobStore.delete, and a delete may still be in flight after
+ *      it (adapter retries, a slow store): STORE_AFTER_DELETE_MS adds DELETE_IN_FLIGHT_MS,
+ *      which bounds a store's delete call with its retries (the S3 and DynamoDB clients time
+ *      out every request and retry a bounded number of times).
+ *
+ * Tags and subjects make no references. A tag names a manifest of its repository, which the
+ * manifest's link holds; deleting the manifest deletes its tags, and a tag left pointing at a
+ * deleted manifest (a PUT racing the DELETE) reads as a miss. A subject is reachable only
+ * through its own link: its referrers stay listed and servable, but keeping the subject's bytes
+ * for them would keep bytes nothing can pull.
  */
 
-export type ReferenceKind = 'link' | 'manifest' | 'subject' | 'tag' | 'mirror';
+/** Kinds sort as written here; `writer` must sort last (collect reads the first reference only). */
+export type ReferenceKind = 'link' | 'manifest' | 'writer';
 
 export interface Reference {
   kind: ReferenceKind;
@@ -126,11 +142,14 @@ export interface Reference {
 export const references = {
   blobLink: (repository: string): Reference => ({ kind: 'link', repository, from: 'blob' }),
   manifestLink: (repository: string): Reference => ({ kind: 'link', repository, from: 'manifest' }),
-  /** A config, layer or child manifest named by `manifest`. */
-  named: (repository: string, manifest: string): Reference => ({ kind: 'manifest', repository, from: manifest }),
-  subject: (repository: string, referrer: string): Reference => ({ kind: 'subject', repository, from: referrer }),
-  tag: (repository: string, tag: string): Reference => ({ kind: 'tag', repository, from: tag }),
-  mirror: (repository: string, from: string): Reference => ({ kind: 'mirror', repository, from }),
+  /**
+   * A config, layer or child manifest named by the record of `manifest` in `repository`; `nonce`
+   * is that record's, made by its first write, so a DELETE of one record takes away only the
+   * references its own write made and never those of a record written again meanwhile.
+   */
+  named: (repository: string, manifest: string, nonce: string): Reference => ({ kind: 'manifest', repository, from: `${manifest}/${nonce}` }),
+  /** Bytes being written at the content key (holdForStore): expires with the hold. */
+  writer: (id: string): Reference => ({ kind: 'writer', repository: '', from: id }),
 };
 
 export type ContentState =
@@ -164,8 +183,26 @@ export const DELETE_WINDOW_MS = 60_000;
 /** The clock skew between instances that the protocol tolerates (as leases do). */
 export const MAX_CLOCK_SKEW_MS = 60_000;
 
+/**
+ * The longest a BlobStore.delete may stay in flight after it was sent, retries included: the S3
+ * adapter's client times out each request and makes at most a few attempts, well within this.
+ */
+export const DELETE_IN_FLIGHT_MS = 5 * 60_000;
+
 /** An undone tombstone this old can no longer be followed by its run's delete: new bytes may be written. */
-export const STORE_AFTER_DELETE_MS = DELETE_WINDOW_MS + MAX_CLOCK_SKEW_MS;
+export const STORE_AFTER_DELETE_MS = DELETE_WINDOW_MS + DELETE_IN_FLIGHT_MS + MAX_CLOCK_SKEW_MS;
+
+/**
+ * How long a writer's hold lasts: it must make the reference that names its bytes within it (a
+ * 64 GiB upload assembled from its parts at 50 MiB/s takes 22 minutes).
+ */
+export const WRITER_HOLD_MS = 6 * 60 * 60_000;
+
+/**
+ * How long a done tombstone is kept: longer than any writer pauses between putting its reference
+ * and reading the state (one that then found the state absent would take it for live).
+ */
+export const TOMBSTONE_MS = 7 * 24 * 60 * 60_000;
 
 /** A `deleting` this old belongs to a run that crashed or stalled; another run may take it over. */
 export const STUCK_DELETING_MS = 5 * 60_000;
@@ -242,7 +279,44 @@ export async function removeReference(ports: GcPorts, digest: string, ref: Refer
 
 /** Whether any reference holds `digest`. One strongly consistent read of one item. */
 export async function hasReferences(ports: Pick<GcPorts, 'index'>, digest: string): Promise<boolean> {
-  return (await ports.index.list(gcKeys.refPartition(digest), { limit: 1 })).length > 0;
+  return (await firstReference(ports, digest)) !== undefined;
+}
+
+/**
+ * The kind of the first reference of `digest` in sort order, or undefined when none holds it;
+ * `writer` means only writers do (they sort last). One strongly consistent read.
+ */
+export async function firstReference(ports: Pick<GcPorts, 'index'>, digest: string): Promise<ReferenceKind | undefined> {
+  const [first] = await ports.index.list(gcKeys.refPartition(digest), { limit: 1 });
+  return first ? parseReferenceSk(first.sk).kind : undefined;
+}
+
+/** A writer's hold on content it is storing (holdForStore); release it once its own reference is made. */
+export interface StoreHold {
+  release(): Promise<void>;
+}
+
+/**
+ * Holds `digest` for a writer about to store its bytes (the writers' protocol above): a writer
+ * reference that expires after WRITER_HOLD_MS, then prepareStore. Not ready: nothing is held,
+ * and the caller tries again at `retryAt` (a collecting run may still be deleting older bytes).
+ */
+export async function holdForStore(ports: GcPorts, digest: string, writer: string): Promise<({ ready: true } & StoreHold) | { ready: false; retryAt: number }> {
+  const ref = references.writer(writer);
+  const key = gcKeys.ref(digest, ref);
+  const version = await ports.index.put(key, { at: ports.clock.now() }, { expiresAt: ports.clock.now() + WRITER_HOLD_MS });
+  let readiness: StoreReadiness;
+  try {
+    readiness = await prepareStore(ports, digest);
+  } catch (err) {
+    await ports.index.delete(key, version).catch(() => undefined);
+    throw err;
+  }
+  if (!readiness.ready) {
+    await ports.index.delete(key, version);
+    return readiness;
+  }
+  return { ready: true, release: async () => void (await removeReference(ports, digest, ref, version)) };
 }
 
 /** Every reference of `digest`, page by page (audits; the GC needs only hasReferences). */

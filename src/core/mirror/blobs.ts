@@ -1,5 +1,6 @@
 import { tooLargeToFill } from './fill-leader.js';
 import { fillLimit } from './fill-state.js';
+import { beingCollected } from '../registry/content.js';
 import { OciError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import type { Metrics } from '../metrics.js';
@@ -64,13 +65,14 @@ export class MirrorBlobs {
     // Refused before a fill starts: no lease, no part, no upstream download for bytes never kept.
     if (size > limit) throw tooLargeToFill(digest.value, limit);
     const resolved = range ? resolveRange(range, size) : undefined;
-    const source = { upstream: target.upstream.name, repository: target.remote };
+    const source = { upstream: target.upstream.name, repository: target.remote, name: target.name };
     if (resolved && (await fills.status(digest)) === 'none') return this.rangeFromUpstream(target, digest, resolved, size);
     const start = resolved?.offset ?? 0;
     const end = resolved ? resolved.offset + resolved.length : undefined;
     const opened = await fills.open(digest, source, start, end, defer, size);
     if (opened.kind === 'committed') {
-      await blobs.link(target.name, digest.value, opened.size);
+      // Refused: a collecting run is deleting the bytes; once it is done the next request fills again.
+      if (!(await blobs.link(target.name, digest.value, opened.size))) throw beingCollected(digest.value, 1000);
       const read = await this.cached(target, digest, range);
       if (read) return read;
       throw new OciError('BLOB_UNKNOWN', 'the blob was removed while it was being read; try again', { digest: digest.value });

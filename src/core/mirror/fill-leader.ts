@@ -1,5 +1,6 @@
 import { OciError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
+import { storeContent } from '../registry/content.js';
 import { objects } from '../registry/keys.js';
 import { concatStreams } from '../streams.js';
 import type { Json, Lease } from '../../ports/meta-index.js';
@@ -122,7 +123,9 @@ export class LocalFill {
       this.state = { ...this.state, phase: 'verified', size: this.received, stored: this.received };
       await this.update();
       this.notify();
-      await this.compose();
+      // Inside a writer's hold, and linked into the repository it was asked for before the hold
+      // ends: no collecting run can take the bytes between their commit and their first link.
+      await storeContent(ctx, this.digest, () => this.compose(), () => this.deps.link(this.source.name, this.digest.value, this.received).then(() => undefined));
       this.state = { ...this.state, phase: 'committed' };
       this.committed = true;
       clearInterval(heartbeat);
@@ -299,6 +302,7 @@ export class LocalFill {
   /** Where the part being filled starts: everything before it is written or being written. */
   private pendingEnd: number;
   private writing: Promise<void> = Promise.resolve();
+  private readonly pieces = new PartPieces();
 
   /**
    * Writes the bytes of the current part (all of them when `last`). At most one part is being
@@ -315,8 +319,10 @@ export class LocalFill {
     const chunks = this.chunks.filter((c) => c.offset >= offset).map((c) => c.bytes);
     this.pendingEnd = this.received;
     const key = objects.fillPart(this.digest, offset, this.token);
+    const body = this.pieces.stream(chunks);
     // Scratch: the parts are hashed again with the whole blob before anything is committed.
-    const write = this.deps.ctx.store.put(key, streamOfChunks(chunks), length, { scratch: true }).then(async () => {
+    const write = this.deps.ctx.store.put(key, body.stream, length, { scratch: true }).then(async () => {
+      body.done();
       this.chunks = this.chunks.filter((c) => c.offset >= offset + length);
       this.windowStart = offset + length;
       if (!last) {
@@ -343,7 +349,7 @@ export class LocalFill {
     const parts = partsOf(this.digest, this.state, this.received);
     const to = objects.content(this.digest);
     if (parts.length === 0) {
-      await store.put(to, streamOfChunks([]), 0);
+      await store.put(to, new PartPieces().stream([]).stream, 0);
     } else if (store.compose) {
       await store.compose(
         parts.map((p) => p.key),
@@ -385,36 +391,59 @@ function storeFailure(err: unknown): OciError {
  * 4,000 file writes), so they are coalesced into pieces of this size.
  */
 const WRITE_PIECE_BYTES = 1024 * 1024;
+/**
+ * Pieces a fill keeps between its part writes. A store reads a part a piece or two at a time
+ * (one being written, one pulled ahead), so two serve every part after the first.
+ */
+const SPARE_PIECES = 2;
 
 /**
- * A stream of `chunks` as copies coalesced into pieces of WRITE_PIECE_BYTES: copies, because the
- * store's runtime may detach what it is given (workerd does) while the window keeps serving
- * the originals to followers. It holds one piece at a time.
+ * The pieces of a fill's part writes: the window's chunks copied into pieces of
+ * WRITE_PIECE_BYTES. Copies, because the store's runtime may detach what it is given (workerd
+ * does) while the window keeps serving the originals to followers. Pieces are used again for
+ * the next part once the write that read them has resolved (a store is done with its body
+ * then) and if the store did not take them over: a fill of 256 MiB otherwise allocated 256
+ * fresh pieces, and the garbage collector's work on that much short-lived memory cost a fill
+ * more CPU than the copies themselves.
  */
-function streamOfChunks(chunks: Uint8Array[]): ByteStream {
-  let i = 0;
-  let within = 0;
-  return new ReadableStream<Uint8Array>({
-    pull(controller) {
-      let left = 0;
-      for (let j = i, w = within; j < chunks.length && left < WRITE_PIECE_BYTES; j++, w = 0) left += chunks[j]!.byteLength - w;
-      if (left === 0) return controller.close();
-      const piece = new Uint8Array(Math.min(left, WRITE_PIECE_BYTES));
-      let at = 0;
-      while (at < piece.byteLength) {
-        const chunk = chunks[i]!;
-        const n = Math.min(chunk.byteLength - within, piece.byteLength - at);
-        piece.set(chunk.subarray(within, within + n), at);
-        at += n;
-        within += n;
-        if (within === chunk.byteLength) {
-          i++;
-          within = 0;
+class PartPieces {
+  private readonly spare: Uint8Array[] = [];
+
+  /** A stream of `chunks` in pieces, holding one piece at a time; `done()` once the write has resolved. */
+  stream(chunks: Uint8Array[]): { stream: ByteStream; done: () => void } {
+    const lent: Uint8Array[] = [];
+    let i = 0;
+    let within = 0;
+    const stream = new ReadableStream<Uint8Array>({
+      pull: (controller) => {
+        let left = 0;
+        for (let j = i, w = within; j < chunks.length && left < WRITE_PIECE_BYTES; j++, w = 0) left += chunks[j]!.byteLength - w;
+        if (left === 0) return controller.close();
+        const whole = this.spare.pop() ?? new Uint8Array(WRITE_PIECE_BYTES);
+        lent.push(whole);
+        const piece = whole.subarray(0, Math.min(left, WRITE_PIECE_BYTES));
+        let at = 0;
+        while (at < piece.byteLength) {
+          const chunk = chunks[i]!;
+          const n = Math.min(chunk.byteLength - within, piece.byteLength - at);
+          piece.set(chunk.subarray(within, within + n), at);
+          at += n;
+          within += n;
+          if (within === chunk.byteLength) {
+            i++;
+            within = 0;
+          }
         }
-      }
-      controller.enqueue(piece);
-    },
-  });
+        controller.enqueue(piece);
+      },
+    });
+    const done = () => {
+      // A detached piece has no bytes left: the store kept it.
+      for (const piece of lent) if (piece.byteLength === WRITE_PIECE_BYTES && this.spare.length < SPARE_PIECES) this.spare.push(piece);
+      lent.length = 0;
+    };
+    return { stream, done };
+  }
 }
 
 /** A blob larger than a fill may store (fillLimit). */

@@ -16,6 +16,8 @@ export interface FillSource {
   upstream: string;
   /** The upstream-relative repository the blob was asked for (it vouched for the blob). */
   repository: string;
+  /** The same repository's name here, which the committed blob is linked into. */
+  name: string;
 }
 
 export interface Segment {
@@ -88,6 +90,8 @@ export interface FillDeps {
   metrics: Metrics;
   budget: ByteBudget;
   upstream: (name: string) => Upstream;
+  /** Links stored bytes into a repository (Blobs.link): the commit's reference, made inside its hold. */
+  link: (name: string, digest: string, size: number) => Promise<boolean>;
   options: FillsOptions;
 }
 

@@ -70,6 +70,7 @@ export class Mirror {
       metrics: this.metrics,
       budget: new ByteBudget(deps.config.fillMemoryBytes),
       upstream,
+      link: (name, digest, size) => blobs.link(name, digest, size),
       options: { partBytes: deps.config.fillPartBytes, leaseMs: deps.config.fillLeaseMs, instance, sleep },
     });
     this.manifests = new MirrorManifests({ ctx, metrics: this.metrics, manifests, upstream, instance, sleep });

@@ -2,22 +2,38 @@ import { OciError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import { verify, type ByteStream, type VerifyExpectation } from '../streams.js';
 import type { ObjectRange } from '../../ports/blob-store.js';
+import type { Json } from '../../ports/meta-index.js';
+import { addReference, references, removeReference } from '../gc/references.js';
 import type { Ctx } from './context.js';
+import { gcPorts, storeContent } from './content.js';
 import { keys, objects } from './keys.js';
+
+/** A blob's link into a repository: its size, and the version of the reference it stands on. */
+export interface BlobLink {
+  size: number;
+  /** Absent on links written before references existed, until the backfill (core/gc/backfill.ts) adds it. */
+  ref?: number;
+}
+
+/** Rounds of read-then-write on one link item before giving up (each lost round is another writer's win). */
+const LINK_ROUNDS = 8;
 
 /**
  * Blobs of a repository: content lives once in the BlobStore under its digest; a repository
  * "has" a blob when the index holds a link for it (so pulling by digest from a repository
  * that never received the blob is a 404, as with Distribution).
  *
- * Link protocol (one item at a time, no transactions), ordered so that a crash or a lost reply
- * between two steps can only leave the refcount too HIGH (bytes kept longer), never too low:
- *   link:   bytes are verified and stored first
- *           add(refcount, +1) -> putIfAbsent(blob#repo/digest) -> if it already existed: add(refcount, -1)
- *   unlink: delete(blob#repo/digest) -> if deleted: add(refcount, -1)
- * A crash after `delete` and before the decrement also errs high. The GC removes links before
- * bytes, so a link always names stored bytes and its recorded size answers HEAD by itself. A count that errs high is
- * corrected by the GC, which recounts links before it sweeps.
+ * Link protocol (the references of core/gc/references.ts; one item at a time, no transactions):
+ *   link:   w = addReference(d, link:<repo>:blob)        absent: the bytes are being collected
+ *           putIfAbsent(blob#repo/d, { size, ref: w }), or CAS the existing link to { size, ref: w }
+ *   unlink: l = get(blob#repo/d); delete(blob#repo/d at l's version); removeReference(d, link ref at l.ref)
+ * The link item names the version of the reference it stands on, so an unlink takes away only
+ * the making of the reference its link stood on: a link made again meanwhile (a new version of
+ * the same reference, then a CAS of the item) keeps its own. A crash between the two steps of
+ * either leaves a reference with no link: bytes kept longer, never lost. A link therefore always
+ * names stored bytes (no run deletes bytes a reference holds), and its size answers HEAD alone.
+ * New bytes are stored inside a writer's hold (core/registry/content.ts) and linked before it
+ * is released.
  *
  * Size cap (RegistryOptions.maxBlobBytes), checked here on every way in, before the store sees a byte:
  *   a declared length (Content-Length, Content-Range, the sum of an upload's parts) above it -> refused at once
@@ -46,7 +62,7 @@ export class Blobs {
     // The link alone answers: it is written only after the bytes were verified and stored, with
     // their size, and bytes are never removed while a link points at them. That saves a store
     // round trip (an S3 HeadObject) on every HEAD, GET and manifest reference check.
-    const link = await this.ctx.index.get<{ size: number }>(keys.blobLink(name, digest.value));
+    const link = await this.ctx.index.get<BlobLink & Json>(keys.blobLink(name, digest.value));
     return link ? { digest: digest.value, size: link.value.size } : undefined;
   }
 
@@ -75,12 +91,18 @@ export class Blobs {
    * before it becomes visible, then links it into the repository.
    */
   async write(name: string, digest: Digest, body: ByteStream, size?: number, source: 'client' | 'store' = 'client'): Promise<BlobInfo> {
-    const info = await this.store(digest, body, size, source);
-    await this.link(name, digest.value, info.size);
-    return info;
+    return storeContent(
+      this.ctx,
+      digest,
+      () => this.store(digest, body, size, source),
+      (info) => this.linkHeld(name, digest.value, info.size),
+    );
   }
 
-  /** Streams `body` into content storage, verified before it becomes visible; links nothing. */
+  /**
+   * Streams `body` into content storage, verified before it becomes visible; links nothing.
+   * Only inside a writer's hold (storeContent), which the caller keeps until its reference is made.
+   */
   async store(digest: Digest, body: ByteStream, size?: number, source: 'client' | 'store' = 'client'): Promise<BlobInfo> {
     const result = await verifiedPut(this.ctx, objects.content(digest), body, {
       algorithm: digest.algorithm,
@@ -103,13 +125,33 @@ export class Blobs {
     return Math.max(0, max - offset);
   }
 
-  /** Makes an already stored blob part of the repository. Idempotent. */
-  async link(name: string, digest: string, size: number): Promise<void> {
-    await this.ctx.index.add(keys.refcount(digest), 1);
-    if (!(await this.ctx.index.putIfAbsent(keys.blobLink(name, digest), { size }))) {
-      await this.ctx.index.add(keys.refcount(digest), -1);
-    }
+  /**
+   * Makes stored bytes part of the repository. False when they are being collected (or gone): a
+   * mount then uploads, a mirror fills again. Idempotent.
+   */
+  async link(name: string, digest: string, size: number): Promise<boolean> {
+    const ref = await addReference(gcPorts(this.ctx), digest, references.blobLink(name));
+    if (!ref.held) return false;
+    await this.putLink(name, digest, { size, ref: ref.version });
     await this.noteRepository(name);
+    return true;
+  }
+
+  /** `link` inside the writer's hold on the bytes, where the reference is always held. */
+  async linkHeld(name: string, digest: string, size: number): Promise<void> {
+    if (!(await this.link(name, digest, size))) throw new Error(`the reference to ${digest} was refused inside a writer's hold`);
+  }
+
+  /** Writes the link item standing on reference version `link.ref`, whatever link was there. */
+  private async putLink(name: string, digest: string, link: BlobLink): Promise<void> {
+    const key = keys.blobLink(name, digest);
+    for (let round = 0; round < LINK_ROUNDS; round++) {
+      if (await this.ctx.index.putIfAbsent(key, link as BlobLink & Json)) return;
+      const found = await this.ctx.index.get<BlobLink & Json>(key);
+      if (found && found.value.ref !== undefined && found.value.ref >= link.ref!) return;
+      if (found && (await this.ctx.index.compareAndSet(key, found.version, link as BlobLink & Json)) !== undefined) return;
+    }
+    throw new Error(`the link of ${digest} in ${name} kept changing through ${LINK_ROUNDS} rounds`);
   }
 
   /** Lists the repository in the catalog. Idempotent. */
@@ -117,12 +159,19 @@ export class Blobs {
     await this.ctx.index.putIfAbsent(keys.repo(name), { created: this.ctx.clock.now() });
   }
 
-  /** Removes the blob from the repository; the bytes stay until garbage collection. */
+  /** Removes the blob from the repository; the bytes stay until garbage collection finds nothing else holds them. */
   async delete(name: string, digest: Digest): Promise<void> {
-    if (!(await this.ctx.index.delete(keys.blobLink(name, digest.value)))) {
-      throw new OciError('BLOB_UNKNOWN', undefined, { digest: digest.value });
+    const key = keys.blobLink(name, digest.value);
+    for (let round = 0; round < LINK_ROUNDS; round++) {
+      const link = await this.ctx.index.get<BlobLink & Json>(key);
+      if (!link) throw new OciError('BLOB_UNKNOWN', undefined, { digest: digest.value });
+      // Only the link read: one made again meanwhile stands on a newer reference, which stays.
+      if (!(await this.ctx.index.delete(key, link.version))) continue;
+      // A link from before references has none of its own to take away (the backfill adds it).
+      if (link.value.ref !== undefined) await removeReference(gcPorts(this.ctx), digest.value, references.blobLink(name), link.value.ref);
+      return;
     }
-    await this.ctx.index.add(keys.refcount(digest.value), -1);
+    throw new Error(`the link of ${digest.value} in ${name} kept changing through ${LINK_ROUNDS} rounds`);
   }
 
   /**
@@ -131,8 +180,7 @@ export class Blobs {
    */
   async mount(name: string, digest: Digest, from: string): Promise<BlobInfo | undefined> {
     const source = await this.stat(from, digest);
-    if (!source) return undefined;
-    await this.link(name, digest.value, source.size);
+    if (!source || !(await this.link(name, digest.value, source.size))) return undefined;
     return { digest: digest.value, size: source.size };
   }
 }

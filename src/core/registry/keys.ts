@@ -7,14 +7,16 @@ import type { Digest } from '../oci/digest.js';
  *
  * MetaIndex (pk / sk -> value):
  *   repos                      / <name>          -> { created }                catalog
- *   blob#<name>                / <digest>        -> { size }                   blob linked into a repository
- *   manifest#<name>            / <digest>        -> ManifestRecord             manifest present in a repository
+ *   blob#<name>                / <digest>        -> BlobLink { size, ref }     blob linked into a repository (ref: its reference's version)
+ *   manifest#<name>            / <digest>        -> ManifestRecord             manifest present in a repository (with nonce, ref)
  *   tag#<name>                 / <tag>           -> { digest }                 tag -> manifest digest
  *   referrer#<name>#<subject>  / <digest>        -> Descriptor                 manifests whose subject is <subject>
  *   upload                     / <id>            -> UploadState (expires)      blob upload in progress (core/registry/uploads.ts)
  *   upload#<id>                / <slot>          -> UploadSlot (expires)       one chunk of the upload, or the claim of its commit;
  *                                                                              <slot> is an 8-digit zero-padded chunk number
- *   refcount                   / <digest>        -> number                     repositories linking the blob (GC)
+ *   ref#<digest>               / <kind>:<repo>:<from> -> { at }             one reference holding the content (core/gc/references.ts)
+ *   content                    / <digest>        -> ContentState               live | deleting | deleted (garbage collection)
+ *   gc#candidates              / <digest>        -> { since }                  content that may be unreferenced (GC's work list)
  *   fill                       / <digest>        -> lease + FillState          one upstream download of a blob (core/mirror/fills.ts)
  *   mfetch                     / <name>:<ref>    -> lease + { error? }         one upstream fetch of a manifest (core/mirror/manifests.ts)
  *   vouch#<name>               / <digest>        -> { size }                   the upstream named this blob for the mirrored repository
@@ -39,7 +41,6 @@ export const keys = {
   upload: (id: string): ItemKey => ({ pk: 'upload', sk: id }),
   uploadSlot: (id: string, slot: number): ItemKey => ({ pk: `upload#${id}`, sk: String(slot).padStart(8, '0') }),
   uploadSlots: (id: string) => `upload#${id}`,
-  refcount: (digest: string): ItemKey => ({ pk: 'refcount', sk: digest }),
   fill: (digest: string): ItemKey => ({ pk: 'fill', sk: digest }),
   manifestFetch: (name: string, reference: string): ItemKey => ({ pk: 'mfetch', sk: `${name}:${reference}` }),
   vouch: (name: string, digest: string): ItemKey => ({ pk: `vouch#${name}`, sk: digest }),

@@ -1,5 +1,6 @@
 import { MAX_LIST_KEYS, type StoreReclaimReport } from '../../ports/blob-store.js';
 import { EXPIRED_ITEM_RETENTION_MS } from '../../ports/meta-index.js';
+import { reclaimFills, type FillReclaimReport } from '../mirror/fill-reclaim.js';
 import type { Ctx } from './context.js';
 import { keys, objects } from './keys.js';
 
@@ -77,6 +78,8 @@ export async function reclaimUploads(ctx: Pick<Ctx, 'store' | 'index' | 'clock'>
 /** What one pass over the leftovers of crashes and abandoned uploads removed. */
 export interface LeftoversReport {
   uploads: ReclaimReport;
+  /** Parts of fills committed or abandoned long ago (core/mirror/fill-reclaim.ts). */
+  fills: FillReclaimReport;
   /** The store's own leftovers (temporary files, incomplete multipart uploads), when it can say. */
   store?: StoreReclaimReport;
   /** Index items erased by housekeeping (expired or deleted a week ago), on indexes without TTL deletion. */
@@ -86,16 +89,17 @@ export interface LeftoversReport {
 /**
  * Everything a crash or an abandoned upload leaves behind, older than `olderThanMs`: the store's
  * own (BlobStore.reclaim: temporary files, incomplete multipart uploads, empty directories), the
- * parts of uploads that are over, and index items expired or deleted a week ago (MetaIndex.sweep:
+ * parts of uploads that are over, the parts of fills committed or abandoned, and index items expired or deleted a week ago (MetaIndex.sweep:
  * an upload's chunk items, tombstones; DynamoDB's TTL does this by itself). Never anything visible or live; safe on many instances.
  */
 export async function reclaimLeftovers(ctx: Pick<Ctx, 'store' | 'index' | 'clock'>, options: ReclaimOptions): Promise<LeftoversReport> {
-  const [store, uploads, swept] = await Promise.all([
+  const [store, uploads, fills, swept] = await Promise.all([
     ctx.store.reclaim?.(options.olderThanMs),
     reclaimUploads(ctx, options),
+    reclaimFills(ctx, { olderThanMs: options.olderThanMs, owner: `reclaim:${crypto.randomUUID()}` }),
     ctx.index.sweep?.(EXPIRED_ITEM_RETENTION_MS),
   ]);
-  const report: LeftoversReport = { uploads };
+  const report: LeftoversReport = { uploads, fills };
   if (store) report.store = store;
   if (swept !== undefined) report.indexItems = swept;
   return report;

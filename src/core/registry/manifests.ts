@@ -3,9 +3,11 @@ import { digestOf, parseDigest, type Digest } from '../oci/digest.js';
 import { MAX_MANIFEST_BYTES, manifestError, parseManifest, type Descriptor, type ParsedManifest } from '../oci/manifest.js';
 import { NONDISTRIBUTABLE_LAYER_TYPES } from '../oci/media-types.js';
 import type { Reference } from '../oci/reference.js';
-import { streamOf, type ByteStream } from '../streams.js';
+import { readCapped, streamOf, type ByteStream } from '../streams.js';
 import type { Json } from '../../ports/meta-index.js';
+import { addReference, references, removeReference } from '../gc/references.js';
 import type { Blobs } from './blobs.js';
+import { gcPorts, storeContent } from './content.js';
 import type { Ctx } from './context.js';
 import { keys, objects } from './keys.js';
 import { indexedAnnotations, type ReferrerEntry } from './referrers.js';
@@ -30,6 +32,10 @@ export interface ManifestRecord {
   digest: string;
   mediaType: string;
   size: number;
+  /** Made by the record's first write: names the references to what it names (core/gc/references.ts). */
+  nonce: string;
+  /** The version of its link reference. Both are absent on records written before references, until the backfill. */
+  ref?: number;
   artifactType?: string;
   subject?: string;
   /** Only when small enough for an index item (referrers.ts MAX_INDEXED_ANNOTATION_BYTES)... */
@@ -43,8 +49,24 @@ export interface ManifestRead {
   body: ByteStream;
 }
 
-/** How many existence checks a manifest PUT runs at once. */
+/** How many existence checks (and references) a manifest PUT runs at once. */
 const REFERENCE_CHECK_CONCURRENCY = 16;
+
+/** Rounds of read-then-write of one record before giving up (each lost round is another writer's win). */
+const RECORD_ROUNDS = 4;
+
+/** The record changed between its read and its write (record's retry loop). */
+class RecordRaced extends Error {}
+
+/** Every digest a manifest names and the registry holds: config, layers, children; once each. */
+export function namedDigests(manifest: ParsedManifest): string[] {
+  const layers = manifest.layers.filter((d) => !(d.urls && d.urls.length > 0 && NONDISTRIBUTABLE_LAYER_TYPES.has(d.mediaType)));
+  return [...new Set([...(manifest.config ? [manifest.config] : []), ...layers, ...manifest.manifests].map((d) => d.digest))];
+}
+
+function newNonce(): string {
+  return crypto.randomUUID().replace(/-/g, '').slice(0, 16);
+}
 
 export class Manifests {
   constructor(
@@ -101,9 +123,9 @@ export class Manifests {
    * Stores the bytes, then the record, then the referrer entry (the put protocol above). A
    * push never changes the record of a digest already in the repository: the bytes are the
    * same, so only the media type could differ (a body without `mediaType` pushed again with
-   * another Content-Type), and the type a digest is served with is fixed by its first push. The
-   * record is written with putIfAbsent, so of two racing first pushes exactly one type wins and
-   * the other push is refused. A mirrored manifest takes whatever its upstream says now.
+   * another Content-Type), and the type a digest is served with is fixed by its first push. Of
+   * two racing first pushes exactly one type wins and the other push is refused. A mirrored
+   * manifest takes whatever its upstream says now.
    */
   private async record(
     name: string,
@@ -115,26 +137,88 @@ export class Manifests {
   ): Promise<ManifestRecord> {
     // The size first: a store's runtime may take over (detach) the buffer it is handed.
     const size = bytes.byteLength;
-    await this.blobs.store(digest, streamOf(bytes), size);
-    const record: ManifestRecord = { digest: digest.value, mediaType, size };
+    const record: ManifestRecord = { digest: digest.value, mediaType, size, nonce: '' };
     if (manifest.artifactType) record.artifactType = manifest.artifactType;
     if (manifest.subject) record.subject = manifest.subject.digest;
     Object.assign(record, indexedAnnotations(manifest.annotations));
     const key = keys.manifest(name, digest.value);
-    if (type === 'upstream') await this.ctx.index.put(key, record as unknown as Json);
-    else if (!(await this.ctx.index.putIfAbsent(key, record as unknown as Json))) {
-      const stored = (await this.ctx.index.get<ManifestRecord & Json>(key))?.value;
-      if (stored && stored.mediaType !== mediaType) throw typeFixed(digest.value, stored.mediaType, mediaType);
-      // Written again (a new version) even when unchanged: a DELETE that read the record before
-      // this push then fails its compare-and-delete, and the manifest this push answers 201 for
-      // stays. Deleted between the two reads: this push is its first again.
-      await this.ctx.index.put(key, record as unknown as Json);
+    const named = namedDigests(manifest);
+    for (let round = 0; round < RECORD_ROUNDS; round++) {
+      const existing = await this.ctx.index.get<ManifestRecord & Json>(key);
+      if (existing && type === 'first' && existing.value.mediaType !== mediaType) throw typeFixed(digest.value, existing.value.mediaType, mediaType);
+      // A record written again keeps its nonce: the references its first write made stay its own.
+      record.nonce = existing?.value.nonce ?? newNonce();
+      const made = await this.holdNamed(name, digest.value, record.nonce, named, type === 'first');
+      const written = await storeContent(
+        this.ctx,
+        digest,
+        // Stored again in every round, each inside its own hold: between two holds the bytes
+        // are held by nothing. A copy each time, since a store's runtime may detach what it is handed.
+        () => this.blobs.store(digest, streamOf(bytes.slice()), size),
+        async () => {
+          const link = await addReference(gcPorts(this.ctx), digest.value, references.manifestLink(name));
+          if (!link.held) throw new Error(`the reference to ${digest.value} was refused inside a writer's hold`);
+          record.ref = link.version;
+          // Written again (a new version) even when unchanged: a DELETE that read the record before
+          // this push then fails its compare-and-delete, and the manifest this push answers 201 for stays.
+          const value = record as unknown as Json;
+          const ok = existing ? (await this.ctx.index.compareAndSet(key, existing.version, value)) !== undefined : await this.ctx.index.putIfAbsent(key, value);
+          if (!ok) throw new RecordRaced();
+        },
+      ).then(
+        () => true,
+        (err: unknown) => {
+          if (err instanceof RecordRaced) return false;
+          throw err;
+        },
+      );
+      if (written) break;
+      // Another write of the record came first. One with the same nonce stands on these same
+      // references; otherwise (deleted, or made anew) the ones this round made are nobody's.
+      const now = await this.ctx.index.get<ManifestRecord & Json>(key);
+      if (now?.value.nonce !== record.nonce) await this.releaseNamed(name, digest.value, record.nonce, made);
+      if (round === RECORD_ROUNDS - 1) throw new Error(`the record of ${digest.value} in ${name} kept changing through ${RECORD_ROUNDS} rounds`);
     }
     if (manifest.subject) {
       await this.ctx.index.put(keys.referrer(name, manifest.subject.digest, digest.value), referrerDescriptor(record) as unknown as Json);
     }
     await this.blobs.noteRepository(name);
     return record;
+  }
+
+  /**
+   * The references of the record (`nonce`) to each digest it names. A push (`required`) names
+   * only content its existence checks found, so a refusal means it was collected meanwhile:
+   * MANIFEST_BLOB_UNKNOWN, as if the check had missed it. A mirrored manifest names content that
+   * may arrive later or never; what it names that is being collected is filled again on demand.
+   */
+  private async holdNamed(name: string, manifest: string, nonce: string, named: string[], required: boolean): Promise<Map<string, number>> {
+    const made = new Map<string, number>();
+    const ports = gcPorts(this.ctx);
+    let refused: string | undefined;
+    for (let i = 0; i < named.length; i += REFERENCE_CHECK_CONCURRENCY) {
+      await Promise.all(
+        named.slice(i, i + REFERENCE_CHECK_CONCURRENCY).map(async (d) => {
+          const added = await addReference(ports, d, references.named(name, manifest, nonce));
+          if (added.held) made.set(d, added.version);
+          else refused ??= d;
+        }),
+      );
+    }
+    if (refused && required) {
+      await this.releaseNamed(name, manifest, nonce, made);
+      throw new OciError('MANIFEST_BLOB_UNKNOWN', `blob ${refused} was deleted while this manifest was pushed; push it again`, { digest: refused });
+    }
+    return made;
+  }
+
+  /** Takes away references this write made (each at the version it made), or all of the nonce's. */
+  private async releaseNamed(name: string, manifest: string, nonce: string, made: Map<string, number | undefined>): Promise<void> {
+    const ports = gcPorts(this.ctx);
+    const list = [...made];
+    for (let i = 0; i < list.length; i += REFERENCE_CHECK_CONCURRENCY) {
+      await Promise.all(list.slice(i, i + REFERENCE_CHECK_CONCURRENCY).map(([d, v]) => removeReference(ports, d, references.named(name, manifest, nonce), v)));
+    }
   }
 
   /** DELETE by digest removes the manifest (and its tags); DELETE by tag removes only the tag. */
@@ -150,6 +234,25 @@ export class Manifests {
     if (!item || !(await this.ctx.index.delete(keys.manifest(name, digest), item.version))) throw unknown(reference);
     await this.tags.deletePointingAt(name, digest);
     if (item.value.subject) await this.ctx.index.delete(keys.referrer(name, item.value.subject, digest));
+    await this.releaseRecord(name, item.value);
+  }
+
+  /**
+   * Takes away the references a deleted record stood on: those its nonce made to what it names
+   * (read from its bytes, which its own link holds until the last step), then its link. A PUT
+   * that read the record before the delete and made some of them again finds the record gone and
+   * takes its own away (record). A crash in between leaves references: bytes kept, never lost.
+   */
+  private async releaseRecord(name: string, record: ManifestRecord): Promise<void> {
+    // A record from before references stands on none (the backfill adds them).
+    if (!record.nonce || record.ref === undefined) return;
+    const d = parseDigest(record.digest);
+    const object = await this.ctx.store.get(objects.content(d));
+    if (object) {
+      const parsed = parseManifest(await readCapped(object.body, MAX_MANIFEST_BYTES, tooLarge), record.mediaType);
+      if (parsed.ok) await this.releaseNamed(name, record.digest, record.nonce, new Map(namedDigests(parsed.manifest).map((x) => [x, undefined])));
+    }
+    await removeReference(gcPorts(this.ctx), record.digest, references.manifestLink(name), record.ref);
   }
 
   private digestFor(reference: Reference, bytes: Uint8Array): Digest {

@@ -1,5 +1,7 @@
 import { Blobs } from './blobs.js';
 import { Catalog } from './catalog.js';
+import { gcPorts } from './content.js';
+import { runGc, type GcReport, type GcRunOptions } from '../gc/run.js';
 import { DEFAULT_OPTIONS, type Ctx, type RegistryDeps } from './context.js';
 import { reclaimLeftovers, type LeftoversReport, type ReclaimOptions } from './leftovers.js';
 import { Manifests } from './manifests.js';
@@ -21,8 +23,10 @@ export interface Registry {
   catalog: Catalog;
   /** The pull-through mirror; with no upstreams configured every name is hosted. */
   mirror: Mirror;
-  /** Removes what crashes and abandoned uploads left behind (leftovers.ts); at start-up, hourly, and later from GC. */
+  /** Removes what crashes and abandoned uploads left behind (leftovers.ts); at start-up, hourly, and from `outpost gc`. */
   reclaim(options: ReclaimOptions): Promise<LeftoversReport>;
+  /** One garbage-collection run over the candidates (core/gc/run.ts). */
+  gc(options: GcRunOptions): Promise<GcReport>;
 }
 
 const NO_MIRROR: MirrorDeps = {
@@ -45,5 +49,6 @@ export function createRegistry(deps: RegistryDeps & { mirror?: MirrorDeps }): Re
     catalog: new Catalog(ctx),
     mirror: new Mirror(ctx, blobs, manifests, mirror ?? NO_MIRROR),
     reclaim: (options) => reclaimLeftovers(ctx, options),
+    gc: (options) => runGc(gcPorts(ctx), options),
   };
 }

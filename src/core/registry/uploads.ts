@@ -2,6 +2,7 @@ import { OciError, isOciError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import { concatStreams, discard, streamOf, type ByteStream } from '../streams.js';
 import { verifiedPut, type Blobs, type BlobInfo } from './blobs.js';
+import { storeContent } from './content.js';
 import type { Ctx } from './context.js';
 import { objects } from './keys.js';
 import { newNonce, nonEmpty, UploadItems, type Claim, type Loaded, type Part, type StoredPart, type UploadState } from './upload-items.js';
@@ -211,19 +212,24 @@ export class Uploads {
     const parts = await this.items.parts(id, s.state.count);
     const only = !chunk && parts.length === 1 ? parts[0]! : undefined;
     const movable = only && this.ctx.store.move && digest.algorithm === 'sha256' && only.sha256 === digest.encoded ? only : undefined;
-    // Verification first: the long step, and it changes nothing in the upload.
-    const info = movable ? { digest: digest.value, size: movable.size } : await this.assemble(digest, parts, chunk, declared);
-    const claim = await this.claim(name, id, s.state);
-    let moved = false;
-    try {
-      if (movable) moved = await this.moveIntoPlace(movable, digest);
-      await this.blobs.link(name, digest.value, info.size);
-      if (!(await this.items.end(id, s.version))) return info;
-    } catch (err) {
-      if (moved) await this.restorePart(movable!, digest).catch(() => undefined);
-      await this.items.release(id, s.state.count, claim).catch(() => undefined);
-      throw err;
-    }
+    // The bytes land at the content key inside a writer's hold, and are linked before it ends.
+    const { info, ended } = await storeContent(this.ctx, digest, async () => {
+      // Verification first: the long step, and it changes nothing in the upload.
+      const info = movable ? { digest: digest.value, size: movable.size } : await this.assemble(digest, parts, chunk, declared);
+      const claim = await this.claim(name, id, s.state);
+      let moved = false;
+      try {
+        if (movable) moved = await this.moveIntoPlace(movable, digest);
+        await this.blobs.linkHeld(name, digest.value, info.size);
+        return { info, ended: await this.items.end(id, s.version) };
+      } catch (err) {
+        if (moved) await this.restorePart(movable!, digest).catch(() => undefined);
+        await this.items.release(id, s.state.count, claim).catch(() => undefined);
+        throw err;
+      }
+    });
+    // Not ended: another request ended it first (a retry of this PUT), and removes the parts.
+    if (!ended) return info;
     await this.deleteObjects(parts.map((p) => p.key));
     return info;
   }

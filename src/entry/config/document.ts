@@ -2,10 +2,12 @@
  * The configuration document: one YAML (or JSON, which is YAML) document for everything that is
  * more than a flat OUTPOST_* setting. This module parses it with limits and hands each
  * top-level section to its own parser; a section that a later version will read (policies,
- * gc, auth) is refused, never ignored. Runtime-agnostic: the entry point passes the text in.
+ * auth) is refused, never ignored. Runtime-agnostic: the entry point passes the text in.
  */
 import { LineCounter, parseDocument, type YAMLError } from 'yaml';
+import { DEFAULT_GC_CONFIG, type GcConfig } from '../../core/gc/config.js';
 import type { MirrorConfig } from '../../core/mirror/config.js';
+import { readGc } from './gc.js';
 import { defaultFillSettings, readMirror } from './mirror.js';
 import { checkAliases, readHosted, readUpstreams } from './upstreams.js';
 import { field, mapping, MAX_QUOTED_CHARS, Problems, type SectionContext } from './values.js';
@@ -26,13 +28,14 @@ const MAX_SYNTAX_ERRORS = 10;
 /** What the document configures, typed; later sections add their own members. */
 export interface ConfigDocument {
   mirror: MirrorConfig;
+  gc: GcConfig;
 }
 
 export function defaultDocument(runtime: 'node' | 'workers'): ConfigDocument {
-  return { mirror: { upstreams: [], hosted: [], ...defaultFillSettings(runtime) } };
+  return { mirror: { upstreams: [], hosted: [], ...defaultFillSettings(runtime) }, gc: DEFAULT_GC_CONFIG };
 }
 
-const SECTIONS = ['upstreams', 'hosted', 'mirror'] as const;
+const SECTIONS = ['upstreams', 'hosted', 'mirror', 'gc'] as const;
 
 /**
  * Sections that later versions of Outpost read. An operator who writes one must not believe a
@@ -41,7 +44,6 @@ const SECTIONS = ['upstreams', 'hosted', 'mirror'] as const;
 const LATER_SECTIONS: Readonly<Record<string, string>> = {
   policies: 'not supported by this version of Outpost yet; it would not be enforced',
   auth: 'not supported by this version of Outpost yet; it would not be enforced',
-  gc: 'not supported by this version of Outpost yet; it would not run',
 };
 
 export interface DocumentInput {
@@ -130,5 +132,6 @@ function readSections(value: unknown, ctx: SectionContext): ConfigDocument {
   checkAliases(upstreams, hosted, ctx.problems);
   const fill = section('mirror') === undefined ? defaultFillSettings(ctx.runtime) : readMirror(section('mirror'), 'mirror', ctx);
   document.mirror = { upstreams: upstreams.map((u) => u.value), hosted, ...fill };
+  if (section('gc') !== undefined) document.gc = readGc(section('gc'), 'gc', ctx);
   return document;
 }

@@ -1,0 +1,235 @@
+import { describe, expect, it } from 'vitest';
+import { listReferences } from '../../src/core/gc/references.js';
+import { parseDigest } from '../../src/core/oci/digest.js';
+import { keys, objects } from '../../src/core/registry/keys.js';
+import { streamOf } from '../../src/core/streams.js';
+import { testApp } from '../support/app.js';
+import { artifact, image, index, randomBlob, type Blob } from '../support/images.js';
+import { mirrorTest } from '../support/mirror.js';
+
+/**
+ * Garbage collection through the registry: what pushes, deletes and mounts leave referenced,
+ * and what a run (Registry.gc, core/gc/run.ts) then deletes. Runs with no grace unless a test is
+ * about the grace; time moves only through the TestClock.
+ */
+
+const HOUR = 60 * 60_000;
+
+type T = ReturnType<typeof testApp>;
+
+const stored = (t: T, b: Blob) => t.store.objects.has(objects.content(parseDigest(b.digest)));
+const gc = (t: T, graceMs = 0, dryRun = false) => t.registry.gc({ graceMs, dryRun });
+const del = (t: T, path: string) => t.request(path, { method: 'DELETE' });
+
+async function pulled(t: T, name: string, b: Blob): Promise<boolean> {
+  const res = await t.request(`/v2/${name}/blobs/${b.digest}`);
+  if (res.status !== 200) return false;
+  return Buffer.from(await res.arrayBuffer()).equals(b.bytes);
+}
+
+describe('garbage collection', () => {
+  it('deletes nothing that a link, a manifest or another repository still holds', async () => {
+    const t = testApp();
+    const img = image({ layers: [100, 200] });
+    await t.pushImage('a', img, 'v1');
+    await t.pushBlob('b', img.layers[0]!);
+    expect((await gc(t)).deleted).toBe(0);
+    // Unlinked from `a`, but a's manifest names it, and `b` links it.
+    expect((await del(t, `/v2/a/blobs/${img.layers[0]!.digest}`)).status).toBe(202);
+    expect((await del(t, `/v2/a/blobs/${img.layers[1]!.digest}`)).status).toBe(202);
+    expect((await gc(t)).deleted).toBe(0);
+    for (const b of [img.config, ...img.layers, img.manifest]) expect(stored(t, b)).toBe(true);
+    expect((await t.request(`/v2/a/manifests/v1`)).status).toBe(200);
+    expect(await pulled(t, 'b', img.layers[0]!)).toBe(true);
+  });
+
+  it('deletes a manifest and what only it named once the manifest is deleted, and nothing shared', async () => {
+    const t = testApp();
+    const img = image({ layers: [100, 200] });
+    await t.pushImage('a', img, 'v1');
+    await t.pushBlob('b', img.layers[0]!);
+    for (const b of [img.config, ...img.layers]) expect((await del(t, `/v2/a/blobs/${b.digest}`)).status).toBe(202);
+    expect((await del(t, `/v2/a/manifests/${img.manifest.digest}`)).status).toBe(202);
+    const report = await gc(t);
+    expect(report.deleted).toBe(3);
+    expect(report.deletedBytes).toBe(img.config.size + img.layers[1]!.size + img.manifest.size);
+    expect(stored(t, img.manifest)).toBe(false);
+    expect(stored(t, img.config)).toBe(false);
+    expect(stored(t, img.layers[1]!)).toBe(false);
+    expect(stored(t, img.layers[0]!)).toBe(true);
+    expect(await pulled(t, 'b', img.layers[0]!)).toBe(true);
+    // A second run has nothing left to do.
+    expect((await gc(t)).examined).toBe(0);
+  });
+
+  it('keeps the children of an index until the index goes, and a referrer beside its subject', async () => {
+    const t = testApp();
+    const amd = image({ layers: [50] });
+    const arm = image({ layers: [60] });
+    await t.pushImage('multi', amd, amd.manifest.digest);
+    await t.pushImage('multi', arm, arm.manifest.digest);
+    const list = index([
+      { manifest: amd.manifest, arch: 'amd64' },
+      { manifest: arm.manifest, arch: 'arm64' },
+    ]);
+    expect((await t.pushManifest('multi', 'v1', list)).status).toBe(201);
+    const sig = artifact(amd.manifest, 'application/vnd.example.signature');
+    await t.pushImage('multi', sig, sig.manifest.digest);
+    for (const m of [amd.manifest, arm.manifest]) expect((await del(t, `/v2/multi/manifests/${m.digest}`)).status).toBe(202);
+    for (const b of [amd.config, arm.config, ...amd.layers, ...arm.layers]) await del(t, `/v2/multi/blobs/${b.digest}`);
+    // The children's records are gone, and with them the references to their configs and layers,
+    // which go; the index still names the children, whose bytes stay.
+    expect((await gc(t)).deleted).toBe(4);
+    expect(stored(t, amd.manifest) && stored(t, arm.manifest)).toBe(true);
+    expect((await del(t, `/v2/multi/manifests/${list.digest}`)).status).toBe(202);
+    // Both children and the index.
+    expect((await gc(t)).deleted).toBe(3);
+    expect(stored(t, sig.manifest)).toBe(true);
+    expect((await t.request(`/v2/multi/referrers/${amd.manifest.digest}`)).status).toBe(200);
+  });
+
+  it('keeps garbage for the grace period, counted from when it became garbage', async () => {
+    const t = testApp();
+    const b = randomBlob(300);
+    await t.pushBlob('a', b);
+    t.clock.advance(2 * HOUR);
+    expect((await del(t, `/v2/a/blobs/${b.digest}`)).status).toBe(202);
+    t.clock.advance(HOUR - 1);
+    expect((await gc(t, HOUR)).deleted).toBe(0);
+    t.clock.advance(1);
+    const report = await gc(t, HOUR);
+    expect(report.outcomes).toEqual({ deleted: 1 });
+    expect(report.deleted).toBe(1);
+    expect(stored(t, b)).toBe(false);
+  });
+
+  it('keeps bytes pushed and not yet linked by a manifest for the grace period', async () => {
+    const t = testApp();
+    const b = randomBlob(300);
+    // A blob uploaded and then unlinked before any manifest: stored just now, so young.
+    await t.pushBlob('a', b);
+    expect((await del(t, `/v2/a/blobs/${b.digest}`)).status).toBe(202);
+    expect((await gc(t, HOUR)).outcomes).toMatchObject({ young: 1 });
+    expect(stored(t, b)).toBe(true);
+  });
+
+  it('a dry run says what a run would delete and changes nothing', async () => {
+    const t = testApp();
+    const keep = randomBlob(10);
+    const drop = randomBlob(20);
+    await t.pushBlob('a', keep);
+    await t.pushBlob('a', drop);
+    await del(t, `/v2/a/blobs/${drop.digest}`);
+    const said: string[] = [];
+    const dry = await t.registry.gc({ graceMs: 0, dryRun: true, onDelete: (d) => said.push(d) });
+    expect(dry).toMatchObject({ dryRun: true, deleted: 1, deletedBytes: 20 });
+    expect(said).toEqual([drop.digest]);
+    expect(stored(t, drop)).toBe(true);
+    expect((await gc(t)).deleted).toBe(1);
+    expect(stored(t, drop)).toBe(false);
+    expect(stored(t, keep)).toBe(true);
+  });
+
+  it('content pushed again after its deletion is stored and served again', async () => {
+    const t = testApp();
+    const b = randomBlob(100);
+    await t.pushBlob('a', b);
+    await del(t, `/v2/a/blobs/${b.digest}`);
+    expect((await gc(t)).deleted).toBe(1);
+    // A mount from a repository that lost it finds nothing; the push stores it anew.
+    expect((await t.request(`/v2/c/blobs/uploads/?mount=${b.digest}&from=a`, { method: 'POST' })).status).toBe(202);
+    await t.pushBlob('a', b);
+    expect(await pulled(t, 'a', b)).toBe(true);
+    expect((await gc(t)).deleted).toBe(0);
+  });
+
+  it('refuses a manifest whose blob was collected after the existence check, with MANIFEST_BLOB_UNKNOWN', async () => {
+    const t = testApp();
+    const img = image({ layers: [40] });
+    for (const b of [img.config, ...img.layers]) await t.pushBlob('a', b);
+    // The check finds the link; the layer is then unlinked and collected before its reference is made.
+    const original = t.index.list.bind(t.index);
+    let raced = false;
+    t.index.list = (async (...args: Parameters<typeof original>) => {
+      if (!raced && args[0] === `ref#${img.layers[0]!.digest}`) raced = true;
+      return original(...args);
+    }) as typeof original;
+    const get = t.index.get.bind(t.index);
+    let collected = false;
+    t.index.get = (async (key: { pk: string; sk: string }) => {
+      // The put of the manifest's reference to the layer is followed by this read of its state.
+      if (!collected && key.pk === 'content' && key.sk === img.layers[0]!.digest) {
+        collected = true;
+        await t.index.delete(keys.blobLink('a', img.layers[0]!.digest));
+        await t.index.put({ pk: 'content', sk: img.layers[0]!.digest }, { state: 'deleted', since: t.clock.now(), by: 'run', done: true });
+      }
+      return get(key);
+    }) as typeof get;
+    const res = await t.pushManifest('a', 'v1', img.manifest);
+    expect(res.status).toBe(400);
+    expect(((await res.json()) as { errors: Array<{ code: string }> }).errors[0]!.code).toBe('MANIFEST_BLOB_UNKNOWN');
+    // Nothing of the refused push holds anything.
+    const held = [];
+    for await (const r of listReferences({ index: t.index }, img.config.digest)) held.push(r.kind);
+    expect(held).toEqual(['link']);
+  });
+
+  it('backfills the references of links and manifests written before references existed, then collects only orphans', async () => {
+    const t = testApp();
+    const img = image({ layers: [70] });
+    const orphan = randomBlob(33);
+    // As an older Outpost left them: links and a record with no references, and bytes no one names.
+    for (const b of [img.config, ...img.layers, img.manifest, orphan]) {
+      await t.store.put(objects.content(parseDigest(b.digest)), streamOf(new Uint8Array(b.bytes)), b.size);
+    }
+    await t.index.put(keys.repo('old'), { created: 0 });
+    for (const b of [img.config, ...img.layers]) await t.index.put(keys.blobLink('old', b.digest), { size: b.size });
+    await t.index.put(keys.manifest('old', img.manifest.digest), { digest: img.manifest.digest, mediaType: img.manifest.mediaType, size: img.manifest.size });
+    const report = await gc(t);
+    expect(report.backfill).toEqual({ links: 2, manifests: 1, objects: 4 });
+    expect(report.deleted).toBe(1);
+    expect(stored(t, orphan)).toBe(false);
+    // The old links now stand on references: unlinking the layer keeps it for the manifest.
+    expect((await del(t, `/v2/old/blobs/${img.layers[0]!.digest}`)).status).toBe(202);
+    expect((await gc(t)).deleted).toBe(0);
+    expect((await del(t, `/v2/old/manifests/${img.manifest.digest}`)).status).toBe(202);
+    expect((await gc(t)).deleted).toBe(2);
+    expect(stored(t, img.config)).toBe(true);
+    expect((await gc(t)).backfill).toBeUndefined();
+  });
+});
+
+describe('garbage collection of mirrored content', () => {
+  it('a fill links what it stored before its hold ends; collected once unlinked, the next pull fills again', async () => {
+    const t = mirrorTest();
+    const img = image({ layers: [200_000] });
+    const layer = img.layers[0]!;
+    t.up.addImage('library/app', 'v1', img);
+    expect((await t.request('/v2/up/library/app/manifests/v1')).status).toBe(200);
+    const path = `/v2/up/library/app/blobs/${layer.digest}`;
+    expect(Buffer.from(await (await t.request(path)).arrayBuffer()).equals(layer.bytes)).toBe(true);
+    const registry = t.instances[0]!.registry;
+    const links = async () => {
+      const found: string[] = [];
+      for await (const r of listReferences({ index: t.index }, layer.digest)) if (r.kind === 'link') found.push(r.repository);
+      return found;
+    };
+    for (let i = 0; i < 100 && (await links()).length === 0; i++) await new Promise((r) => setTimeout(r, 5));
+    const [name] = await links();
+    expect(name).toBeDefined();
+    expect((await registry.gc({ graceMs: 0 })).deleted).toBe(0);
+    // Retention's part, by hand: the mirrored link goes; the manifest still names the layer.
+    await registry.blobs.delete(name!, parseDigest(layer.digest));
+    expect((await registry.gc({ graceMs: 0 })).deleted).toBe(0);
+    const manifest = (await registry.manifests.resolve(name!, { kind: 'tag', tag: 'v1' }))?.digest ?? img.manifest.digest;
+    await registry.manifests.delete(name!, { kind: 'digest', digest: parseDigest(manifest) });
+    const report = await registry.gc({ graceMs: 0 });
+    expect(report.deleted).toBeGreaterThanOrEqual(1);
+    expect(t.store.objects.has(objects.content(parseDigest(layer.digest)))).toBe(false);
+    // A clean miss: the mirror asks the upstream again, and serves the whole blob.
+    const res = await t.request(path);
+    expect(res.status).toBe(200);
+    expect(Buffer.from(await res.arrayBuffer()).equals(layer.bytes)).toBe(true);
+    expect(t.blobGets(layer.digest)).toHaveLength(2);
+  });
+});
