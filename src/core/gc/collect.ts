@@ -60,6 +60,8 @@ export interface CollectOptions {
   now?: number;
   /** Names this run in the states it writes; a fresh id by default. */
   runId?: string;
+  /** Told the size of the bytes this run is about to delete (undefined: none were there), before the delete. */
+  deleting?: (size: number | undefined) => void;
 }
 
 export async function collect(ports: GcPorts, digest: Digest, options: CollectOptions): Promise<CollectOutcome> {
@@ -131,6 +133,7 @@ export async function collect(ports: GcPorts, digest: Digest, options: CollectOp
     deleted = { version, since };
   }
 
+  if (options.deleting) options.deleting((await ports.store.stat(objects.content(digest)))?.size);
   // No new bytes can be written at the key until this tombstone is done or older than the
   // window plus the clock skew (prepareStore), so a delete sent within the window hits only the
   // bytes this run decided on.

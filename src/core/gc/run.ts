@@ -64,10 +64,18 @@ export async function runGc(ports: GcPorts, options: GcRunOptions): Promise<GcRe
       } catch {
         continue;
       }
+      // Young by its note alone: no read needed (collect would answer the same).
+      if (ports.clock.now() - candidate.since < options.graceMs) {
+        report.outcomes.young = (report.outcomes.young ?? 0) + 1;
+        continue;
+      }
       try {
-        const size = (await ports.store.stat(objects.content(digest)))?.size;
-        const outcome = report.dryRun ? await wouldDelete(ports, digest, options.graceMs) : await collect(ports, digest, { graceMs: options.graceMs, runId });
+        let size: number | undefined;
+        const outcome = report.dryRun
+          ? await wouldDelete(ports, digest, options.graceMs, (s) => (size = s))
+          : await collect(ports, digest, { graceMs: options.graceMs, runId, deleting: (s) => (size = s) });
         report.outcomes[outcome] = (report.outcomes[outcome] ?? 0) + 1;
+        // Counted when there were bytes to delete: a candidate whose bytes never arrived (a refused push) is only settled.
         if (outcome === 'deleted' && size !== undefined) {
           report.deleted++;
           report.deletedBytes += size;
@@ -83,12 +91,14 @@ export async function runGc(ports: GcPorts, options: GcRunOptions): Promise<GcRe
   return report;
 }
 
-/** What collect would answer now, reading only: 'deleted' if it would delete, else 'kept'. */
-async function wouldDelete(ports: GcPorts, digest: Digest, graceMs: number): Promise<'deleted' | 'kept'> {
+/** What collect would answer now, reading only: 'deleted' if it would delete (with its size told), else 'kept'. */
+async function wouldDelete(ports: GcPorts, digest: Digest, graceMs: number, deleting: (size: number | undefined) => void): Promise<'deleted' | 'kept'> {
   const [noted, state] = await Promise.all([ports.index.get<{ since: number }>(gcKeys.candidate(digest.value)), readState(ports.index, digest.value)]);
   const v = state?.value;
   if (!noted || (v && v.state !== 'live')) return 'kept';
   const now = ports.clock.now();
   if (now - Math.max(noted.value.since, v?.since ?? -Infinity) < graceMs) return 'kept';
-  return (await firstReference(ports, digest.value)) === undefined ? 'deleted' : 'kept';
+  if ((await firstReference(ports, digest.value)) !== undefined) return 'kept';
+  deleting((await ports.store.stat(objects.content(digest)))?.size);
+  return 'deleted';
 }
