@@ -55,11 +55,12 @@ const COMMANDS: Record<string, Command> = {
 const GC_USAGE = `usage: outpost gc [--dry-run] [--grace DURATION]
 
 One garbage-collection run on the store the OUTPOST_* settings name, beside any servers on it:
-deletes blobs and manifests that nothing has referenced for the grace period (gc.grace in the
+evicts mirrored content by gc.mirror (maximum age, size budget; none unless configured), deletes
+blobs and manifests that nothing has referenced for the grace period (gc.grace in the
 configuration document, default 1d), then what crashed writes and abandoned uploads left.
   --dry-run          delete nothing; print what a run now would delete
   --grace DURATION   this run's grace period instead, like 0s, 30m, 24h (0s: all garbage now)
-Prints one line per object deleted (or that would be), then the totals.
+Prints one line per item evicted and per object deleted (or that would be), then the totals.
 `;
 
 const SIGNAL_ECHO_MS = 500;
@@ -199,7 +200,20 @@ async function gc(args: string[], io: Io): Promise<number> {
   try {
     const { registry } = outpostApp(config, adapters);
     const verb = dryRun ? 'would delete' : 'deleted';
-    const report = await registry.gc({ graceMs, dryRun, onDelete: (digest, size) => io.out(`${verb} ${digest} (${size} bytes)\n`) });
+    const report = await registry.gc({
+      graceMs,
+      dryRun,
+      retention: config.gc.mirror,
+      onEvict: (item, reason) => io.out(`${dryRun ? 'would evict' : 'evicted'} ${item.name}@${item.digest} (${item.kind}, ${item.size} bytes, ${reason})\n`),
+      onDelete: (digest, size) => io.out(`${verb} ${digest} (${size} bytes)\n`),
+    });
+    if (report.retention) {
+      const r = report.retention;
+      io.out(
+        `outpost gc: mirror retention: ${r.items} cached items, ${r.cachedBytes} bytes; ${dryRun ? 'would evict' : 'evicted'} ` +
+          `${r.evicted.age} by age and ${r.evicted.budget} by size budget, ${r.evictedBytes} bytes\n`,
+      );
+    }
     if (report.backfill) {
       const b = report.backfill;
       io.out(`outpost gc: first run on this store: made the references of ${b.links} links and ${b.manifests} manifests, noted ${b.objects} stored objects\n`);

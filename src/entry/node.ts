@@ -8,7 +8,7 @@ import { FsBlobStore } from '../adapters/local/fs-blob-store.js';
 import { SqliteMetaIndex } from '../adapters/local/sqlite-meta-index.js';
 import { DEFAULT_RECLAIM_AGE_MS, type BlobStore } from '../ports/blob-store.js';
 import { systemClock } from '../ports/clock.js';
-import type { GcReport } from '../core/gc/run.js';
+import type { RegistryGcReport } from '../core/registry/registry.js';
 import type { MetaIndex } from '../ports/meta-index.js';
 import { cloudAdapters } from './cloud.js';
 import { MAX_DOCUMENT_BYTES } from './config/document.js';
@@ -96,7 +96,7 @@ export async function startNode(config: Config, log?: Log): Promise<NodeServer> 
     registry.reclaim({ olderThanMs: DEFAULT_RECLAIM_AGE_MS }).then((report) => log?.write('info', { msg: 'reclaimed leftovers', ...report })),
   );
   const collect = background(log, 'garbage collection', () =>
-    registry.gc({ graceMs: config.gc.graceMs }).then((report) => log?.write('info', { msg: 'garbage collection', ...summary(report) })),
+    registry.gc({ graceMs: config.gc.graceMs, retention: config.gc.mirror }).then((report) => log?.write('info', { msg: 'garbage collection', ...summary(report) })),
   );
   reclaim.run();
   const timers = [setInterval(reclaim.run, RECLAIM_INTERVAL_MS)];
@@ -151,7 +151,7 @@ function background(log: Log | undefined, what: string, pass: () => Promise<unkn
 }
 
 /** A GC report as one log line's fields. */
-export function summary(report: GcReport): Record<string, unknown> {
+export function summary(report: RegistryGcReport): Record<string, unknown> {
   return {
     dryRun: report.dryRun,
     examined: report.examined,
@@ -160,6 +160,7 @@ export function summary(report: GcReport): Record<string, unknown> {
     failed: report.failed,
     ...report.outcomes,
     ...(report.backfill ? { backfill: report.backfill } : {}),
+    ...(report.retention ? { evicted: report.retention.evicted, evictedBytes: report.retention.evictedBytes, cachedBytes: report.retention.cachedBytes } : {}),
   };
 }
 

@@ -218,13 +218,11 @@ describe('garbage collection of mirrored content', () => {
     const [name] = await links();
     expect(name).toBeDefined();
     expect((await registry.gc({ graceMs: 0 })).deleted).toBe(0);
-    // Retention's part, by hand: the mirrored link goes; the manifest still names the layer.
+    // Retention's part, by hand: the mirrored link goes. A mirrored manifest names nothing, so
+    // the layer goes with the next run although the manifest stays.
     await registry.blobs.delete(name!, parseDigest(layer.digest));
-    expect((await registry.gc({ graceMs: 0 })).deleted).toBe(0);
-    const manifest = (await registry.manifests.resolve(name!, { kind: 'tag', tag: 'v1' }))?.digest ?? img.manifest.digest;
-    await registry.manifests.delete(name!, { kind: 'digest', digest: parseDigest(manifest) });
-    const report = await registry.gc({ graceMs: 0 });
-    expect(report.deleted).toBeGreaterThanOrEqual(1);
+    expect((await registry.gc({ graceMs: 0 })).deleted).toBe(1);
+    expect((await t.request(`/v2/up/library/app/manifests/v1`)).status).toBe(200);
     expect(await t.store.stat(objects.content(parseDigest(layer.digest)))).toBeUndefined();
     // A clean miss: the mirror asks the upstream again, and serves the whole blob.
     const res = await t.request(path);

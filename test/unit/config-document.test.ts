@@ -186,9 +186,9 @@ describe('the configuration document', () => {
     [
       'a size that is not one',
       'mirror:\n  fillPartSize: 8 megs',
-      ['mirror.fillPartSize: must be a size: bytes as an integer, or like 512KiB, 8MiB, 1GiB, 8MB; got "8 megs"'],
+      ['mirror.fillPartSize: must be a size: bytes as an integer, or like 512KiB, 8MiB, 1GiB, 2TiB, 8MB; got "8 megs"'],
     ],
-    ['a fractional size', 'mirror:\n  fillPartSize: 8388608.5', ['mirror.fillPartSize: must be a size: bytes as an integer, or like 512KiB, 8MiB, 1GiB, 8MB; got 8388608.5']],
+    ['a fractional size', 'mirror:\n  fillPartSize: 8388608.5', ['mirror.fillPartSize: must be a size: bytes as an integer, or like 512KiB, 8MiB, 1GiB, 2TiB, 8MB; got 8388608.5']],
     ['a short lease', 'mirror:\n  fillLease: 1s', ['mirror.fillLease: must be from 5s to 10m, got "1s"']],
     ['a long lease', 'mirror:\n  fillLease: 11m', ['mirror.fillLease: must be from 5s to 10m, got "11m"']],
     ['fill memory beyond 1 GiB', 'mirror:\n  fillMemory: 2GiB', ['mirror.fillMemory: must be from 10MiB to 1GiB, got "2GiB"']],
@@ -313,16 +313,20 @@ describe('the configuration document', () => {
     const gcOf = (text: string) => readConfig({ OUTPOST_CONFIG: text }, 'node').gc;
 
     it('reads the grace and the interval, and defaults both', () => {
-      expect(gcOf('gc:\n  grace: 2h\n  interval: 15m\n')).toEqual({ graceMs: 2 * 3600_000, intervalMs: 15 * 60_000 });
-      expect(gcOf('gc:\n  interval: 0\n')).toEqual({ graceMs: 24 * 3600_000, intervalMs: 0 });
-      expect(gcOf('')).toEqual({ graceMs: 24 * 3600_000, intervalMs: 3600_000 });
+      expect(gcOf('gc:\n  grace: 2h\n  interval: 15m\n')).toEqual({ graceMs: 2 * 3600_000, intervalMs: 15 * 60_000, mirror: {} });
+      expect(gcOf('gc:\n  interval: 0\n')).toEqual({ graceMs: 24 * 3600_000, intervalMs: 0, mirror: {} });
+      expect(gcOf('')).toEqual({ graceMs: 24 * 3600_000, intervalMs: 3600_000, mirror: {} });
+      expect(gcOf('gc:\n  mirror:\n    maxAge: 30d\n    sizeBudget: 2TiB\n').mirror).toEqual({ maxAgeMs: 30 * 24 * 3600_000, budgetBytes: 2 * 1024 ** 4 });
     });
 
     it.each([
       ['grace: 1s', 'gc.grace: must be from 1m to 365d, got "1s"'],
       ['interval: soon', 'gc.interval: must be a duration like 30s, 5m, 24h, got "soon"'],
-      ['graceful: 1h', 'gc.graceful: unknown key; the known keys are grace, interval'],
-      ['mirror: { maxAge: 30d }', 'gc.mirror: retention of mirrored content (maximum age, size budget) is not supported by this version of Outpost yet; nothing would be evicted'],
+      ['graceful: 1h', 'gc.graceful: unknown key; the known keys are grace, interval, mirror'],
+      ['hosted: { keepTags: 3 }', 'gc.hosted: retention policies for hosted content are not supported by this version of Outpost yet; nothing would be evicted'],
+      ['mirror: { maxAge: 5m }', 'gc.mirror.maxAge: must be from 1h to 3650d, got "5m"'],
+      ['mirror: { sizeBudget: 1KiB }', 'gc.mirror.sizeBudget: must be from 1MiB to 1024TiB, got "1KiB"'],
+      ['mirror: { budget: 1GiB }', 'gc.mirror.budget: unknown key; the known keys are maxAge, sizeBudget'],
     ])('refuses %s', (line, expected) => {
       expect(problems(`gc:\n  ${line}\n`)).toEqual([expected]);
     });

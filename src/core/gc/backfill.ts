@@ -1,10 +1,11 @@
 import { MAX_LIST_KEYS } from '../../ports/blob-store.js';
-import { MAX_LIST_LIMIT, type ItemKey, type Json } from '../../ports/meta-index.js';
+import type { Item, ItemKey, Json } from '../../ports/meta-index.js';
 import { parseDigest } from '../oci/digest.js';
 import { MAX_MANIFEST_BYTES, parseManifest } from '../oci/manifest.js';
 import type { BlobLink } from '../registry/blobs.js';
 import { keys, objects } from '../registry/keys.js';
 import { namedDigests, tooLarge, type ManifestRecord } from '../registry/manifests.js';
+import { allItems } from '../registry/pages.js';
 import { readCapped } from '../streams.js';
 import { addReference, gcKeys, references, removeReference, type GcPorts } from './references.js';
 
@@ -44,12 +45,13 @@ export interface BackfillReport {
 export async function backfill(ports: GcPorts): Promise<BackfillReport | undefined> {
   if (await ports.index.get(MARKER)) return undefined;
   const report: BackfillReport = { links: 0, manifests: 0, objects: 0 };
-  for await (const repository of items<Json>(ports, keys.reposPartition)) {
-    for await (const link of items<BlobLink & Json>(ports, keys.blobLink(repository.sk, '').pk)) {
-      if (link.value.ref === undefined && (await backfillLink(ports, repository.sk, link.sk, link))) report.links++;
+  for await (const repository of allItems<Json>(ports.index, keys.reposPartition)) {
+    for await (const link of allItems<BlobLink & Json>(ports.index, keys.blobLink(repository.sk, '').pk)) {
+      if (link.item.value.ref === undefined && (await backfillLink(ports, repository.sk, link))) report.links++;
     }
-    for await (const record of items<ManifestRecord & Json>(ports, keys.manifest(repository.sk, '').pk)) {
-      if (!record.value.nonce && (await backfillRecord(ports, repository.sk, record))) report.manifests++;
+    // A record from before references has no link reference (a mirrored one has no nonce, by design).
+    for await (const record of allItems<ManifestRecord & Json>(ports.index, keys.manifest(repository.sk, '').pk)) {
+      if (record.item.value.ref === undefined && (await backfillRecord(ports, repository.sk, record))) report.manifests++;
     }
   }
   let after: string | undefined;
@@ -68,7 +70,7 @@ export async function backfill(ports: GcPorts): Promise<BackfillReport | undefin
   return report;
 }
 
-async function backfillLink(ports: GcPorts, repository: string, digest: string, link: Listed<BlobLink & Json>): Promise<boolean> {
+async function backfillLink(ports: GcPorts, repository: string, { sk: digest, item: link }: Listed<BlobLink & Json>): Promise<boolean> {
   const ref = references.blobLink(repository);
   const added = await addReference(ports, digest, ref);
   if (!added.held) return false;
@@ -78,8 +80,7 @@ async function backfillLink(ports: GcPorts, repository: string, digest: string, 
   return false;
 }
 
-async function backfillRecord(ports: GcPorts, repository: string, record: Listed<ManifestRecord & Json>): Promise<boolean> {
-  const digest = record.sk;
+async function backfillRecord(ports: GcPorts, repository: string, { sk: digest, item: record }: Listed<ManifestRecord & Json>): Promise<boolean> {
   const nonce = crypto.randomUUID().replace(/-/g, '').slice(0, 16);
   const object = await ports.store.get(objects.content(parseDigest(digest)));
   const named: Array<[string, number]> = [];
@@ -102,21 +103,7 @@ async function backfillRecord(ports: GcPorts, repository: string, record: Listed
   return false;
 }
 
-interface Listed<T extends Json> {
-  sk: string;
-  value: T;
-  version: number;
-}
-
-async function* items<T extends Json>(ports: GcPorts, partition: string): AsyncGenerator<Listed<T>> {
-  let after: string | undefined;
-  for (;;) {
-    const page = await ports.index.list<T>(partition, { after, limit: MAX_LIST_LIMIT });
-    for (const { sk, item } of page) yield { sk, value: item.value, version: item.version };
-    if (page.length < MAX_LIST_LIMIT) return;
-    after = page[page.length - 1]!.sk;
-  }
-}
+type Listed<T extends Json> = { sk: string; item: Item<T> };
 
 /** blobs/<algorithm>/<two hex>/<hex> -> <algorithm>:<hex>; anything else (a stray object) is skipped. */
 function digestOfKey(key: string): string | undefined {

@@ -1,3 +1,5 @@
+import type { RetentionPolicy } from '../mirror/retention.js';
+
 /** Garbage-collection settings: the `gc:` section of the configuration document (entry/config/gc.ts). */
 export interface GcConfig {
   /**
@@ -8,10 +10,12 @@ export interface GcConfig {
   graceMs: number;
   /** How often a Node server runs a collection; 0: never (run `outpost gc` from cron instead). */
   intervalMs: number;
+  /** Retention of mirrored content, run before each collection: evict by age, by size budget (none by default). */
+  mirror: RetentionPolicy;
 }
 
 /** A day: the longest a client plausibly takes between pushing a layer and its manifest. */
 export const DEFAULT_GC_GRACE_MS = 24 * 60 * 60_000;
 export const DEFAULT_GC_INTERVAL_MS = 60 * 60_000;
 
-export const DEFAULT_GC_CONFIG: GcConfig = { graceMs: DEFAULT_GC_GRACE_MS, intervalMs: DEFAULT_GC_INTERVAL_MS };
+export const DEFAULT_GC_CONFIG: GcConfig = { graceMs: DEFAULT_GC_GRACE_MS, intervalMs: DEFAULT_GC_INTERVAL_MS, mirror: {} };

@@ -10,6 +10,7 @@ import { keys } from '../registry/keys.js';
 import type { Upstream } from '../../ports/upstream.js';
 import { upstreamError } from './failures.js';
 import type { Defer, Fills } from './fills.js';
+import type { Touches } from './retention.js';
 import type { Target } from './routing.js';
 
 /**
@@ -44,6 +45,8 @@ export interface MirrorBlobDeps {
   blobs: Blobs;
   fills: Fills;
   upstream: (name: string) => Upstream;
+  /** Last-pulled times for retention (retention.ts). */
+  touches: Touches;
 }
 
 export class MirrorBlobs {
@@ -89,6 +92,7 @@ export class MirrorBlobs {
     try {
       const read = await this.deps.blobs.read(target.name, digest, range);
       this.deps.metrics.count('outpost_cache_hits_total', { kind: 'blob' });
+      this.deps.touches.touch(target.name, digest.value);
       return { ...read, source: 'cache' };
     } catch (err) {
       if (err instanceof OciError && err.kind === 'BLOB_UNKNOWN') return undefined;

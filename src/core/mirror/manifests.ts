@@ -11,6 +11,7 @@ import type { ByteStream } from '../streams.js';
 import type { Json } from '../../ports/meta-index.js';
 import type { Upstream, UpstreamManifest, UpstreamResult } from '../../ports/upstream.js';
 import { errorOf, recordOf, upstreamError, type FailureRecord } from './failures.js';
+import type { Touches } from './retention.js';
 import type { Target } from './routing.js';
 
 /**
@@ -59,6 +60,8 @@ export interface MirrorManifestDeps {
   upstream: (name: string) => Upstream;
   instance: string;
   sleep: (ms: number) => Promise<void>;
+  /** Last-pulled times for retention (retention.ts). */
+  touches: Touches;
 }
 
 type Target_ = Extract<Target, { kind: 'mirror' }>;
@@ -70,6 +73,7 @@ export class MirrorManifests {
     const read = reference.kind === 'digest' ? await this.byDigest(target, reference.digest) : await this.byTag(target, reference.tag);
     const { metrics } = this.deps;
     metrics.count(read.cached ? 'outpost_cache_hits_total' : 'outpost_cache_misses_total', { kind: 'manifest' });
+    if (read.cached) this.deps.touches.touch(target.name, read.record.digest);
     if (read.warning) metrics.count('outpost_stale_serves_total');
     if (method === 'HEAD') return read;
     const object = await this.deps.ctx.store.get(objects.content(parseStored(read.record.digest)));
@@ -223,7 +227,9 @@ export class MirrorManifests {
     const parsed = parseManifest(bytes, answer.mediaType);
     if (!parsed.ok) throw invalid(parsed.reason);
     await this.vouch(target.name, parsed.manifest);
-    return this.deps.manifests.putMirrored(target.name, digest, bytes, answer.mediaType || parsed.manifest.mediaType, parsed.manifest);
+    const record = await this.deps.manifests.putMirrored(target.name, digest, bytes, answer.mediaType || parsed.manifest.mediaType, parsed.manifest);
+    this.deps.touches.touch(target.name, record.digest);
+    return record;
   }
 
   /** The upstream named these blobs in this repository's manifest: they may be served for it. */

@@ -15,6 +15,7 @@ import type { MirrorConfig } from './config.js';
 import { upstreamError } from './failures.js';
 import { Fills } from './fills.js';
 import { MirrorManifests } from './manifests.js';
+import { retain, Touches, type RetainOptions, type RetentionDeps, type RetentionPolicy, type RetentionReport } from './retention.js';
 import { route, type Target } from './routing.js';
 import { TtlCache } from './ttl-cache.js';
 
@@ -65,17 +66,31 @@ export class Mirror {
       return client;
     };
     this.upstream = upstream;
+    const touches = new Touches(ctx.index, ctx.clock);
     this.fills = new Fills({
       ctx,
       metrics: this.metrics,
       budget: new ByteBudget(deps.config.fillMemoryBytes),
       upstream,
-      link: (name, digest, size) => blobs.link(name, digest, size),
+      // A fill's bytes are linked into the repository that asked, which counts as its first pull.
+      link: async (name, digest, size) => {
+        const linked = await blobs.link(name, digest, size);
+        if (linked) touches.touch(name, digest);
+        return linked;
+      },
       options: { partBytes: deps.config.fillPartBytes, leaseMs: deps.config.fillLeaseMs, instance, sleep },
     });
-    this.manifests = new MirrorManifests({ ctx, metrics: this.metrics, manifests, upstream, instance, sleep });
-    this.blobs = new MirrorBlobs({ ctx, metrics: this.metrics, blobs, fills: this.fills, upstream });
+    this.manifests = new MirrorManifests({ ctx, metrics: this.metrics, manifests, upstream, instance, sleep, touches });
+    this.blobs = new MirrorBlobs({ ctx, metrics: this.metrics, blobs, fills: this.fills, upstream, touches });
+    this.retention = { index: ctx.index, clock: ctx.clock, blobs, manifests, config: deps.config };
     this.listings = new TtlCache(ctx.clock, LISTING_CACHE_ENTRIES, LISTING_CACHE_BYTES);
+  }
+
+  private readonly retention: RetentionDeps;
+
+  /** One retention pass over the mirrored content (retention.ts): evicts by age and size budget. */
+  retain(policy: RetentionPolicy, options: RetainOptions = {}): Promise<RetentionReport> {
+    return retain(this.retention, policy, options);
   }
 
   /** Where a request for `name` goes (see routing.ts); throws for an unknown `ns` or a name the content rules refuse. */

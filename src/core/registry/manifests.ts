@@ -147,8 +147,10 @@ export class Manifests {
       const existing = await this.ctx.index.get<ManifestRecord & Json>(key);
       if (existing && type === 'first' && existing.value.mediaType !== mediaType) throw typeFixed(digest.value, existing.value.mediaType, mediaType);
       // A record written again keeps its nonce: the references its first write made stay its own.
-      record.nonce = existing?.value.nonce ?? newNonce();
-      const made = await this.holdNamed(name, digest.value, record.nonce, named, type === 'first');
+      // A mirrored manifest names nothing (no nonce): what it names is fetched, kept and evicted
+      // on its own (core/mirror/retention.ts), and refilled from the upstream when missing.
+      record.nonce = type === 'upstream' ? '' : (existing?.value.nonce ?? newNonce());
+      const made = type === 'upstream' ? new Map<string, number>() : await this.holdNamed(name, digest.value, record.nonce, named);
       const written = await storeContent(
         this.ctx,
         digest,
@@ -187,12 +189,11 @@ export class Manifests {
   }
 
   /**
-   * The references of the record (`nonce`) to each digest it names. A push (`required`) names
-   * only content its existence checks found, so a refusal means it was collected meanwhile:
-   * MANIFEST_BLOB_UNKNOWN, as if the check had missed it. A mirrored manifest names content that
-   * may arrive later or never; what it names that is being collected is filled again on demand.
+   * The references of the record (`nonce`) to each digest it names. A push names only content
+   * its existence checks found, so a refusal means it was collected meanwhile:
+   * MANIFEST_BLOB_UNKNOWN, as if the check had missed it.
    */
-  private async holdNamed(name: string, manifest: string, nonce: string, named: string[], required: boolean): Promise<Map<string, number>> {
+  private async holdNamed(name: string, manifest: string, nonce: string, named: string[]): Promise<Map<string, number>> {
     const made = new Map<string, number>();
     const ports = gcPorts(this.ctx);
     let refused: string | undefined;
@@ -205,7 +206,7 @@ export class Manifests {
         }),
       );
     }
-    if (refused && required) {
+    if (refused) {
       await this.releaseNamed(name, manifest, nonce, made);
       throw new OciError('MANIFEST_BLOB_UNKNOWN', `blob ${refused} was deleted while this manifest was pushed; push it again`, { digest: refused });
     }
@@ -244,13 +245,15 @@ export class Manifests {
    * takes its own away (record). A crash in between leaves references: bytes kept, never lost.
    */
   private async releaseRecord(name: string, record: ManifestRecord): Promise<void> {
-    // A record from before references stands on none (the backfill adds them).
-    if (!record.nonce || record.ref === undefined) return;
-    const d = parseDigest(record.digest);
-    const object = await this.ctx.store.get(objects.content(d));
-    if (object) {
-      const parsed = parseManifest(await readCapped(object.body, MAX_MANIFEST_BYTES, tooLarge), record.mediaType);
-      if (parsed.ok) await this.releaseNamed(name, record.digest, record.nonce, new Map(namedDigests(parsed.manifest).map((x) => [x, undefined])));
+    // A record from before references stands on none (the backfill adds them); a mirrored one names nothing.
+    if (record.ref === undefined) return;
+    if (record.nonce) {
+      const d = parseDigest(record.digest);
+      const object = await this.ctx.store.get(objects.content(d));
+      if (object) {
+        const parsed = parseManifest(await readCapped(object.body, MAX_MANIFEST_BYTES, tooLarge), record.mediaType);
+        if (parsed.ok) await this.releaseNamed(name, record.digest, record.nonce, new Map(namedDigests(parsed.manifest).map((x) => [x, undefined])));
+      }
     }
     await removeReference(gcPorts(this.ctx), record.digest, references.manifestLink(name), record.ref);
   }

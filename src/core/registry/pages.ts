@@ -43,3 +43,14 @@ export async function readPage<T extends Json>(
     after = batch[batch.length - 1]!.sk;
   }
 }
+
+/** Every item of one partition in sort-key order, a page at a time (housekeeping: backfill, retention, deletes). */
+export async function* allItems<T extends Json>(index: MetaIndex, pk: string): AsyncGenerator<{ sk: string; item: Item<T> }> {
+  let after: string | undefined;
+  for (;;) {
+    const batch = await index.list<T>(pk, { after, limit: MAX_LIST_LIMIT });
+    yield* batch;
+    if (batch.length < MAX_LIST_LIMIT) return;
+    after = batch[batch.length - 1]!.sk;
+  }
+}

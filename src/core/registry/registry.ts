@@ -9,6 +9,7 @@ import { Referrers } from './referrers.js';
 import { Tags } from './tags.js';
 import { Uploads } from './uploads.js';
 import { Mirror, type MirrorDeps } from '../mirror/mirror.js';
+import type { RetainOptions, RetentionPolicy, RetentionReport } from '../mirror/retention.js';
 import { DEFAULT_FILL_LEASE_MS, DEFAULT_FILL_MEMORY_BYTES, DEFAULT_FILL_PART_BYTES } from '../mirror/config.js';
 
 export type { RegistryDeps, RegistryOptions } from './context.js';
@@ -25,8 +26,18 @@ export interface Registry {
   mirror: Mirror;
   /** Removes what crashes and abandoned uploads left behind (leftovers.ts); at start-up, hourly, and from `outpost gc`. */
   reclaim(options: ReclaimOptions): Promise<LeftoversReport>;
-  /** One garbage-collection run over the candidates (core/gc/run.ts). */
-  gc(options: GcRunOptions): Promise<GcReport>;
+  /** One retention pass over mirrored content (core/mirror/retention.ts) when a policy is given, then one garbage-collection run (core/gc/run.ts). */
+  gc(options: RegistryGcOptions): Promise<RegistryGcReport>;
+}
+
+export interface RegistryGcOptions extends GcRunOptions {
+  /** Mirrored content to evict first (by age, by size budget); none when absent. */
+  retention?: RetentionPolicy;
+  onEvict?: RetainOptions['onEvict'];
+}
+
+export interface RegistryGcReport extends GcReport {
+  retention?: RetentionReport;
 }
 
 const NO_MIRROR: MirrorDeps = {
@@ -40,6 +51,7 @@ export function createRegistry(deps: RegistryDeps & { mirror?: MirrorDeps }): Re
   const blobs = new Blobs(ctx);
   const tags = new Tags(ctx);
   const manifests = new Manifests(ctx, blobs, tags);
+  const theMirror = new Mirror(ctx, blobs, manifests, mirror ?? NO_MIRROR);
   return {
     blobs,
     uploads: new Uploads(ctx, blobs),
@@ -47,8 +59,13 @@ export function createRegistry(deps: RegistryDeps & { mirror?: MirrorDeps }): Re
     tags,
     referrers: new Referrers(ctx),
     catalog: new Catalog(ctx),
-    mirror: new Mirror(ctx, blobs, manifests, mirror ?? NO_MIRROR),
+    mirror: theMirror,
     reclaim: (options) => reclaimLeftovers(ctx, options),
-    gc: (options) => runGc(gcPorts(ctx), options),
+    gc: async (options) => {
+      // Evicted first, so that a run without grace deletes what it evicted at once.
+      const retention = options.retention ? await theMirror.retain(options.retention, { dryRun: options.dryRun, onEvict: options.onEvict }) : undefined;
+      const report = await runGc(gcPorts(ctx), options);
+      return retention ? { ...report, retention } : report;
+    },
   };
 }

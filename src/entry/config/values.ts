@@ -167,11 +167,11 @@ export function duration(value: unknown, path: string, problems: Problems, range
   return ms;
 }
 
-const SIZE_UNITS = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, kB: 1000, KB: 1000, MB: 1000 ** 2, GB: 1000 ** 3 } as const;
+const SIZE_UNITS = { B: 1, KiB: 1024, MiB: 1024 ** 2, GiB: 1024 ** 3, TiB: 1024 ** 4, kB: 1000, KB: 1000, MB: 1000 ** 2, GB: 1000 ** 3, TB: 1000 ** 4 } as const;
 
 /** 8388608 -> "8MiB": the largest binary unit that divides the size. */
 export function formatSize(bytes: number): string {
-  for (const unit of ['GiB', 'MiB', 'KiB'] as const) {
+  for (const unit of ['TiB', 'GiB', 'MiB', 'KiB'] as const) {
     if (bytes !== 0 && bytes % SIZE_UNITS[unit] === 0) return `${bytes / SIZE_UNITS[unit]}${unit}`;
   }
   return `${bytes}`;
@@ -182,10 +182,10 @@ export function size(value: unknown, path: string, problems: Problems, range: Ra
   if (value === undefined) return range.fallback;
   let bytes: number | undefined;
   if (typeof value === 'number' && Number.isSafeInteger(value) && value >= 0) bytes = value;
-  const m = typeof value === 'string' ? /^(\d{1,12}) ?(B|KiB|MiB|GiB|kB|KB|MB|GB)?$/.exec(value.trim()) : null;
+  const m = typeof value === 'string' ? /^(\d{1,12}) ?(B|KiB|MiB|GiB|TiB|kB|KB|MB|GB|TB)?$/.exec(value.trim()) : null;
   if (m) bytes = Number(m[1]) * SIZE_UNITS[(m[2] ?? 'B') as keyof typeof SIZE_UNITS];
   if (bytes === undefined) {
-    problems.at(path, `must be a size: bytes as an integer, or like 512KiB, 8MiB, 1GiB, 8MB; got ${describe(value)}`);
+    problems.at(path, `must be a size: bytes as an integer, or like 512KiB, 8MiB, 1GiB, 2TiB, 8MB; got ${describe(value)}`);
     return range.fallback;
   }
   if (bytes < range.min || bytes > range.max) {
