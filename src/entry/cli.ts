@@ -55,7 +55,8 @@ const COMMANDS: Record<string, Command> = {
 const GC_USAGE = `usage: outpost gc [--dry-run] [--grace DURATION]
 
 One garbage-collection run on the store the OUTPOST_* settings name, beside any servers on it:
-evicts mirrored content by gc.mirror (maximum age, size budget; none unless configured), deletes
+evicts mirrored content by gc.mirror (maximum age, size budget) and applies the gc.hosted
+policies (none unless configured), deletes
 blobs and manifests that nothing has referenced for the grace period (gc.grace in the
 configuration document, default 1d), then what crashed writes and abandoned uploads left.
   --dry-run          delete nothing; print what a run now would delete
@@ -205,6 +206,8 @@ async function gc(args: string[], io: Io): Promise<number> {
       dryRun,
       retention: config.gc.mirror,
       onEvict: (item, reason) => io.out(`${dryRun ? 'would evict' : 'evicted'} ${item.name}@${item.digest} (${item.kind}, ${item.size} bytes, ${reason})\n`),
+      hosted: config.gc.hosted,
+      onHostedEvict: (e) => io.out(`${dryRun ? 'would delete' : 'deleted'} ${e.reason === 'keepTags' ? `tag ${e.name}:${e.what}` : `manifest ${e.name}@${e.what}`} (${e.reason})\n`),
       onDelete: (digest, size) => io.out(`${verb} ${digest} (${size} bytes)\n`),
     });
     if (report.retention) {
@@ -213,6 +216,10 @@ async function gc(args: string[], io: Io): Promise<number> {
         `outpost gc: mirror retention: ${r.items} cached items, ${r.cachedBytes} bytes; ${dryRun ? 'would evict' : 'evicted'} ` +
           `${r.evicted.age} by age and ${r.evicted.budget} by size budget, ${r.evictedBytes} bytes\n`,
       );
+    }
+    if (report.hosted) {
+      const h = report.hosted;
+      io.out(`outpost gc: hosted retention: ${h.repositories} repositories; ${verb} ${h.tagsDeleted} tags and ${h.manifestsDeleted} untagged manifests\n`);
     }
     if (report.backfill) {
       const b = report.backfill;

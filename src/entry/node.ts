@@ -96,7 +96,7 @@ export async function startNode(config: Config, log?: Log): Promise<NodeServer> 
     registry.reclaim({ olderThanMs: DEFAULT_RECLAIM_AGE_MS }).then((report) => log?.write('info', { msg: 'reclaimed leftovers', ...report })),
   );
   const collect = background(log, 'garbage collection', () =>
-    registry.gc({ graceMs: config.gc.graceMs, retention: config.gc.mirror }).then((report) => log?.write('info', { msg: 'garbage collection', ...summary(report) })),
+    registry.gc({ graceMs: config.gc.graceMs, retention: config.gc.mirror, hosted: config.gc.hosted }).then((report) => log?.write('info', { msg: 'garbage collection', ...summary(report) })),
   );
   reclaim.run();
   const timers = [setInterval(reclaim.run, RECLAIM_INTERVAL_MS)];
@@ -161,6 +161,7 @@ export function summary(report: RegistryGcReport): Record<string, unknown> {
     ...report.outcomes,
     ...(report.backfill ? { backfill: report.backfill } : {}),
     ...(report.retention ? { evicted: report.retention.evicted, evictedBytes: report.retention.evictedBytes, cachedBytes: report.retention.cachedBytes } : {}),
+    ...(report.hosted ? { tagsDeleted: report.hosted.tagsDeleted, manifestsDeleted: report.hosted.manifestsDeleted } : {}),
   };
 }
 

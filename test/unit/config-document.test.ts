@@ -313,17 +313,25 @@ describe('the configuration document', () => {
     const gcOf = (text: string) => readConfig({ OUTPOST_CONFIG: text }, 'node').gc;
 
     it('reads the grace and the interval, and defaults both', () => {
-      expect(gcOf('gc:\n  grace: 2h\n  interval: 15m\n')).toEqual({ graceMs: 2 * 3600_000, intervalMs: 15 * 60_000, mirror: {} });
-      expect(gcOf('gc:\n  interval: 0\n')).toEqual({ graceMs: 24 * 3600_000, intervalMs: 0, mirror: {} });
-      expect(gcOf('')).toEqual({ graceMs: 24 * 3600_000, intervalMs: 3600_000, mirror: {} });
+      expect(gcOf('gc:\n  grace: 2h\n  interval: 15m\n')).toEqual({ graceMs: 2 * 3600_000, intervalMs: 15 * 60_000, mirror: {}, hosted: [] });
+      expect(gcOf('gc:\n  interval: 0\n')).toEqual({ graceMs: 24 * 3600_000, intervalMs: 0, mirror: {}, hosted: [] });
+      expect(gcOf('')).toEqual({ graceMs: 24 * 3600_000, intervalMs: 3600_000, mirror: {}, hosted: [] });
       expect(gcOf('gc:\n  mirror:\n    maxAge: 30d\n    sizeBudget: 2TiB\n').mirror).toEqual({ maxAgeMs: 30 * 24 * 3600_000, budgetBytes: 2 * 1024 ** 4 });
+      const [hosted] = gcOf('gc:\n  hosted:\n    - repositories: ["team/*"]\n      tags: "v.*"\n      keepTags: 10\n      untaggedAfter: 7d\n').hosted;
+      expect(hosted).toMatchObject({ keepTags: 10, untaggedAfterMs: 7 * 24 * 3600_000 });
+      expect(hosted!.repositories[0]!.test('team/app')).toBe(true);
+      expect(hosted!.tags!.test('v1.2') && !hosted!.tags!.test('latest')).toBe(true);
     });
 
     it.each([
       ['grace: 1s', 'gc.grace: must be from 1m to 365d, got "1s"'],
       ['interval: soon', 'gc.interval: must be a duration like 30s, 5m, 24h, got "soon"'],
-      ['graceful: 1h', 'gc.graceful: unknown key; the known keys are grace, interval, mirror'],
-      ['hosted: { keepTags: 3 }', 'gc.hosted: retention policies for hosted content are not supported by this version of Outpost yet; nothing would be evicted'],
+      ['graceful: 1h', 'gc.graceful: unknown key; the known keys are grace, interval, mirror, hosted'],
+      ['hosted: [{ keepTags: 3 }]', 'gc.hosted[0].repositories: is required: the repository globs the policy applies to'],
+      ['hosted: [{ repositories: ["team/*"] }]', 'gc.hosted[0]: needs keepTags, untaggedAfter or both: a policy with neither deletes nothing'],
+      ['hosted: [{ repositories: ["team/*"], keepTags: 0 }]', 'gc.hosted[0].keepTags: must be an integer from 1 to 1000000, got 0'],
+      ['hosted: [{ repositories: ["team/*"], untaggedAfter: 5m }]', 'gc.hosted[0].untaggedAfter: must be from 1h to 3650d, got "5m"'],
+      ['hosted: [{ repositories: ["Team/*"], keepTags: 2 }]', 'gc.hosted[0].repositories[0]: a repository glob holds lower-case letters, digits, ".", "_", "-", "/" and * or **, got "Team/*"'],
       ['mirror: { maxAge: 5m }', 'gc.mirror.maxAge: must be from 1h to 3650d, got "5m"'],
       ['mirror: { sizeBudget: 1KiB }', 'gc.mirror.sizeBudget: must be from 1MiB to 1024TiB, got "1KiB"'],
       ['mirror: { budget: 1GiB }', 'gc.mirror.budget: unknown key; the known keys are maxAge, sizeBudget'],

@@ -222,8 +222,11 @@ export class Manifests {
     }
   }
 
-  /** DELETE by digest removes the manifest (and its tags); DELETE by tag removes only the tag. */
-  async delete(name: string, reference: Reference): Promise<void> {
+  /**
+   * DELETE by digest removes the manifest (and its tags); DELETE by tag removes only the tag.
+   * With `version`, by digest only if the record is still the one at that version (retention).
+   */
+  async delete(name: string, reference: Reference, version?: number): Promise<void> {
     if (reference.kind === 'tag') {
       if (!(await this.tags.delete(name, reference.tag))) throw unknown(reference);
       return;
@@ -232,7 +235,7 @@ export class Manifests {
     const item = await this.ctx.index.get<ManifestRecord & Json>(keys.manifest(name, digest));
     // The record goes first and only in the version read: a PUT of the same manifest that
     // lands meanwhile wins, and its tags and referrer entry stay.
-    if (!item || !(await this.ctx.index.delete(keys.manifest(name, digest), item.version))) throw unknown(reference);
+    if (!item || (version !== undefined && item.version !== version) || !(await this.ctx.index.delete(keys.manifest(name, digest), item.version))) throw unknown(reference);
     await this.tags.deletePointingAt(name, digest);
     if (item.value.subject) await this.ctx.index.delete(keys.referrer(name, item.value.subject, digest));
     await this.releaseRecord(name, item.value);

@@ -10,6 +10,7 @@ import { Tags } from './tags.js';
 import { Uploads } from './uploads.js';
 import { Mirror, type MirrorDeps } from '../mirror/mirror.js';
 import type { RetainOptions, RetentionPolicy, RetentionReport } from '../mirror/retention.js';
+import { retainHosted, type HostedEviction, type HostedPolicy, type HostedRetentionReport } from './retention.js';
 import { DEFAULT_FILL_LEASE_MS, DEFAULT_FILL_MEMORY_BYTES, DEFAULT_FILL_PART_BYTES } from '../mirror/config.js';
 
 export type { RegistryDeps, RegistryOptions } from './context.js';
@@ -34,10 +35,14 @@ export interface RegistryGcOptions extends GcRunOptions {
   /** Mirrored content to evict first (by age, by size budget); none when absent. */
   retention?: RetentionPolicy;
   onEvict?: RetainOptions['onEvict'];
+  /** Hosted retention policies, applied after the mirror's and before the collection. */
+  hosted?: HostedPolicy[];
+  onHostedEvict?: (e: HostedEviction) => void;
 }
 
 export interface RegistryGcReport extends GcReport {
   retention?: RetentionReport;
+  hosted?: HostedRetentionReport;
 }
 
 const NO_MIRROR: MirrorDeps = {
@@ -64,8 +69,13 @@ export function createRegistry(deps: RegistryDeps & { mirror?: MirrorDeps }): Re
     gc: async (options) => {
       // Evicted first, so that a run without grace deletes what it evicted at once.
       const retention = options.retention ? await theMirror.retain(options.retention, { dryRun: options.dryRun, onEvict: options.onEvict }) : undefined;
-      const report = await runGc(gcPorts(ctx), options);
-      return retention ? { ...report, retention } : report;
+      const hosted = options.hosted?.length
+        ? await retainHosted({ index: ctx.index, clock: ctx.clock, manifests, mirror: (mirror ?? NO_MIRROR).config }, options.hosted, { dryRun: options.dryRun, onEvict: options.onHostedEvict })
+        : undefined;
+      const report: RegistryGcReport = await runGc(gcPorts(ctx), options);
+      if (retention) report.retention = retention;
+      if (hosted) report.hosted = hosted;
+      return report;
     },
   };
 }

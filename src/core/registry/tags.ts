@@ -4,6 +4,12 @@ import type { Ctx } from './context.js';
 import { keys } from './keys.js';
 import { readPage, type PageRequest } from './pages.js';
 
+/** A hosted tag: the manifest it points at, and when it was last pushed (hosted retention). Absent on tags from before. */
+export interface TagItem {
+  digest: string;
+  at?: number;
+}
+
 /** Tags of a repository (spec.md#listing-tags): tag -> manifest digest, sorted lexically. */
 export class Tags {
   constructor(private readonly ctx: Ctx) {}
@@ -13,7 +19,7 @@ export class Tags {
   }
 
   async set(name: string, tag: string, digest: string): Promise<void> {
-    await this.ctx.index.put(keys.tag(name, tag), { digest });
+    await this.ctx.index.put(keys.tag(name, tag), { digest, at: this.ctx.clock.now() });
   }
 
   async delete(name: string, tag: string): Promise<boolean> {

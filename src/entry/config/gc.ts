@@ -1,19 +1,21 @@
 /**
  * The `gc:` section of the configuration document: the grace period of garbage collection, how
- * often a Node server runs it, and the retention of mirrored content (src/core/gc/config.ts has
- * the defaults and why; src/core/mirror/retention.ts what a pass does).
+ * often a Node server runs it, the retention of mirrored content and the retention policies of
+ * hosted content (src/core/gc/config.ts has the defaults and why; src/core/mirror/retention.ts
+ * and src/core/registry/retention.ts what a pass does).
  */
 import { DEFAULT_GC_CONFIG, type GcConfig } from '../../core/gc/config.js';
 import type { RetentionPolicy } from '../../core/mirror/retention.js';
-import { child, duration, field, mapping, size, type SectionContext } from './values.js';
+import type { HostedPolicy } from '../../core/registry/retention.js';
+import { anchoredRegExp, child, describe, duration, field, globs, item, list, mapping, size, type SectionContext } from './values.js';
 
-const GC_KEYS = ['grace', 'interval', 'mirror'] as const;
+const GC_KEYS = ['grace', 'interval', 'mirror', 'hosted'] as const;
 const MIRROR_KEYS = ['maxAge', 'sizeBudget'] as const;
+const HOSTED_KEYS = ['repositories', 'tags', 'keepTags', 'untaggedAfter'] as const;
 
-/** Settings a later version reads; refused, so no one believes content is evicted when it is not. */
-const LATER_KEYS: Readonly<Record<string, string>> = {
-  hosted: 'retention policies for hosted content are not supported by this version of Outpost yet; nothing would be evicted',
-};
+/** Hosted manifests deleted sooner than an hour after they lost their last tag would race the client retagging them. */
+const MIN_UNTAGGED_MS = 60 * 60_000;
+const MAX_KEEP_TAGS = 1_000_000;
 
 /** Mirrored content evicted sooner than an hour after its last pull would be fetched again and again. */
 const MIN_MAX_AGE_MS = 60 * 60_000;
@@ -29,7 +31,7 @@ const MIN_INTERVAL_MS = 60_000;
 const MAX_INTERVAL_MS = 7 * 24 * 60 * 60_000;
 
 export function readGc(value: unknown, path: string, ctx: SectionContext): GcConfig {
-  const entries = mapping(value, path, ctx.problems, { known: GC_KEYS, refused: LATER_KEYS });
+  const entries = mapping(value, path, ctx.problems, { known: GC_KEYS });
   if (!entries) return DEFAULT_GC_CONFIG;
   const graceMs = duration(field(entries, 'grace'), child(path, 'grace'), ctx.problems, {
     min: MIN_GRACE_MS,
@@ -42,7 +44,46 @@ export function readGc(value: unknown, path: string, ctx: SectionContext): GcCon
     interval === 0 || interval === '0' || interval === '0s'
       ? 0
       : duration(interval, child(path, 'interval'), ctx.problems, { min: MIN_INTERVAL_MS, max: MAX_INTERVAL_MS, fallback: DEFAULT_GC_CONFIG.intervalMs });
-  return { graceMs, intervalMs, mirror: readRetention(field(entries, 'mirror'), child(path, 'mirror'), ctx) };
+  return {
+    graceMs,
+    intervalMs,
+    mirror: readRetention(field(entries, 'mirror'), child(path, 'mirror'), ctx),
+    hosted: readHosted(field(entries, 'hosted'), child(path, 'hosted'), ctx),
+  };
+}
+
+/** `hosted:` a list of policies, each with its repositories and at least one of keepTags and untaggedAfter. */
+function readHosted(value: unknown, path: string, ctx: SectionContext): HostedPolicy[] {
+  const policies: HostedPolicy[] = [];
+  list(value, path, ctx.problems).forEach((entry, i) => {
+    const at = item(path, i);
+    const entries = mapping(entry, at, ctx.problems, { known: HOSTED_KEYS });
+    if (!entries) return;
+    const repositories = globs(field(entries, 'repositories'), child(at, 'repositories'), ctx.problems);
+    if (field(entries, 'repositories') === undefined) ctx.problems.at(child(at, 'repositories'), 'is required: the repository globs the policy applies to');
+    const policy: HostedPolicy = { repositories };
+    const tags = field(entries, 'tags');
+    if (tags !== undefined) {
+      const pattern = anchoredRegExp(tags, child(at, 'tags'), ctx.problems);
+      if (pattern) policy.tags = pattern;
+    }
+    const keep = field(entries, 'keepTags');
+    if (keep !== undefined) {
+      if (typeof keep !== 'number' || !Number.isSafeInteger(keep) || keep < 1 || keep > MAX_KEEP_TAGS) {
+        ctx.problems.at(child(at, 'keepTags'), `must be an integer from 1 to ${MAX_KEEP_TAGS}, got ${describe(keep)}`);
+      } else policy.keepTags = keep;
+    }
+    if (field(entries, 'untaggedAfter') !== undefined) {
+      policy.untaggedAfterMs = duration(field(entries, 'untaggedAfter'), child(at, 'untaggedAfter'), ctx.problems, {
+        min: MIN_UNTAGGED_MS,
+        max: MAX_MAX_AGE_MS,
+        fallback: MAX_MAX_AGE_MS,
+      });
+    }
+    if (keep === undefined && field(entries, 'untaggedAfter') === undefined) ctx.problems.at(at, 'needs keepTags, untaggedAfter or both: a policy with neither deletes nothing');
+    policies.push(policy);
+  });
+  return policies;
 }
 
 function readRetention(value: unknown, path: string, ctx: SectionContext): RetentionPolicy {
