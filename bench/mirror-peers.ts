@@ -31,15 +31,18 @@ export interface Instance {
   stop(): Promise<void>;
 }
 
-/** One Outpost process on the local store in `dataDir`, with the configuration document `config`. */
-export async function startOutpost(label: string, dataDir: string, logFile: string, config: unknown): Promise<Instance> {
+/**
+ * One Outpost process on the local store in `dataDir`, with the configuration document `config`;
+ * `nodeArgs` go to node before the entry (e.g. --cpu-prof).
+ */
+export async function startOutpost(label: string, dataDir: string, logFile: string, config: unknown, nodeArgs: string[] = []): Promise<Instance> {
   // The entry refuses OUTPOST_* variables it does not know: pass only ours.
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith('OUTPOST_')));
   let url = '';
   const daemon = await startDaemon({
     label,
     command: process.execPath,
-    args: [ENTRY, 'serve'],
+    args: [...nodeArgs, ENTRY, 'serve'],
     logFile,
     env: { ...env, OUTPOST_STORE: 'local', OUTPOST_DATA_DIR: dataDir, OUTPOST_HOST: '127.0.0.1', OUTPOST_PORT: '0', OUTPOST_CONFIG: JSON.stringify(config) },
     ready: async (log) => {

@@ -8,7 +8,6 @@ import { FsBlobStore } from '../adapters/local/fs-blob-store.js';
 import { SqliteMetaIndex } from '../adapters/local/sqlite-meta-index.js';
 import { DEFAULT_RECLAIM_AGE_MS, type BlobStore } from '../ports/blob-store.js';
 import { systemClock } from '../ports/clock.js';
-import type { RegistryGcReport } from '../core/registry/registry.js';
 import type { MetaIndex } from '../ports/meta-index.js';
 import { cloudAdapters } from './cloud.js';
 import { MAX_DOCUMENT_BYTES } from './config/document.js';
@@ -16,6 +15,7 @@ import { readConfig, type Config, type ConfigInput } from './config.js';
 import type { Log } from './log.js';
 import { drainable, nodeConnection } from './node-server.js';
 import { outpostApp } from './outpost.js';
+import { gcSummary } from './upkeep.js';
 import { listenError, openIndex, prepareDataDir } from './startup-errors.js';
 
 export interface NodeServer {
@@ -66,7 +66,8 @@ export function openAdapters(config: Config): OpenedAdapters {
 
 export async function startNode(config: Config, log?: Log): Promise<NodeServer> {
   const { store, index, where, close: closeIndex } = openAdapters(config);
-  const { app, registry } = outpostApp(config, { store, index }, { metricsRoute: true, log, connection: nodeConnection });
+  // @hono/node-server writes each chunk of a response to the socket and lets go of it.
+  const { app, registry } = outpostApp(config, { store, index }, { metricsRoute: true, log, connection: nodeConnection, responsesKeepBuffers: true });
   const listener = getRequestListener(app.fetch, { errorHandler: unservable });
   // Host is checked here rather than by node:http, whose refusal is an empty 400.
   const server = createServer({ requireHostHeader: false }, (req, res) => {
@@ -96,7 +97,7 @@ export async function startNode(config: Config, log?: Log): Promise<NodeServer> 
     registry.reclaim({ olderThanMs: DEFAULT_RECLAIM_AGE_MS }).then((report) => log?.write('info', { msg: 'reclaimed leftovers', ...report })),
   );
   const collect = background(log, 'garbage collection', () =>
-    registry.gc({ graceMs: config.gc.graceMs, retention: config.gc.mirror, hosted: config.gc.hosted }).then((report) => log?.write('info', { msg: 'garbage collection', ...summary(report) })),
+    registry.gc({ graceMs: config.gc.graceMs, retention: config.gc.mirror, hosted: config.gc.hosted }).then((report) => log?.write('info', { msg: 'garbage collection', ...gcSummary(report) })),
   );
   reclaim.run();
   const timers = [setInterval(reclaim.run, RECLAIM_INTERVAL_MS)];
@@ -147,21 +148,6 @@ function background(log: Log | undefined, what: string, pass: () => Promise<unkn
         .finally(() => (current = undefined));
     },
     running: () => current ?? Promise.resolve(),
-  };
-}
-
-/** A GC report as one log line's fields. */
-export function summary(report: RegistryGcReport): Record<string, unknown> {
-  return {
-    dryRun: report.dryRun,
-    examined: report.examined,
-    deleted: report.deleted,
-    deletedBytes: report.deletedBytes,
-    failed: report.failed,
-    ...report.outcomes,
-    ...(report.backfill ? { backfill: report.backfill } : {}),
-    ...(report.retention ? { evicted: report.retention.evicted, evictedBytes: report.retention.evictedBytes, cachedBytes: report.retention.cachedBytes } : {}),
-    ...(report.hosted ? { tagsDeleted: report.hosted.tagsDeleted, manifestsDeleted: report.hosted.manifestsDeleted } : {}),
   };
 }
 

@@ -21,6 +21,8 @@ export interface OutpostOptions {
   log?: Log;
   /** The runtime's view of each connection, for the access log (src/http/access-log.ts). */
   connection?: ConnectionInfo;
+  /** The runtime never takes over the buffers a response sends (see MirrorDeps.responsesKeepBuffers). */
+  responsesKeepBuffers?: boolean;
 }
 
 /** The Outpost HTTP app over a store and an index, as every entry point builds it. */
@@ -37,7 +39,7 @@ export function outpostApp(config: Config, adapters: { store: BlobStore; index: 
       chunkMinLength: config.chunkMinBytes,
       maxBlobBytes: config.maxBlobBytes,
     },
-    mirror: { config: config.mirror, upstreams: upstreamClients(config.mirror, options.fetch ?? fetch, log), metrics },
+    mirror: { config: config.mirror, upstreams: upstreamClients(config.mirror, options.fetch ?? fetch, log), metrics, responsesKeepBuffers: options.responsesKeepBuffers },
   });
   // Off below info: no record is even built.
   const accessLog = log?.enabled('info') ? (record: AccessRecord) => log.write('info', record) : undefined;

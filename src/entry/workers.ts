@@ -7,18 +7,42 @@ import { ConfigError, readConfig } from './config.js';
 import { createLog, type Log } from './log.js';
 import { outpostApp } from './outpost.js';
 import type { Metrics } from '../core/metrics.js';
+import type { GcConfig } from '../core/gc/config.js';
+import type { Registry } from '../core/registry/registry.js';
 import type { ConnectionInfo } from '../http/access-log.js';
+import { upkeep, type UpkeepReport } from './upkeep.js';
 
 /**
  * Outpost on Cloudflare Workers: S3 (or R2's S3 API) for blobs, DynamoDB for the index. The
  * configuration (vars and secrets, see wrangler.toml and the README; the configuration document,
  * if any, is the OUTPOST_CONFIG var, and its passwordEnv keys name secrets of the same env) is
- * read and the adapters are built once per isolate, on its first request; every request after
- * that reuses them.
+ * read and the adapters are built once per isolate, on its first request or scheduled event;
+ * every one after that reuses them. A Cron Trigger (wrangler.toml [triggers]) runs the upkeep
+ * that a Node server runs on timers: garbage collection and the leftovers of crashes.
  */
 type Env = Record<string, unknown>;
 
-let built: { app: Hono; metrics: Metrics; log: Log } | undefined;
+/** The little of workerd's ScheduledController and ExecutionContext that `scheduled` uses. */
+interface ScheduledController {
+  readonly cron: string;
+  readonly scheduledTime: number;
+}
+interface ExecutionContext {
+  waitUntil(promise: Promise<unknown>): void;
+}
+
+let built: { app: Hono; metrics: Metrics; log: Log; registry: Registry; gc: GcConfig } | undefined;
+
+/**
+ * The most GC candidates one scheduled invocation looks at; the rest stay listed for the next
+ * (core/gc/run.ts), so a backlog takes several invocations and loses nothing. One candidate
+ * costs at most nine subrequests (a stat of its bytes; collect's reads, conditional writes and
+ * the delete), each one S3 or DynamoDB round trip and one request signature: 500 candidates
+ * stay under half of the 10,000 subrequests a Workers Paid invocation may make (the reclaim that
+ * follows makes a few per page of leftovers), take minutes at most of the 15 a Cron Trigger may
+ * run, and seconds of CPU time of the default 30. Not a time budget: GcRunOptions has no deadline.
+ */
+const SCHEDULED_GC_MAX_CANDIDATES = 500;
 
 /**
  * The access log on Workers. The client's address is the one Cloudflare's edge puts in
@@ -35,7 +59,18 @@ function build(env: Env) {
   const config = readConfig(env, 'workers');
   if (config.store.kind !== 'cloud') throw new ConfigError(['OUTPOST_STORE must be "cloud" on Workers']);
   const log = createLog(config.logLevel, (line) => console.log(line));
-  return { ...outpostApp(config, cloudAdapters(config.store, systemClock), { metricsRoute: false, log, connection: workersConnection }), log };
+  return { ...outpostApp(config, cloudAdapters(config.store, systemClock), { metricsRoute: false, log, connection: workersConnection }), log, gc: config.gc };
+}
+
+/** The Outpost of this isolate, built on first use; a configuration mistake is logged and thrown (a ConfigError). */
+function ready(env: Env): NonNullable<typeof built> {
+  try {
+    return (built ??= build(env));
+  } catch (err) {
+    // The operator's mistake: say what is wrong in the log (and, for a request, in the response).
+    if (err instanceof ConfigError) console.error(`outpost: ${err.message}`);
+    throw err;
+  }
 }
 
 /**
@@ -50,16 +85,33 @@ function logMetrics(metrics: Metrics, log: Log): void {
 
 export default {
   async fetch(request: Request, env: Env, ctx: unknown): Promise<Response> {
+    let outpost: NonNullable<typeof built>;
     try {
-      built ??= build(env);
+      outpost = ready(env);
     } catch (err) {
       if (!(err instanceof ConfigError)) throw err;
-      // The operator's mistake, not the client's: say what is wrong in the log and the response.
-      console.error(`outpost: ${err.message}`);
       return ociErrorResponse(new OciError('MISCONFIGURED', undefined, { problems: err.problems }), request.method === 'HEAD');
     }
-    const response = await built.app.fetch(request, env, ctx as never);
-    logMetrics(built.metrics, built.log);
+    const response = await outpost.app.fetch(request, env, ctx as never);
+    logMetrics(outpost.metrics, outpost.log);
     return response;
+  },
+
+  /**
+   * A Cron Trigger: one upkeep pass (a GC run over at most SCHEDULED_GC_MAX_CANDIDATES
+   * candidates with the configured grace, then the leftovers), its lines carrying the trigger's
+   * cron. The pass is handed to waitUntil, so that nothing cuts it short, and returned, so that
+   * the invocation ends with it: a failed step fails the invocation, which the dashboard's Cron
+   * Events then show. The next invocation takes up whatever this one left listed.
+   */
+  scheduled(controller: ScheduledController, env: Env, ctx: ExecutionContext): Promise<UpkeepReport> {
+    const outpost = ready(env);
+    const pass = upkeep(outpost.registry, outpost.log, {
+      gc: outpost.gc,
+      maxCandidates: SCHEDULED_GC_MAX_CANDIDATES,
+      fields: { cron: controller.cron },
+    });
+    ctx.waitUntil(pass);
+    return pass;
   },
 };

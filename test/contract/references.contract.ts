@@ -15,6 +15,7 @@ import {
   prepareStore,
   references,
   removeReference,
+  RETRY_SOON_MS,
   STORE_AFTER_DELETE_MS,
   STUCK_DELETING_MS,
   WRITER_HOLD_MS,
@@ -265,9 +266,11 @@ export function referencesContract(label: string, make: (clock: TestClock) => Re
         const st = await s.fixture.index.get(key);
         const since = s.clock.now();
         await s.fixture.index.compareAndSet(key, st!.version, { state: 'deleted', since, by: 'paused' });
-        expect(await prepareStore(s.ports, D.value)).toEqual({ ready: false, retryAt: since + STORE_AFTER_DELETE_MS });
+        // Within the run's window: it is most likely about to finish, so soon; past it, at the window's end.
+        expect(await prepareStore(s.ports, D.value)).toEqual({ ready: false, retryAt: since + RETRY_SOON_MS });
         expect(await collect(s.ports, D, { graceMs: GRACE })).toBe('busy');
         s.clock.advance(DELETE_WINDOW_MS);
+        expect(await prepareStore(s.ports, D.value)).toEqual({ ready: false, retryAt: since + STORE_AFTER_DELETE_MS });
         // The paused run's window is over: a later run re-arms and deletes (the bytes are still there).
         expect(await collect(s.ports, D, { graceMs: GRACE })).toBe('deleted');
         expect(s.present()).toBe(false);

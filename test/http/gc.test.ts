@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { listReferences } from '../../src/core/gc/references.js';
+import { listReferences, noteCandidate, REPAIR_AFTER_MS } from '../../src/core/gc/references.js';
 import { parseDigest } from '../../src/core/oci/digest.js';
 import { keys, objects } from '../../src/core/registry/keys.js';
 import { streamOf } from '../../src/core/streams.js';
@@ -229,5 +229,84 @@ describe('garbage collection of mirrored content', () => {
     expect(res.status).toBe(200);
     expect(Buffer.from(await res.arrayBuffer()).equals(layer.bytes)).toBe(true);
     expect(t.blobGets(layer.digest)).toHaveLength(2);
+  });
+});
+
+describe('garbage collection repairs what crashes left', () => {
+  it('an unlink that died before taking its reference away: the bytes go once the reference is old enough to judge', async () => {
+    const t = testApp();
+    const b = randomBlob(300);
+    await t.pushBlob('a', b);
+    // The delete of the link applies; the removal of its reference fails (the process died).
+    const del0 = t.index.delete.bind(t.index);
+    let failed = false;
+    t.index.delete = (async (...args: Parameters<typeof del0>) => {
+      if (!failed && args[0].pk.startsWith('ref#')) {
+        failed = true;
+        throw new Error('process died');
+      }
+      return del0(...args);
+    }) as typeof del0;
+    expect((await del(t, `/v2/a/blobs/${b.digest}`)).status).toBe(500);
+    expect((await t.request(`/v2/a/blobs/${b.digest}`, { method: 'HEAD' })).status).toBe(404);
+    // Too young to tell from a writer between its reference and its link: kept, still listed.
+    expect((await gc(t)).outcomes).toMatchObject({ writing: 1 });
+    expect(stored(t, b)).toBe(true);
+    t.clock.advance(REPAIR_AFTER_MS);
+    expect((await gc(t)).deleted).toBe(1);
+    expect(stored(t, b)).toBe(false);
+    const left = [];
+    for await (const r of listReferences({ index: t.index }, b.digest)) left.push(r);
+    expect(left).toEqual([]);
+  });
+
+  it('a manifest DELETE that died half-way through its references: what only it named goes later', async () => {
+    const t = testApp();
+    const img = image({ layers: [100] });
+    await t.pushImage('a', img, 'v1');
+    for (const x of [img.config, ...img.layers]) await del(t, `/v2/a/blobs/${x.digest}`);
+    const del0 = t.index.delete.bind(t.index);
+    let removed = 0;
+    t.index.delete = (async (...args: Parameters<typeof del0>) => {
+      // The first reference goes; then the process dies.
+      if (args[0].pk.startsWith('ref#') && ++removed > 1) throw new Error('process died');
+      return del0(...args);
+    }) as typeof del0;
+    expect((await del(t, `/v2/a/manifests/${img.manifest.digest}`)).status).toBe(500);
+    t.index.delete = del0;
+    t.clock.advance(REPAIR_AFTER_MS);
+    expect((await gc(t)).deleted).toBe(3);
+    for (const x of [img.manifest, img.config, ...img.layers]) expect(stored(t, x)).toBe(false);
+  });
+
+  it('never takes a live link or record for dangling, however old', async () => {
+    const t = testApp();
+    const img = image({ layers: [100] });
+    await t.pushImage('a', img, 'v1');
+    t.clock.advance(10 * REPAIR_AFTER_MS);
+    for (const x of [img.manifest, img.config, ...img.layers]) await noteCandidate({ index: t.index, clock: t.clock }, x.digest);
+    expect((await gc(t)).outcomes).toEqual({ referenced: 3 });
+    for (const x of [img.manifest, img.config, ...img.layers]) expect(stored(t, x)).toBe(true);
+  });
+});
+
+describe('a refused manifest push holds nothing', () => {
+  it('a PUT refused while its digest is being collected leaves no reference to what it names', async () => {
+    const t = testApp();
+    const img = image({ layers: [90] });
+    await t.pushImage('r', img, 'v1');
+    expect((await del(t, `/v2/r/manifests/${img.manifest.digest}`)).status).toBe(202);
+    // A collecting run between its CAS into deleted and its delete.
+    const key = { pk: 'content', sk: img.manifest.digest };
+    const st = await t.index.get(key);
+    await t.index.compareAndSet(key, st!.version, { state: 'deleted', since: t.clock.now(), by: 'run' });
+    const res = await t.pushManifest('r', 'v1', img.manifest);
+    expect(res.status).toBe(503);
+    expect(res.headers.get('retry-after')).toMatch(/^\d+$/);
+    for (const x of [img.config, ...img.layers]) {
+      const kinds = [];
+      for await (const r of listReferences({ index: t.index }, x.digest)) kinds.push(r.kind);
+      expect(kinds).toEqual(['link']);
+    }
   });
 });

@@ -1,12 +1,12 @@
 import { HeadObjectCommand, ListMultipartUploadsCommand } from '@aws-sdk/client-s3';
 import { env, exports } from 'cloudflare:workers';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { createS3Client } from '../../src/adapters/s3/client.js';
 import { parseDigest } from '../../src/core/oci/digest.js';
 import { objects } from '../../src/core/registry/keys.js';
 import { artifact, blob, descriptor, image, index, randomBlob, type Blob, type Image } from '../support/images.js';
 import { expectOciError } from '../support/oci-errors.js';
 import { digestStream, generated } from './content.js';
+import { bindingsS3 } from './s3.js';
 
 /**
  * The Workers entry inside workerd, end to end: every request goes through
@@ -32,13 +32,7 @@ async function sha256(bytes: ArrayBuffer): Promise<string> {
 
 /** The store, looked at directly (from workerd too): how many parts S3 made an object of. */
 const bucket = String(env.OUTPOST_S3_BUCKET);
-const s3 = createS3Client({
-  endpoint: String(env.OUTPOST_S3_ENDPOINT),
-  region: String(env.OUTPOST_S3_REGION),
-  forcePathStyle: true,
-  accessKeyId: String(env.OUTPOST_S3_ACCESS_KEY_ID),
-  secretAccessKey: String(env.OUTPOST_S3_SECRET_ACCESS_KEY),
-});
+const s3 = bindingsS3();
 
 /** A multipart object's ETag is "<md5 of the part md5s>-<parts>"; a single PUT's has no suffix. */
 async function s3Parts(digest: string): Promise<number> {

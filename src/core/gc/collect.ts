@@ -5,11 +5,15 @@ import {
   DELETE_WINDOW_MS,
   gcKeys,
   firstReference,
+  listReferences,
   readState,
+  REPAIR_AFTER_MS,
   STUCK_DELETING_MS,
   TOMBSTONE_MS,
   type ContentState,
   type GcPorts,
+  type ReferenceCheck,
+  type ReferenceKind,
 } from './references.js';
 
 /**
@@ -25,6 +29,9 @@ import {
  *   deleting at v, stuck      | older than STUCK_DELETING_MS              | CAS v -> deleting{me, now}          | list refs
  *   deleting{me} at v         | a reference exists                        | CAS v -> live; delete candidate@c   | referenced
  *   deleting{me} at v         | only writers' (expiring) references       | CAS v -> live; candidate kept       | writing
+ * With a ReferenceCheck, "a reference exists" means one whose item still names the digest: the
+ * dangling ones older than REPAIR_AFTER_MS are deleted on the way (at their version), and ones
+ * too young to judge count as writers'.
  *   deleting{me} at v         | none                                      | CAS v -> deleted{me, now}           | delete bytes
  *   deleted, not done, fresh  | younger than DELETE_WINDOW_MS             | -                                   | busy
  *   deleted at v, not done    | older (its run crashed or stalled)        | CAS v -> deleted{me, now}           | delete bytes
@@ -62,6 +69,24 @@ export interface CollectOptions {
   runId?: string;
   /** Told the size of the bytes this run is about to delete (undefined: none were there), before the delete. */
   deleting?: (size: number | undefined) => void;
+  /** Repairs dangling references on the way (references.ts ReferenceCheck); without it any reference holds. */
+  check?: ReferenceCheck;
+}
+
+/**
+ * The first reference that holds `digest`, removing the dangling ones before it: 'writer' when
+ * only writers, or references too young to judge whose item is not there yet, hold it (the
+ * candidate stays); undefined when none does.
+ */
+async function checkedReference(ports: GcPorts, digest: string, check: ReferenceCheck): Promise<ReferenceKind | undefined> {
+  let pending = false;
+  for await (const ref of listReferences(ports, digest)) {
+    if (ref.kind === 'writer') return 'writer';
+    if (await check(digest, ref)) return ref.kind;
+    if (ports.clock.now() - ref.at < REPAIR_AFTER_MS) pending = true;
+    else await ports.index.delete(gcKeys.ref(digest, ref), ref.version);
+  }
+  return pending ? 'writer' : undefined;
 }
 
 export async function collect(ports: GcPorts, digest: Digest, options: CollectOptions): Promise<CollectOutcome> {
@@ -118,7 +143,7 @@ export async function collect(ports: GcPorts, digest: Digest, options: CollectOp
   }
 
   if (deleting !== undefined) {
-    const held = await firstReference(ports, d);
+    const held = options.check ? await checkedReference(ports, d, options.check) : await firstReference(ports, d);
     if (held !== undefined) {
       // Whoever wins, the state leaves this run's deleting; a failed CAS means a writer revived it.
       await index.compareAndSet(stateKey, deleting, { state: 'live', since: clock.now() });

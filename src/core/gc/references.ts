@@ -69,8 +69,9 @@ import { MAX_LIST_LIMIT, type Item, type ItemKey, type Json, type MetaIndex } fr
  *      and never writes an item naming d. A writer that read live did so before g1, so its put
  *      came before g2 (3).
  *   5. A crash of the writer between put(ref) and its return leaves a reference with no item
- *      naming d: content is kept longer (a leak, never a loss). A lost reply of any step is
- *      retried from the top: put again (a new version), read the state again; the lost CAS shows
+ *      naming d: content is kept longer (a leak, never a loss) until a run that visits the digest
+ *      finds the reference dangling (ReferenceCheck, older than REPAIR_AFTER_MS) and removes it.
+ *      A lost reply of any step is retried from the top: put again (a new version), read the state again; the lost CAS shows
  *      as live on the re-read. The rollback delete carries the version the writer put, so it
  *      never removes the same reference re-made by a second writer meanwhile (hole 1).
  *   6. So in deleted no reference is held: those made before g2 were seen (3), those after
@@ -192,6 +193,9 @@ export const DELETE_IN_FLIGHT_MS = 5 * 60_000;
 /** An undone tombstone this old can no longer be followed by its run's delete: new bytes may be written. */
 export const STORE_AFTER_DELETE_MS = DELETE_WINDOW_MS + DELETE_IN_FLIGHT_MS + MAX_CLOCK_SKEW_MS;
 
+/** When a collecting run may still be deleting within its window, a writer tries again this soon. */
+export const RETRY_SOON_MS = 1000;
+
 /**
  * How long a writer's hold lasts: it must make the reference that names its bytes within it (a
  * 64 GiB upload assembled from its parts at 50 MiB/s takes 22 minutes).
@@ -291,6 +295,21 @@ export async function firstReference(ports: Pick<GcPorts, 'index'>, digest: stri
   return first ? parseReferenceSk(first.sk).kind : undefined;
 }
 
+/**
+ * Whether the item a reference stands for still names the digest (a link, a manifest record):
+ * the registry's side of the repair in collect. A reference older than REPAIR_AFTER_MS whose
+ * item does not is dangling (its writer died between the two steps, or an unlink or a delete
+ * died before taking it away) and is removed, so a crash leaks bytes only until a run visits.
+ */
+export type ReferenceCheck = (digest: string, ref: ListedReference) => Promise<boolean>;
+
+/**
+ * A reference younger than this may belong to a writer between making it and writing the item
+ * that names the digest: never taken for dangling. The timing assumption of writers (as
+ * WRITER_HOLD_MS): a writer writes its item within this of making its reference.
+ */
+export const REPAIR_AFTER_MS = 6 * 60 * 60_000;
+
 /** A writer's hold on content it is storing (holdForStore); release it once its own reference is made. */
 export interface StoreHold {
   release(): Promise<void>;
@@ -319,12 +338,15 @@ export async function holdForStore(ports: GcPorts, digest: string, writer: strin
   return { ready: true, release: async () => void (await removeReference(ports, digest, ref, version)) };
 }
 
-/** Every reference of `digest`, page by page (audits; the GC needs only hasReferences). */
-export async function* listReferences(ports: Pick<GcPorts, 'index'>, digest: string): AsyncGenerator<Reference & { version: number }> {
+/** A reference as listed: its version, and when it was made (`at`, by the writer's clock). */
+export type ListedReference = Reference & { version: number; at: number };
+
+/** Every reference of `digest` in sort order, page by page (collect's repair, audits). */
+export async function* listReferences(ports: Pick<GcPorts, 'index'>, digest: string): AsyncGenerator<ListedReference> {
   let after: string | undefined;
   for (;;) {
-    const page = await ports.index.list(gcKeys.refPartition(digest), { after, limit: MAX_LIST_LIMIT });
-    for (const { sk, item } of page) yield { ...parseReferenceSk(sk), version: item.version };
+    const page = await ports.index.list<{ at: number }>(gcKeys.refPartition(digest), { after, limit: MAX_LIST_LIMIT });
+    for (const { sk, item } of page) yield { ...parseReferenceSk(sk), version: item.version, at: item.value.at };
     if (page.length < MAX_LIST_LIMIT) return;
     after = page[page.length - 1]!.sk;
   }
@@ -363,7 +385,10 @@ export async function prepareStore(ports: GcPorts, digest: string): Promise<Stor
     else {
       const v = s.value;
       if (v.state === 'deleted' && !v.done && clock.now() < v.since + STORE_AFTER_DELETE_MS) {
-        return { ready: false, retryAt: v.since + STORE_AFTER_DELETE_MS };
+        // A run within its window is most likely about to mark its delete done: try again soon.
+        // Past the window it stalled, and only the window's end makes a store safe.
+        const live = clock.now() < v.since + DELETE_WINDOW_MS;
+        return { ready: false, retryAt: live ? clock.now() + RETRY_SOON_MS : v.since + STORE_AFTER_DELETE_MS };
       }
       ok = (await index.compareAndSet(key, s.version, live(clock))) !== undefined;
     }

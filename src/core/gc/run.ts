@@ -3,7 +3,7 @@ import { parseDigest, type Digest } from '../oci/digest.js';
 import { objects } from '../registry/keys.js';
 import { backfill, type BackfillReport } from './backfill.js';
 import { collect, type CollectOutcome } from './collect.js';
-import { firstReference, gcKeys, listCandidates, readState, type GcPorts } from './references.js';
+import { firstReference, gcKeys, listCandidates, readState, type GcPorts, type ReferenceCheck } from './references.js';
 
 /**
  * One garbage-collection run: the candidates (gc#candidates, noted whenever a digest's last
@@ -28,6 +28,8 @@ export interface GcRunOptions {
   maxCandidates?: number;
   /** Called for each digest deleted (or, in a dry run, that would be). */
   onDelete?: (digest: string, size: number | undefined) => void;
+  /** Tells dangling references from live ones (collect.ts): with it a run also repairs what crashes left. */
+  check?: ReferenceCheck;
 }
 
 export interface GcReport {
@@ -73,7 +75,7 @@ export async function runGc(ports: GcPorts, options: GcRunOptions): Promise<GcRe
         let size: number | undefined;
         const outcome = report.dryRun
           ? await wouldDelete(ports, digest, options.graceMs, (s) => (size = s))
-          : await collect(ports, digest, { graceMs: options.graceMs, runId, deleting: (s) => (size = s) });
+          : await collect(ports, digest, { graceMs: options.graceMs, runId, check: options.check, deleting: (s) => (size = s) });
         report.outcomes[outcome] = (report.outcomes[outcome] ?? 0) + 1;
         // Counted when there were bytes to delete: a candidate whose bytes never arrived (a refused push) is only settled.
         if (outcome === 'deleted' && size !== undefined) {

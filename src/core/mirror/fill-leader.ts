@@ -237,13 +237,14 @@ export class LocalFill {
       }
       // An upstream that ignores Range sends the blob from 0: skip what we already have.
       let skip = offset - answer.offset;
+      const countReceived = metrics.counter('outpost_upstream_bytes_total', { upstream: this.source.upstream });
       const reader = answer.body.getReader();
       try {
         for (;;) {
           const next = await reader.read();
           if (next.done) break;
           let bytes = next.value;
-          metrics.count('outpost_upstream_bytes_total', { upstream: this.source.upstream }, bytes.byteLength);
+          countReceived(bytes.byteLength);
           if (skip > 0) {
             const n = Math.min(skip, bytes.byteLength);
             skip -= n;

@@ -83,6 +83,13 @@ export interface FillsOptions {
   /** Who this instance is, for lease owners and logs. */
   instance: string;
   sleep: (ms: number) => Promise<void>;
+  /**
+   * Whether each chunk served from a fill's memory window is a copy. It must be where the
+   * runtime may take over (detach) the buffers of the chunks it sends in a response (workerd
+   * does): the window's buffers are shared with other followers and the part writes. Where the
+   * runtime only reads them (Node), followers are handed the window's own chunks.
+   */
+  copyServed: boolean;
 }
 
 export interface FillDeps {

@@ -202,6 +202,15 @@ export class Fills {
     let local = initial;
     let takeovers = 0;
     let vanished = 0;
+    const countServed = metrics.counter('outpost_served_bytes_total', { source: 'fill' });
+    // This request's own timer for its waits on the local fill (see LOCAL_TICK_MS), one at a
+    // time: a follower that keeps pace with its leader waits once per chunk, and a timer per
+    // wait (thousands a blob, each outliving its wait) was work for the garbage collector.
+    let ticking: Promise<void> | undefined;
+    const tick = () =>
+      (ticking ??= this.deps.options.sleep(LOCAL_TICK_MS).then(() => {
+        ticking = undefined;
+      }));
     const fromParts = async (state: Pick<FillState, 'segments'>, readable: number) => {
       const part = partsOf(digest, state, readable).find((p) => p.offset <= pos && pos < p.offset + p.length);
       if (!part) return 'none';
@@ -231,7 +240,7 @@ export class Fills {
             const next = await inner.read();
             if (!next.done) {
               pos += next.value.byteLength;
-              metrics.count('outpost_served_bytes_total', { source: 'fill' }, next.value.byteLength);
+              countServed(next.value.byteLength);
               return controller.enqueue(next.value);
             }
             inner = undefined;
@@ -250,12 +259,12 @@ export class Fills {
               local = undefined;
               continue;
             }
-            // A copy: a runtime may take over (detach) the buffer of a chunk sent in a response
-            // (workerd does), and the window's buffers are shared with the part writes.
-            const slice = local.slice(pos, end)?.slice();
-            if (slice) {
+            const shared = local.slice(pos, end);
+            if (shared) {
+              // A copy where the runtime may detach what a response sends (see copyServed).
+              const slice = this.deps.options.copyServed ? shared.slice() : shared;
               pos += slice.byteLength;
-              metrics.count('outpost_served_bytes_total', { source: 'fill' }, slice.byteLength);
+              countServed(slice.byteLength);
               return controller.enqueue(slice);
             }
             if (local.committed && local.size !== undefined) {
@@ -270,7 +279,7 @@ export class Fills {
               local = undefined;
               continue;
             }
-            await Promise.race([local.changed(), this.deps.options.sleep(LOCAL_TICK_MS)]);
+            await Promise.race([local.changed(), tick()]);
             continue;
           }
           const watch = this.watch(digest);

@@ -36,6 +36,12 @@ export interface MirrorDeps {
   /** Who this instance is in lease owners (default: a random id). */
   instance?: string;
   sleep?: (ms: number) => Promise<void>;
+  /**
+   * The runtime only reads the buffers of the chunks a response sends, never takes them over
+   * (Node's http module): fills then serve their followers without a copy of each chunk.
+   * Default false (workerd detaches them).
+   */
+  responsesKeepBuffers?: boolean;
 }
 
 type Mirrored = Extract<Target, { kind: 'mirror' }>;
@@ -78,7 +84,7 @@ export class Mirror {
         if (linked) touches.touch(name, digest);
         return linked;
       },
-      options: { partBytes: deps.config.fillPartBytes, leaseMs: deps.config.fillLeaseMs, instance, sleep },
+      options: { partBytes: deps.config.fillPartBytes, leaseMs: deps.config.fillLeaseMs, instance, sleep, copyServed: deps.responsesKeepBuffers !== true },
     });
     this.manifests = new MirrorManifests({ ctx, metrics: this.metrics, manifests, upstream, instance, sleep, touches });
     this.blobs = new MirrorBlobs({ ctx, metrics: this.metrics, blobs, fills: this.fills, upstream, touches });

@@ -3,7 +3,7 @@ import type { Digest } from '../oci/digest.js';
 import { verify, type ByteStream, type VerifyExpectation } from '../streams.js';
 import type { ObjectRange } from '../../ports/blob-store.js';
 import type { Json } from '../../ports/meta-index.js';
-import { addReference, references, removeReference } from '../gc/references.js';
+import { addReference, noteCandidate, references, removeReference } from '../gc/references.js';
 import type { Ctx } from './context.js';
 import { gcPorts, storeContent } from './content.js';
 import { keys, objects } from './keys.js';
@@ -30,7 +30,9 @@ const LINK_ROUNDS = 8;
  * The link item names the version of the reference it stands on, so an unlink takes away only
  * the making of the reference its link stood on: a link made again meanwhile (a new version of
  * the same reference, then a CAS of the item) keeps its own. A crash between the two steps of
- * either leaves a reference with no link: bytes kept longer, never lost. A link therefore always
+ * either leaves a reference with no link: bytes kept longer, never lost (an unlink notes the digest
+ * as a candidate first, and the run that visits it removes such a dangling reference once it is
+ * older than REPAIR_AFTER_MS; so does a link's writer's, through prepareStore's candidate). A link therefore always
  * names stored bytes (no run deletes bytes a reference holds), and its size answers HEAD alone.
  * New bytes are stored inside a writer's hold (core/registry/content.ts) and linked before it
  * is released.
@@ -165,6 +167,9 @@ export class Blobs {
     for (let round = 0; round < LINK_ROUNDS; round++) {
       const link = await this.ctx.index.get<BlobLink & Json>(key);
       if (!link) throw new OciError('BLOB_UNKNOWN', undefined, { digest: digest.value });
+      // Noted first: a crash between the two steps below leaves a reference with no link, which
+      // the run that visits the candidate finds dangling and removes (collect.ts).
+      await noteCandidate(gcPorts(this.ctx), digest.value);
       // Only the link read: one made again meanwhile stands on a newer reference, which stays.
       if (!(await this.ctx.index.delete(key, link.version))) continue;
       // A link from before references has none of its own to take away (the backfill adds it).

@@ -1,7 +1,8 @@
-import { holdForStore, type GcPorts } from '../gc/references.js';
+import { holdForStore, type GcPorts, type ReferenceCheck } from '../gc/references.js';
 import { OciError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import type { Ctx } from './context.js';
+import { keys } from './keys.js';
 
 /**
  * The one way bytes are written at a content key (blobs/<digest>): inside a writer's hold
@@ -31,6 +32,26 @@ export async function storeContent<T>(ctx: Ctx, digest: Digest, write: () => Pro
 
 export function gcPorts(ctx: Ctx): GcPorts {
   return { index: ctx.index, store: ctx.store, clock: ctx.clock };
+}
+
+/**
+ * Whether the item a reference stands for still names the digest (collect's repair of dangling
+ * references): a link's item is there, a manifest record is there with the nonce that made the
+ * reference. One index read.
+ */
+export function referenceCheck(ctx: Pick<Ctx, 'index'>): ReferenceCheck {
+  return async (digest, ref) => {
+    if (ref.kind === 'link') {
+      const key = ref.from === 'manifest' ? keys.manifest(ref.repository, digest) : keys.blobLink(ref.repository, digest);
+      return (await ctx.index.get(key)) !== undefined;
+    }
+    if (ref.kind === 'manifest') {
+      const slash = ref.from.lastIndexOf('/');
+      const record = await ctx.index.get<{ nonce?: string }>(keys.manifest(ref.repository, ref.from.slice(0, slash)));
+      return record !== undefined && record.value.nonce === ref.from.slice(slash + 1);
+    }
+    return true;
+  };
 }
 
 /**

@@ -5,7 +5,7 @@ import { NONDISTRIBUTABLE_LAYER_TYPES } from '../oci/media-types.js';
 import type { Reference } from '../oci/reference.js';
 import { readCapped, streamOf, type ByteStream } from '../streams.js';
 import type { Json } from '../../ports/meta-index.js';
-import { addReference, references, removeReference } from '../gc/references.js';
+import { addReference, noteCandidate, references, removeReference } from '../gc/references.js';
 import type { Blobs } from './blobs.js';
 import { gcPorts, storeContent } from './content.js';
 import type { Ctx } from './context.js';
@@ -169,8 +169,12 @@ export class Manifests {
         },
       ).then(
         () => true,
-        (err: unknown) => {
+        async (err: unknown) => {
           if (err instanceof RecordRaced) return false;
+          // Refused or failed (content being collected, a store or index fault): the references
+          // this round made are nobody's, unless a record with this nonce stands on them.
+          const now = await this.ctx.index.get<ManifestRecord & Json>(key).catch(() => undefined);
+          if (now?.value.nonce !== record.nonce) await this.releaseNamed(name, digest.value, record.nonce, made).catch(() => undefined);
           throw err;
         },
       );
@@ -235,29 +239,42 @@ export class Manifests {
     const item = await this.ctx.index.get<ManifestRecord & Json>(keys.manifest(name, digest));
     // The record goes first and only in the version read: a PUT of the same manifest that
     // lands meanwhile wins, and its tags and referrer entry stay.
-    if (!item || (version !== undefined && item.version !== version) || !(await this.ctx.index.delete(keys.manifest(name, digest), item.version))) throw unknown(reference);
+    if (!item || (version !== undefined && item.version !== version)) throw unknown(reference);
+    // What the record names, and the record's own digest, are noted first: a crash before its
+    // references are all taken away leaves them dangling, and the runs that visit these
+    // candidates remove them (collect.ts).
+    const named = await this.namedBy(item.value);
+    const ports = gcPorts(this.ctx);
+    for (let i = 0; i < named.length; i += REFERENCE_CHECK_CONCURRENCY) {
+      await Promise.all(named.slice(i, i + REFERENCE_CHECK_CONCURRENCY).map((d) => noteCandidate(ports, d)));
+    }
+    await noteCandidate(ports, digest);
+    if (!(await this.ctx.index.delete(keys.manifest(name, digest), item.version))) throw unknown(reference);
     await this.tags.deletePointingAt(name, digest);
     if (item.value.subject) await this.ctx.index.delete(keys.referrer(name, item.value.subject, digest));
-    await this.releaseRecord(name, item.value);
+    await this.releaseRecord(name, item.value, named);
+  }
+
+  /** The digests whose references a record's nonce made: what its bytes name (none for a mirrored or an old record). */
+  private async namedBy(record: ManifestRecord): Promise<string[]> {
+    if (!record.nonce || record.ref === undefined) return [];
+    const object = await this.ctx.store.get(objects.content(parseDigest(record.digest)));
+    if (!object) return [];
+    const parsed = parseManifest(await readCapped(object.body, MAX_MANIFEST_BYTES, tooLarge), record.mediaType);
+    return parsed.ok ? namedDigests(parsed.manifest) : [];
   }
 
   /**
    * Takes away the references a deleted record stood on: those its nonce made to what it names
-   * (read from its bytes, which its own link holds until the last step), then its link. A PUT
-   * that read the record before the delete and made some of them again finds the record gone and
-   * takes its own away (record). A crash in between leaves references: bytes kept, never lost.
+   * (`named`, read from its bytes before the delete), then its link. A PUT that read the record
+   * before the delete and made some of them again finds the record gone and takes its own away
+   * (record). A crash in between leaves dangling references on noted candidates: bytes kept
+   * until a run repairs them, never lost.
    */
-  private async releaseRecord(name: string, record: ManifestRecord): Promise<void> {
+  private async releaseRecord(name: string, record: ManifestRecord, named: string[]): Promise<void> {
     // A record from before references stands on none (the backfill adds them); a mirrored one names nothing.
     if (record.ref === undefined) return;
-    if (record.nonce) {
-      const d = parseDigest(record.digest);
-      const object = await this.ctx.store.get(objects.content(d));
-      if (object) {
-        const parsed = parseManifest(await readCapped(object.body, MAX_MANIFEST_BYTES, tooLarge), record.mediaType);
-        if (parsed.ok) await this.releaseNamed(name, record.digest, record.nonce, new Map(namedDigests(parsed.manifest).map((x) => [x, undefined])));
-      }
-    }
+    if (record.nonce) await this.releaseNamed(name, record.digest, record.nonce, new Map(named.map((x) => [x, undefined])));
     await removeReference(gcPorts(this.ctx), record.digest, references.manifestLink(name), record.ref);
   }
 

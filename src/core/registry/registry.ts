@@ -1,6 +1,6 @@
 import { Blobs } from './blobs.js';
 import { Catalog } from './catalog.js';
-import { gcPorts } from './content.js';
+import { gcPorts, referenceCheck } from './content.js';
 import { runGc, type GcReport, type GcRunOptions } from '../gc/run.js';
 import { DEFAULT_OPTIONS, type Ctx, type RegistryDeps } from './context.js';
 import { reclaimLeftovers, type LeftoversReport, type ReclaimOptions } from './leftovers.js';
@@ -72,7 +72,7 @@ export function createRegistry(deps: RegistryDeps & { mirror?: MirrorDeps }): Re
       const hosted = options.hosted?.length
         ? await retainHosted({ index: ctx.index, clock: ctx.clock, manifests, mirror: (mirror ?? NO_MIRROR).config }, options.hosted, { dryRun: options.dryRun, onEvict: options.onHostedEvict })
         : undefined;
-      const report: RegistryGcReport = await runGc(gcPorts(ctx), options);
+      const report: RegistryGcReport = await runGc(gcPorts(ctx), { ...options, check: referenceCheck(ctx) });
       if (retention) report.retention = retention;
       if (hosted) report.hosted = hosted;
       return report;

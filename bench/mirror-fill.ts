@@ -1,0 +1,121 @@
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBlob, type Blob } from '../test/support/images.js';
+import { seedBlob, startUpstreamRegistry, type UpstreamRegistry } from '../test/e2e/support/upstream-registry.js';
+import { MiB, getHashed, table, type HashedGet } from './harness.js';
+import { killOnExit, startOutpost, type Instance } from './mirror-peers.js';
+
+/**
+ * One cold fill at a time: a blob nobody pulled yet, pulled through one Outpost process (local
+ * store, default fill settings) from a plain docker-registry on loopback, against the same blob
+ * pulled straight from that upstream just before. Both are one node:http GET that hashes the
+ * body (harness getHashed); the Outpost GET follows a HEAD, which vouches for the blob, so its
+ * time is the fill's. This is the single-process path (upstream body, hash, part writes,
+ * response stream) that bench/mirror.ts's cold batches and its leader figure are made of, in a
+ * few seconds a round. The process is warmed up by one small fill first (a long-running
+ * server's code is compiled), and every round pulls fresh blobs. Beside wall time it reports
+ * the CPU time the Outpost process used during the GET (all threads, user + system, from
+ * /proc), which a busy machine disturbs less.
+ *
+ *   BENCH_FILL_MIB        blob sizes in MiB (default 64,256)
+ *   BENCH_FILL_ROUNDS     rounds, a fresh blob of each size in each (default 5; medians count)
+ *   BENCH_FILL_NODE_ARGS  node options for the Outpost process (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof")
+ *
+ *   npm run build && npm run bench:fill
+ */
+
+const SIZES = (process.env.BENCH_FILL_MIB ?? '64,256').split(',').map((s) => Number(s) * MiB);
+const ROUNDS = Number(process.env.BENCH_FILL_ROUNDS ?? 5);
+const NODE_ARGS = (process.env.BENCH_FILL_NODE_ARGS ?? '').split(' ').filter(Boolean);
+const WARM_UP_BYTES = 16 * MiB;
+/** Clock ticks a second of /proc/<pid>/stat's utime and stime (USER_HZ, 100 on Linux). */
+const TICKS_PER_SECOND = 100;
+const REPOSITORY = 'library/fill';
+
+const median = (xs: number[]) => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+/** CPU seconds (user + system, every thread) the process has used so far. */
+function cpuSeconds(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The fields after the command name (which may hold spaces) start with the state, field 3.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+}
+
+/** Waits until the process has used no CPU for `quietMs` (the fill's compose and clean-up are done). */
+async function idle(pid: number, quietMs = 300): Promise<void> {
+  for (let last = cpuSeconds(pid); ; ) {
+    await new Promise((r) => setTimeout(r, quietMs));
+    const now = cpuSeconds(pid);
+    if (now - last < 0.02) return;
+    last = now;
+  }
+}
+
+function check(what: string, r: HashedGet, blob: Blob): void {
+  if (r.status !== 200 || r.digest !== blob.digest || r.size !== blob.size) throw new Error(`${what}: ${r.status}, ${r.size} bytes, ${r.digest}`);
+}
+
+/** A GET of `blob` through Outpost, which has never seen it: the fill's wall and CPU time. */
+async function coldFill(outpost: Instance, blob: Blob): Promise<{ seconds: number; cpu: number }> {
+  const url = `${outpost.url}/v2/${outpost.prefix}${REPOSITORY}/blobs/${blob.digest}`;
+  const head = await fetch(url, { method: 'HEAD' });
+  if (head.status !== 200) throw new Error(`HEAD through Outpost answered ${head.status}`);
+  await idle(outpost.pid);
+  const before = cpuSeconds(outpost.pid);
+  const r = await getHashed(url);
+  const cpu = cpuSeconds(outpost.pid) - before;
+  check('through Outpost', r, blob);
+  await idle(outpost.pid);
+  return { seconds: r.seconds, cpu };
+}
+
+async function main(): Promise<void> {
+  const work = mkdtempSync(join(tmpdir(), 'outpost-bench-fill-'));
+  let outpost: Instance | undefined;
+  let up: UpstreamRegistry | undefined;
+  killOnExit(() => {
+    for (const dir of [up?.dir, work]) if (dir) rmSync(dir, { recursive: true, force: true });
+  });
+  try {
+    up = await startUpstreamRegistry();
+    const config = { upstreams: [{ name: 'hub', url: up.url, namespace: 'docker.io' }] };
+    outpost = await startOutpost('Outpost', join(work, 'data'), join(work, 'outpost.log'), config, NODE_ARGS);
+    const warm = randomBlob(WARM_UP_BYTES);
+    await seedBlob(up, REPOSITORY, warm);
+    await coldFill(outpost, warm);
+    const times = SIZES.map(() => ({ direct: [] as number[], fill: [] as number[], cpu: [] as number[] }));
+    for (let round = 1; round <= ROUNDS; round++) {
+      for (const [i, size] of SIZES.entries()) {
+        const blob = randomBlob(size);
+        await seedBlob(up, REPOSITORY, blob);
+        const direct = await getHashed(`${up.url}/v2/${REPOSITORY}/blobs/${blob.digest}`);
+        check('straight from the upstream', direct, blob);
+        const fill = await coldFill(outpost, blob);
+        times[i]!.direct.push(direct.seconds);
+        times[i]!.fill.push(fill.seconds);
+        times[i]!.cpu.push(fill.cpu);
+        console.log(`bench: round ${round}, ${size / MiB} MiB: direct ${direct.seconds.toFixed(3)} s, cold fill ${fill.seconds.toFixed(3)} s (Outpost CPU ${fill.cpu.toFixed(2)} s)`);
+      }
+    }
+    const rows = SIZES.map((size, i) => {
+      const direct = median(times[i]!.direct);
+      const fill = median(times[i]!.fill);
+      const rate = (size / MiB / fill).toFixed(0);
+      return [`${size / MiB} MiB`, `${direct.toFixed(3)} s`, `${fill.toFixed(3)} s (${rate} MiB/s)`, `${(fill / direct).toFixed(2)}x`, `${median(times[i]!.cpu).toFixed(2)} s`];
+    });
+    console.log(table(`One cold fill through Outpost (Node, local store) against a direct GET from the upstream, median of ${ROUNDS}`, ['blob', 'direct', 'cold fill', 'fill vs direct', 'Outpost CPU during the fill'], rows));
+  } finally {
+    await outpost?.stop();
+    await up?.stop();
+    if (process.env.BENCH_FILL_SHOW_LOG) console.log(readFileSync(join(work, 'outpost.log'), 'utf8'));
+    rmSync(work, { recursive: true, force: true });
+  }
+}
+
+await main();
