@@ -188,7 +188,8 @@ export function referencesContract(label: string, make: (clock: TestClock) => Re
           expect(await collect(s.ports, D, { graceMs: GRACE }), ref.kind).toBe('referenced');
           expect(s.present()).toBe(true);
           expect((await contentState(s.ports, D.value))?.value.state).toBe('live');
-          expect(await listCandidates(s.ports, { limit: 10 })).toEqual([]);
+          // The candidate it was given is settled (the store's own, in a later bucket, waits for its visit).
+          expect((await listCandidates(s.ports, { limit: 10 })).filter((c) => c.since === 0)).toEqual([]);
           await removeReference(s.ports, D.value, ref);
         }
         s.clock.advance(GRACE);
@@ -206,6 +207,10 @@ export function referencesContract(label: string, make: (clock: TestClock) => Re
         s.clock.advance(1);
         expect(await collect(s.ports, D, { graceMs: GRACE })).toBe('deleted');
         expect(s.present()).toBe(false);
+        // Noted when stored and when unreferenced, perhaps in two buckets: each visit settles one.
+        for (let i = 0; i < 3 && (await listCandidates(s.ports, { limit: 10 })).length > 0; i++) {
+          expect(await collect(s.ports, D, { graceMs: GRACE })).toBe('deleted');
+        }
         expect(await listCandidates(s.ports, { limit: 10 })).toEqual([]);
         expect((await contentState(s.ports, D.value))?.value).toMatchObject({ state: 'deleted', done: true });
       });

@@ -272,10 +272,13 @@ function replaceRandom(rng: Rng, node: unknown, make: () => unknown): unknown {
 
 /**
  * A refused write that got as far as holding its digest's content key (core/registry/content.ts)
- * leaves the digest's collection state and a GC candidate, which the next collecting run
- * settles: bookkeeping, not content. References must still be as they were.
+ * leaves the digest's collection state, a GC candidate in its bucket and the note of when it was
+ * last unreferenced, which the next collecting run settles: bookkeeping, not content. References
+ * must still be as they were.
  */
-const GC_BOOKKEEPING = /^(content|gc#candidates)$/;
+const GC_BOOKKEEPING = /^(content|gc#candidates#\d+|gc#buckets)$/;
+/** The note of when a digest's last reference went, beside its references (bookkeeping too). */
+const UNREFERENCED_SK = '~unreferenced';
 
 /**
  * Records, per request, what stored state looked like before the request first wrote it: the
@@ -338,7 +341,7 @@ export class Journal {
 
   private async note(key: ItemKey): Promise<void> {
     const id = JSON.stringify([key.pk, key.sk]);
-    if (this.before.has(id) || this.ignored.test(key.pk) || GC_BOOKKEEPING.test(key.pk)) return;
+    if (this.before.has(id) || this.ignored.test(key.pk) || GC_BOOKKEEPING.test(key.pk) || key.sk === UNREFERENCED_SK) return;
     this.before.set(id, undefined);
     this.before.set(id, (await this.index.get(key))?.value);
   }

@@ -7,7 +7,7 @@ import { keys, objects } from '../registry/keys.js';
 import { namedDigests, tooLarge, type ManifestRecord } from '../registry/manifests.js';
 import { allItems } from '../registry/pages.js';
 import { readCapped } from '../streams.js';
-import { addReference, gcKeys, references, removeReference, type GcPorts } from './references.js';
+import { addReference, noteCandidate, references, removeReference, type GcPorts } from './references.js';
 
 /**
  * The references of content stored before references existed, made once per store before any
@@ -61,7 +61,7 @@ export async function backfill(ports: GcPorts): Promise<BackfillReport | undefin
       const digest = digestOfKey(object.key);
       // Unreferenced since it was written, as far as anyone can tell; a note already there
       // (a reference removed since) keeps its own time.
-      if (digest && (await ports.index.putIfAbsent(gcKeys.candidate(digest), { since: object.lastModified ?? ports.clock.now() }))) report.objects++;
+      if (digest && (await noteCandidate(ports, digest, object.lastModified ?? ports.clock.now(), { ifAbsent: true }))) report.objects++;
     }
     if (!page.next) break;
     after = page.next;

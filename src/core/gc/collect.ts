@@ -4,12 +4,15 @@ import { objects } from '../registry/keys.js';
 import {
   DELETE_WINDOW_MS,
   gcKeys,
+  findCandidate,
   firstReference,
   listReferences,
   readState,
   REPAIR_AFTER_MS,
   STUCK_DELETING_MS,
   TOMBSTONE_MS,
+  unreferencedSince,
+  type Candidate,
   type ContentState,
   type GcPorts,
   type ReferenceCheck,
@@ -67,6 +70,8 @@ export interface CollectOptions {
   now?: number;
   /** Names this run in the states it writes; a fresh id by default. */
   runId?: string;
+  /** The candidate item a run listed; found by digest (the oldest) when absent. */
+  candidate?: Candidate;
   /** Told the size of the bytes this run is about to delete (undefined: none were there), before the delete. */
   deleting?: (size: number | undefined) => void;
   /** Repairs dangling references on the way (references.ts ReferenceCheck); without it any reference holds. */
@@ -94,14 +99,14 @@ export async function collect(ports: GcPorts, digest: Digest, options: CollectOp
   const me = options.runId ?? crypto.randomUUID();
   const d = digest.value;
   const stateKey = gcKeys.state(d);
-  const candidate = await index.get<{ since: number }>(gcKeys.candidate(d));
-  const found = await readState(index, d);
+  const candidate = options.candidate ?? (await findCandidate(ports, d));
+  const [found, unreferenced] = await Promise.all([readState(index, d), unreferencedSince(ports, d)]);
   const now = options.now ?? clock.now();
 
   // Settles the candidate item at the version read, so a newer note (a reference removed, bytes
   // stored again meanwhile) survives.
   const dropCandidate = async () => {
-    if (candidate) await index.delete(gcKeys.candidate(d), candidate.version);
+    if (candidate) await index.delete(candidate.key, candidate.version);
   };
 
   /** CAS that counts a write of this run whose reply was lost (or re-sent and refused) as done. */
@@ -117,7 +122,9 @@ export async function collect(ports: GcPorts, digest: Digest, options: CollectOp
   const v = found?.value;
   if (!v || v.state === 'live') {
     if (!candidate) return 'not-candidate';
-    const since = Math.max(candidate.value.since, v?.since ?? -Infinity);
+    // The latest of: this note, the last store (the state), the last reference's removal (which
+    // may have noted the digest in a later bucket too).
+    const since = Math.max(candidate.since, v?.since ?? -Infinity, unreferenced ?? -Infinity);
     if (now - since < options.graceMs) return 'young';
     const value: ContentState = { state: 'deleting', since: clock.now(), by: me };
     if (found) deleting = await cas(found.version, value);
@@ -168,6 +175,7 @@ export async function collect(ports: GcPorts, digest: Digest, options: CollectOp
   // (that writer must find deleted, not absent, which reads as live); then it goes by itself.
   await index.compareAndSet(stateKey, deleted!.version, { state: 'deleted', since: deleted!.since, by: me, done: true }, { expiresAt: clock.now() + TOMBSTONE_MS });
   await dropCandidate();
+  await index.delete(gcKeys.unreferenced(d));
   return 'deleted';
 }
 

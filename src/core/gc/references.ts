@@ -9,7 +9,9 @@ import { MAX_LIST_LIMIT, type Item, type ItemKey, type Json, type MetaIndex } fr
  * Items (MetaIndex pk / sk -> value; listed with the rest in core/registry/keys.ts):
  *   ref#<digest>   / <kind>:<repository>:<from>  -> { at }      one reference; its presence is the count
  *   content        / <digest>                    -> ContentState  live | deleting | deleted (absent = live)
- *   gc#candidates  / <digest>                    -> { since }   may be unreferenced since `since` (GC's work list)
+ *   ref#<digest>   / ~unreferenced               -> { at }      when its last reference went (after every reference)
+ *   gc#candidates#<hour> / <digest>              -> { since }   may be unreferenced since `since` (GC's work list, hourly buckets)
+ *   gc#buckets     / <hour>                      -> {}          the buckets that may hold candidates
  * Kinds: link (blob or manifest present in a repository, hosted or mirrored, from = "blob" |
  * "manifest"; the link item keeps the reference's version), manifest (a manifest record names it
  * as config, layer or child; from = "<manifest digest>/<the record's nonce>"), writer (bytes
@@ -162,6 +164,8 @@ export interface Candidate {
   digest: string;
   since: number;
   version: number;
+  /** Where the candidate item is (its bucket). */
+  key: ItemKey;
 }
 
 export type AddResult = { held: true; version: number } | { held: false };
@@ -218,14 +222,45 @@ export const STUCK_DELETING_MS = 5 * 60_000;
 const MAX_STATE_ROUNDS = 8;
 
 const REF_PREFIX = 'ref#';
-export const CANDIDATES_PARTITION = 'gc#candidates';
+
+/**
+ * Candidates are kept in hourly buckets (gc#candidates#<hour>, by when they were noted), listed
+ * in gc#buckets. A run reads the buckets oldest first and skips those within the grace; a bucket
+ * that a run settled whole, and that no note can land in any more, leaves the directory, so the
+ * tombstones of its settled candidates are never listed again: a run's listing costs the
+ * candidates of open buckets, not every candidate ever settled.
+ */
+export const CANDIDATE_BUCKET_MS = 60 * 60_000;
+const BUCKETS_PARTITION = 'gc#buckets';
+
+/**
+ * In a digest's reference partition, after every reference (`~` sorts after the kinds): when its
+ * last reference went. The grace counts from the latest removal, whichever bucket noted it.
+ */
+const UNREFERENCED_SK = '~unreferenced';
 
 export const gcKeys = {
   refPartition: (digest: string) => `${REF_PREFIX}${digest}`,
   ref: (digest: string, ref: Reference): ItemKey => ({ pk: `${REF_PREFIX}${digest}`, sk: referenceSk(ref) }),
+  unreferenced: (digest: string): ItemKey => ({ pk: `${REF_PREFIX}${digest}`, sk: UNREFERENCED_SK }),
   state: (digest: string): ItemKey => ({ pk: 'content', sk: digest }),
-  candidate: (digest: string): ItemKey => ({ pk: CANDIDATES_PARTITION, sk: digest }),
+  candidate: (digest: string, since: number): ItemKey => ({ pk: bucketPartition(bucketOf(since)), sk: digest }),
+  bucket: (bucket: string): ItemKey => ({ pk: BUCKETS_PARTITION, sk: bucket }),
 };
+
+/** The bucket of a time: hours since the epoch, zero-padded so that buckets sort by time. */
+export function bucketOf(time: number): string {
+  return String(Math.max(0, Math.floor(time / CANDIDATE_BUCKET_MS))).padStart(12, '0');
+}
+
+export function bucketPartition(bucket: string): string {
+  return `gc#candidates#${bucket}`;
+}
+
+/** When a bucket's notes start. */
+export function bucketStart(bucket: string): number {
+  return Number(bucket) * CANDIDATE_BUCKET_MS;
+}
 
 /**
  * `<kind>:<repository>:<from>`. A hosted name never holds ':' or '%', but a mirrored one may
@@ -277,7 +312,10 @@ export async function addReference(ports: GcPorts, digest: string, ref: Referenc
 export async function removeReference(ports: GcPorts, digest: string, ref: Reference, version?: number): Promise<boolean> {
   const removed = await ports.index.delete(gcKeys.ref(digest, ref), version);
   // Checked whether or not this call removed it: a retry after a lost reply must still note it.
-  if (!(await hasReferences(ports, digest))) await noteCandidate(ports, digest);
+  if (!(await hasReferences(ports, digest))) {
+    await ports.index.put(gcKeys.unreferenced(digest), { at: ports.clock.now() });
+    await noteCandidate(ports, digest);
+  }
   return removed;
 }
 
@@ -292,7 +330,7 @@ export async function hasReferences(ports: Pick<GcPorts, 'index'>, digest: strin
  */
 export async function firstReference(ports: Pick<GcPorts, 'index'>, digest: string): Promise<ReferenceKind | undefined> {
   const [first] = await ports.index.list(gcKeys.refPartition(digest), { limit: 1 });
-  return first ? parseReferenceSk(first.sk).kind : undefined;
+  return first && first.sk !== UNREFERENCED_SK ? parseReferenceSk(first.sk).kind : undefined;
 }
 
 /**
@@ -346,7 +384,7 @@ export async function* listReferences(ports: Pick<GcPorts, 'index'>, digest: str
   let after: string | undefined;
   for (;;) {
     const page = await ports.index.list<{ at: number }>(gcKeys.refPartition(digest), { after, limit: MAX_LIST_LIMIT });
-    for (const { sk, item } of page) yield { ...parseReferenceSk(sk), version: item.version, at: item.value.at };
+    for (const { sk, item } of page) if (sk !== UNREFERENCED_SK) yield { ...parseReferenceSk(sk), version: item.version, at: item.value.at };
     if (page.length < MAX_LIST_LIMIT) return;
     after = page[page.length - 1]!.sk;
   }
@@ -357,15 +395,85 @@ export async function contentState(ports: Pick<GcPorts, 'index'>, digest: string
   return readState(ports.index, digest);
 }
 
-/** Lists `digest` for the collector: it may be unreferenced from `since` on. Idempotent. */
-export async function noteCandidate(ports: Pick<GcPorts, 'index' | 'clock'>, digest: string, since = ports.clock.now()): Promise<void> {
-  await ports.index.put(gcKeys.candidate(digest), { since });
+/**
+ * Lists `digest` for the collector: it may be unreferenced from `since` on. The candidate goes
+ * into the bucket of `since`, then the bucket into the directory (in that order: a run that
+ * drops a bucket it found empty does so at the version it read, so a note that came after the
+ * read keeps it). Idempotent.
+ */
+export async function noteCandidate(ports: Pick<GcPorts, 'index' | 'clock'>, digest: string, since = ports.clock.now(), options: { ifAbsent?: boolean } = {}): Promise<boolean> {
+  const key = gcKeys.candidate(digest, since);
+  if (options.ifAbsent) {
+    if (!(await ports.index.putIfAbsent(key, { since }))) return false;
+  } else await ports.index.put(key, { since });
+  await noteBucket(ports, bucketOf(since));
+  return true;
 }
 
-/** One page of candidates in digest order, after `after`: the collector's work list. */
-export async function listCandidates(ports: Pick<GcPorts, 'index'>, options: { after?: string; limit: number }): Promise<Candidate[]> {
-  const page = await ports.index.list<{ since: number }>(CANDIDATES_PARTITION, options);
-  return page.map(({ sk, item }) => ({ digest: sk, since: item.value.since, version: item.version }));
+/**
+ * Buckets this process listed in the directory, the current hour's only: a run never drops a
+ * bucket that notes may still land in (closedBucket), so a current one listed once stays listed.
+ */
+const listedBuckets = new WeakMap<object, string>();
+
+async function noteBucket(ports: Pick<GcPorts, 'index' | 'clock'>, bucket: string): Promise<void> {
+  const current = bucketOf(ports.clock.now()) === bucket;
+  if (current && listedBuckets.get(ports.index) === bucket) return;
+  await ports.index.put(gcKeys.bucket(bucket), {});
+  if (current) listedBuckets.set(ports.index, bucket);
+}
+
+/** Whether no note can land in `bucket` any more, whatever the clocks of other instances say. */
+export function closedBucket(bucket: string, now: number): boolean {
+  return bucketStart(bucket) + CANDIDATE_BUCKET_MS + MAX_CLOCK_SKEW_MS < now;
+}
+
+/** The buckets that may hold candidates, oldest first, with the version each was read at. */
+export async function listBuckets(ports: Pick<GcPorts, 'index'>): Promise<Array<{ bucket: string; version: number }>> {
+  const out: Array<{ bucket: string; version: number }> = [];
+  let after: string | undefined;
+  for (;;) {
+    const page = await ports.index.list(BUCKETS_PARTITION, { after, limit: MAX_LIST_LIMIT });
+    for (const { sk, item } of page) out.push({ bucket: sk, version: item.version });
+    if (page.length < MAX_LIST_LIMIT) return out;
+    after = page[page.length - 1]!.sk;
+  }
+}
+
+/** One page of a bucket's candidates in digest order, after `after`. */
+export async function listBucket(ports: Pick<GcPorts, 'index'>, bucket: string, options: { after?: string; limit: number }): Promise<Candidate[]> {
+  const page = await ports.index.list<{ since: number }>(bucketPartition(bucket), options);
+  return page.map(({ sk, item }) => ({ digest: sk, since: item.value.since, version: item.version, key: { pk: bucketPartition(bucket), sk } }));
+}
+
+/** The first `limit` candidates, oldest bucket first (audits and tests; a run pages through listBucket). */
+export async function listCandidates(ports: Pick<GcPorts, 'index'>, options: { limit: number }): Promise<Candidate[]> {
+  const out: Candidate[] = [];
+  for (const { bucket } of await listBuckets(ports)) {
+    let after: string | undefined;
+    while (out.length < options.limit) {
+      const page = await listBucket(ports, bucket, { after, limit: Math.min(MAX_LIST_LIMIT, options.limit - out.length) });
+      out.push(...page);
+      if (page.length < MAX_LIST_LIMIT) break;
+      after = page[page.length - 1]!.digest;
+    }
+  }
+  return out;
+}
+
+/** The oldest candidate item of `digest` (collect without one in hand): one read per listed bucket. */
+export async function findCandidate(ports: Pick<GcPorts, 'index'>, digest: string): Promise<Candidate | undefined> {
+  for (const { bucket } of await listBuckets(ports)) {
+    const key = { pk: bucketPartition(bucket), sk: digest };
+    const item = await ports.index.get<{ since: number }>(key);
+    if (item) return { digest, since: item.value.since, version: item.version, key };
+  }
+  return undefined;
+}
+
+/** When the digest's last reference went, as its removal recorded (undefined: never, or not since then). */
+export async function unreferencedSince(ports: Pick<GcPorts, 'index'>, digest: string): Promise<number | undefined> {
+  return (await ports.index.get<{ at: number }>(gcKeys.unreferenced(digest)))?.value.at;
 }
 
 /**
