@@ -10,8 +10,8 @@ import { MAX_LIST_LIMIT, type Item, type ItemKey, type Json, type MetaIndex } fr
  *   ref#<digest>   / <kind>:<repository>:<from>  -> { at }      one reference; its presence is the count
  *   content        / <digest>                    -> ContentState  live | deleting | deleted (absent = live)
  *   ref#<digest>   / ~unreferenced               -> { at }      when its last reference went (after every reference)
- *   gc#candidates#<hour> / <digest>              -> { since }   may be unreferenced since `since` (GC's work list, hourly buckets)
- *   gc#buckets     / <hour>                      -> {}          the buckets that may hold candidates
+ *   gc#candidates#<bucket> / <digest>            -> { since }   may be unreferenced since `since` (GC's work list, 5-minute buckets)
+ *   gc#buckets     / <bucket>                    -> {}          the buckets that may hold candidates
  * Kinds: link (blob or manifest present in a repository, hosted or mirrored, from = "blob" |
  * "manifest"; the link item keeps the reference's version), manifest (a manifest record names it
  * as config, layer or child; from = "<manifest digest>/<the record's nonce>"), writer (bytes
@@ -224,13 +224,15 @@ const MAX_STATE_ROUNDS = 8;
 const REF_PREFIX = 'ref#';
 
 /**
- * Candidates are kept in hourly buckets (gc#candidates#<hour>, by when they were noted), listed
- * in gc#buckets. A run reads the buckets oldest first and skips those within the grace; a bucket
- * that a run settled whole, and that no note can land in any more, leaves the directory, so the
- * tombstones of its settled candidates are never listed again: a run's listing costs the
- * candidates of open buckets, not every candidate ever settled.
+ * Candidates are kept in buckets of five minutes (gc#candidates#<bucket>, by when they were
+ * noted), listed in gc#buckets. A run reads the buckets oldest first and skips those within the
+ * grace; a bucket that a run settled whole, and that no note can land in any more (its end plus
+ * the clock skew passed), leaves the directory, so the tombstones of its settled candidates are
+ * never listed again: a run's listing costs the candidates of the last few minutes' buckets and
+ * of the buckets still holding garbage, not every candidate ever settled. The directory's own
+ * tombstones are at most one per bucket (288 a day), kept a week.
  */
-export const CANDIDATE_BUCKET_MS = 60 * 60_000;
+export const CANDIDATE_BUCKET_MS = 5 * 60_000;
 const BUCKETS_PARTITION = 'gc#buckets';
 
 /**
@@ -248,7 +250,7 @@ export const gcKeys = {
   bucket: (bucket: string): ItemKey => ({ pk: BUCKETS_PARTITION, sk: bucket }),
 };
 
-/** The bucket of a time: hours since the epoch, zero-padded so that buckets sort by time. */
+/** The bucket of a time: buckets since the epoch, zero-padded so that they sort by time. */
 export function bucketOf(time: number): string {
   return String(Math.max(0, Math.floor(time / CANDIDATE_BUCKET_MS))).padStart(12, '0');
 }
@@ -411,7 +413,7 @@ export async function noteCandidate(ports: Pick<GcPorts, 'index' | 'clock'>, dig
 }
 
 /**
- * Buckets this process listed in the directory, the current hour's only: a run never drops a
+ * Buckets this process listed in the directory, the current one only: a run never drops a
  * bucket that notes may still land in (closedBucket), so a current one listed once stays listed.
  */
 const listedBuckets = new WeakMap<object, string>();

@@ -19,7 +19,7 @@ import {
 
 /**
  * One garbage-collection run: the candidates (noted whenever a digest's last reference goes or
- * new bytes are stored, in hourly buckets: references.ts), oldest bucket first, one page at a
+ * new bytes are stored, in buckets of five minutes: references.ts), oldest bucket first, one page at a
  * time, each through `collect`; the buckets within the grace are not read. A bucket settled whole
  * leaves the directory once no note can land in it. A run reads no repository and lists no store
  * object: its cost grows with the candidates, which is the garbage plus what was stored or
