@@ -16,6 +16,7 @@ export const METRICS = {
   outpost_fill_takeovers_total: { type: 'counter', help: 'fills resumed after their leader stopped' },
   outpost_lease_waits_total: { type: 'counter', help: 'times a request waited for another instance to finish a fetch' },
   outpost_stale_serves_total: { type: 'counter', help: 'tags served past their TTL because the upstream failed' },
+  outpost_gate_decisions_total: { type: 'counter', help: 'manifest reads the signature gate decided, by policy and result (allowed, denied, warned, artifact)' },
   outpost_upstream_ratelimit_remaining: { type: 'gauge', help: 'the upstream rate-limit remaining as last reported, by upstream' },
 } as const;
 

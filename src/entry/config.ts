@@ -9,6 +9,7 @@ import type { MirrorConfig } from '../core/mirror/config.js';
 import { MAX_MANIFEST_BYTES } from '../core/oci/manifest.js';
 import { DEFAULT_MAX_BLOB_BYTES } from '../core/registry/context.js';
 import type { GcConfig } from '../core/gc/config.js';
+import type { GatePolicy } from '../core/gate/gate.js';
 import { defaultDocument, readDocument, type ConfigDocument } from './config/document.js';
 import { isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
 
@@ -49,6 +50,8 @@ export interface Config {
   mirror: MirrorConfig;
   /** Garbage collection: the grace period, and how often a Node server runs it (the document's `gc:`). */
   gc: GcConfig;
+  /** Signature policies (the document's `policies:`): none gates nothing. */
+  policies: GatePolicy[];
   /** On SIGTERM/SIGINT, how long requests in flight may take before their connections are cut (Node). */
   shutdownSeconds: number;
   /** The least severe structured log line written (the access log is at info). */
@@ -63,6 +66,10 @@ export interface ConfigInput {
   configSource?: string;
   /** Why the entry point could not read the document (a missing or unreadable file), reported with the other problems. */
   configReadError?: string;
+  /** Reads a file the document names (keys, trusted roots), relative to the document (Node only). */
+  readFile?: (path: string) => string | { error: string };
+  /** The shipped Sigstore public-good trusted root (entry/public-good.ts), for `trustedRoot: sigstore-public-good`. */
+  publicGoodRoot?: () => string;
 }
 
 export class ConfigError extends Error {
@@ -84,7 +91,7 @@ export const CONFIG_VARIABLES = {
   OUTPOST_MAX_BLOB_BYTES: 'largest blob pushed, uploaded or mirrored, in bytes, from 4 MiB to 5 TiB; a longer one is refused before it is stored (default 68719476736, 64 GiB)',
   OUTPOST_SHUTDOWN_SECONDS: 'on SIGTERM or SIGINT, how long requests in flight may finish before their connections are cut (Node; default 25)',
   OUTPOST_LOG_LEVEL: 'least severe log line written: debug, info, warn, error or off; the access log is at info (default info)',
-  OUTPOST_CONFIG: 'the configuration document inline, YAML or JSON: upstreams, hosted prefixes, mirror tuning, gc (default none)',
+  OUTPOST_CONFIG: 'the configuration document inline, YAML or JSON: upstreams, hosted prefixes, mirror tuning, gc, signature policies (default none)',
   OUTPOST_CONFIG_FILE: 'path of the configuration document, YAML or JSON (Node; default none)',
   OUTPOST_S3_ENDPOINT: 'S3 endpoint URL (default: AWS for the region)',
   OUTPOST_S3_REGION: 'S3 region (default us-east-1; "auto" for R2)',
@@ -163,6 +170,7 @@ export function readConfig(env: Record<string, unknown>, runtime: 'node' | 'work
     maxBlobBytes,
     mirror: document.mirror,
     gc: document.gc,
+    policies: document.policies,
     shutdownSeconds,
     logLevel: isLogLevel(logLevel) ? logLevel : 'info',
   };
@@ -208,7 +216,7 @@ function readConfigDocument(
   } else {
     return none([]);
   }
-  return readDocument({ text, source, env, runtime });
+  return readDocument({ text, source, env, runtime, readFile: input.readFile, publicGoodRoot: input.publicGoodRoot });
 }
 
 function readS3(get: (name: ConfigVariable) => string | undefined, problems: string[]): S3Config {

@@ -3,7 +3,7 @@ import { createServer, type Server, type ServerResponse } from 'node:http';
 import { OciError } from '../core/errors.js';
 import { ociErrorResponse } from '../http/errors.js';
 import { closeSync, openSync, readSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { FsBlobStore } from '../adapters/local/fs-blob-store.js';
 import { SqliteMetaIndex } from '../adapters/local/sqlite-meta-index.js';
 import { DEFAULT_RECLAIM_AGE_MS, type BlobStore } from '../ports/blob-store.js';
@@ -15,6 +15,7 @@ import { readConfig, type Config, type ConfigInput } from './config.js';
 import type { Log } from './log.js';
 import { drainable, nodeConnection } from './node-server.js';
 import { outpostApp } from './outpost.js';
+import { publicGoodTrustedRoot } from './public-good.js';
 import { gcSummary } from './upkeep.js';
 import { listenError, openIndex, prepareDataDir } from './startup-errors.js';
 
@@ -221,5 +222,18 @@ function fileError(err: unknown): string {
 /** readConfig over the process environment, with the file OUTPOST_CONFIG_FILE names (when set). */
 export function readNodeConfig(env: Record<string, string | undefined>): Config {
   const file = env.OUTPOST_CONFIG_FILE?.trim();
-  return readConfig(env, 'node', file ? readConfigFile(file) : {});
+  // Files the document names are relative to the document (or to the working directory when it is inline).
+  const base = file ? dirname(resolve(file)) : process.cwd();
+  return readConfig(env, 'node', {
+    ...(file ? readConfigFile(file) : {}),
+    readFile: (path) => readNamedFile(resolve(base, path), path),
+    publicGoodRoot: publicGoodTrustedRoot,
+  });
+}
+
+/** A key or trusted-root file the document names: at most MAX_DOCUMENT_BYTES, UTF-8. */
+function readNamedFile(path: string, named: string): string | { error: string } {
+  const read = readConfigFile(path);
+  if (read.configText !== undefined) return read.configText;
+  return { error: (read.configReadError ?? 'cannot be read').replace(`OUTPOST_CONFIG_FILE: cannot read "${path.slice(0, 200)}"`, `cannot read "${named.slice(0, 200)}"`) };
 }

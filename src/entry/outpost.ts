@@ -40,6 +40,7 @@ export function outpostApp(config: Config, adapters: { store: BlobStore; index: 
       maxBlobBytes: config.maxBlobBytes,
     },
     mirror: { config: config.mirror, upstreams: upstreamClients(config.mirror, options.fetch ?? fetch, log), metrics, responsesKeepBuffers: options.responsesKeepBuffers },
+    gate: { policies: config.policies, log: (record) => log?.write(record.result === 'denied' ? 'warn' : 'info', record) },
   });
   // Off below info: no record is even built.
   const accessLog = log?.enabled('info') ? (record: AccessRecord) => log.write('info', record) : undefined;

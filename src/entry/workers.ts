@@ -6,6 +6,7 @@ import { cloudAdapters } from './cloud.js';
 import { ConfigError, readConfig } from './config.js';
 import { createLog, type Log } from './log.js';
 import { outpostApp } from './outpost.js';
+import { publicGoodTrustedRoot } from './public-good.js';
 import type { Metrics } from '../core/metrics.js';
 import type { GcConfig } from '../core/gc/config.js';
 import type { Registry } from '../core/registry/registry.js';
@@ -56,7 +57,7 @@ const workersConnection: ConnectionInfo = {
 };
 
 function build(env: Env) {
-  const config = readConfig(env, 'workers');
+  const config = readConfig(env, 'workers', { publicGoodRoot: publicGoodTrustedRoot });
   if (config.store.kind !== 'cloud') throw new ConfigError(['OUTPOST_STORE must be "cloud" on Workers']);
   const log = createLog(config.logLevel, (line) => console.log(line));
   return { ...outpostApp(config, cloudAdapters(config.store, systemClock), { metricsRoute: false, log, connection: workersConnection }), log, gc: config.gc };

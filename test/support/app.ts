@@ -1,7 +1,7 @@
 import { nodeHash } from '../../src/adapters/crypto/node-hash.js';
 import { MemoryBlobStore } from '../../src/adapters/memory/blob-store.js';
 import { MemoryMetaIndex } from '../../src/adapters/memory/meta-index.js';
-import { createRegistry, type RegistryOptions } from '../../src/core/registry/registry.js';
+import { createRegistry, type GateOptions, type RegistryOptions } from '../../src/core/registry/registry.js';
 import type { ConnectionInfo } from '../../src/http/access-log.js';
 import { createApp } from '../../src/http/app.js';
 import { TestClock } from './clock.js';
@@ -13,11 +13,11 @@ export { TestClock };
  * An Outpost app over in-memory adapters, driven through app.request(). `connection` stands in
  * for the runtime's (entry/node-server.ts nodeConnection reads what app.request's env passes).
  */
-export function testApp(options: Partial<RegistryOptions> = {}, http: { connection?: ConnectionInfo } = {}) {
+export function testApp(options: Partial<RegistryOptions> = {}, http: { connection?: ConnectionInfo; gate?: GateOptions } = {}) {
   const clock = new TestClock();
   const store = new MemoryBlobStore(clock);
   const index = new MemoryMetaIndex(clock);
-  const registry = createRegistry({ store, index, hash: nodeHash, clock, options });
+  const registry = createRegistry({ store, index, hash: nodeHash, clock, options, gate: http.gate });
   const app = createApp({ registry, connection: http.connection });
   const request = (path: string, init?: RequestInit) => app.request(path, init);
 

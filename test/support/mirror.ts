@@ -4,7 +4,7 @@ import { MemoryMetaIndex } from '../../src/adapters/memory/meta-index.js';
 import { RegistryUpstream } from '../../src/adapters/upstream/registry-upstream.js';
 import type { MirrorConfig, UpstreamConfig } from '../../src/core/mirror/config.js';
 import { Metrics } from '../../src/core/metrics.js';
-import { createRegistry, type RegistryOptions } from '../../src/core/registry/registry.js';
+import { createRegistry, type GateOptions, type RegistryOptions } from '../../src/core/registry/registry.js';
 import type { ConnectionInfo } from '../../src/http/access-log.js';
 import { createApp } from '../../src/http/app.js';
 import type { BlobStore } from '../../src/ports/blob-store.js';
@@ -33,6 +33,8 @@ export function upstreamConfig(overrides: Partial<UpstreamConfig> = {}): Upstrea
 
 export interface MirrorTestOptions {
   upstream?: FakeUpstreamOptions;
+  /** Signature policies (the gate). */
+  gate?: GateOptions;
   config?: Partial<UpstreamConfig>;
   hosted?: string[];
   instances?: number;
@@ -69,6 +71,7 @@ export function mirrorTest(options: MirrorTestOptions = {}) {
       clock,
       options: options.options,
       mirror: { config, upstreams: new Map([[upstream.name, client]]), metrics, instance: `i${i}`, sleep: (ms) => new Promise((r) => setTimeout(r, Math.min(ms, 5))) },
+      gate: options.gate,
     });
     const app = createApp({ registry, metrics: true, connection: options.connection });
     return { registry, app, metrics, request: (path: string, init?: RequestInit) => app.request(path, init) };

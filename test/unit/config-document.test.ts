@@ -275,7 +275,7 @@ describe('the configuration document', () => {
       'unknown keys, naming the known ones',
       upstream('tagTTL: 5m', 'content:', '  allowed: ["a/*"]') + '\nmirror:\n  fillPart: 8MiB\nupstream: []',
       [
-        'upstream: unknown key; the known keys are upstreams, hosted, mirror, gc',
+        'upstream: unknown key; the known keys are upstreams, hosted, mirror, gc, policies',
         'upstreams[0].tagTTL: unknown key; the known keys are name, url, namespace, default, tagTtl, maxStale, username, passwordEnv, content',
         'upstreams[0].content.allowed: unknown key; the known keys are allow, deny, tags',
         'mirror.fillPart: unknown key; the known keys are fillPartSize, fillLease, fillMemory',
@@ -296,14 +296,13 @@ describe('the configuration document', () => {
     ],
     ['passwordEnv without a username', upstream('passwordEnv: HUB_TOKEN'), ['upstreams[0].username: is required with passwordEnv']],
     ['passwordEnv that is not a variable name', upstream('username: robot', 'passwordEnv: $HUB_TOKEN'), ['upstreams[0].passwordEnv: must be the name of a variable, like HUB_TOKEN, got "$HUB_TOKEN"']],
-    ['a document that is a list', '- a\n- b', ['must be a mapping with the keys upstreams, hosted, mirror, gc, got a list']],
-    ['a document that is a scalar', 'upstreams', ['must be a mapping with the keys upstreams, hosted, mirror, gc, got "upstreams"']],
+    ['a document that is a list', '- a\n- b', ['must be a mapping with the keys upstreams, hosted, mirror, gc, policies, got a list']],
+    ['a document that is a scalar', 'upstreams', ['must be a mapping with the keys upstreams, hosted, mirror, gc, policies, got "upstreams"']],
   ])('refuses %s', (_, document, expected) => {
     expect(problems(document)).toEqual(expected);
   });
 
   it.each([
-    ['policies', 'not supported by this version of Outpost yet; it would not be enforced'],
     ['auth', 'not supported by this version of Outpost yet; it would not be enforced'],
   ])('refuses the %s section, which a later version reads, rather than ignoring it', (section, message) => {
     expect(problems(`${section}:\n  anything: true\n`)).toEqual([`${section}: ${message}`]);
@@ -340,11 +339,60 @@ describe('the configuration document', () => {
     });
   });
 
+  describe('policies', () => {
+    const PEM = '-----BEGIN PUBLIC KEY-----\nMFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAE2ZcrIg8AJlZYsKmuFSsB6VLbJVmUb6Wd9rmVFD4JBx8sDP7qKeAfPUE1F2EntkjR2YoFwAHG8PtM/SQ8VgO5Yw==\n-----END PUBLIC KEY-----\n';
+    const files: Record<string, string> = { 'keys/cosign.pub': PEM };
+    const readFile = (path: string) => files[path] ?? { error: `cannot read "${path}": no such file` };
+    const read = (text: string) => {
+      try {
+        return { config: readConfig({ OUTPOST_CONFIG: text }, 'node', { readFile, publicGoodRoot: () => publicGood }), problems: [] };
+      } catch (err) {
+        if (err instanceof ConfigError) return { config: undefined, problems: err.problems.map((p) => p.replace(/^OUTPOST_CONFIG: /, '')) };
+        throw err;
+      }
+    };
+    const publicGood = JSON.stringify({ tlogs: [{ publicKey: { rawBytes: Buffer.from(PEM.replace(/-----[^-]+-----|\s/g, ''), 'base64').toString('base64') } }] });
+
+    it('accepts the documented shape with key files and inline keys, and defaults the rest', () => {
+      const { config, problems } = read(
+        'policies:\n  - name: release-signed\n    repositories: ["docker.io/myorg/*", "team/app"]\n    mode: enforce\n    keys:\n      - file: keys/cosign.pub\n      - pem: |\n' +
+          PEM.split('\n').map((l) => `          ${l}`).join('\n') +
+          '\n    trustedRoot: sigstore-public-good\n    requireTransparencyLog: true\n',
+      );
+      expect(problems).toEqual([]);
+      const [p] = config!.policies;
+      expect(p).toMatchObject({ name: 'release-signed', mode: 'enforce', requireTransparencyLog: true, children: true, verdictTtlMs: 300_000 });
+      expect(p!.keys.map((k) => k.label)).toEqual(['keys/cosign.pub', 'keys[1]']);
+      expect(p!.repositories[0]!.test('docker.io/myorg/app')).toBe(true);
+      expect(p!.trustedRoot).toBe(publicGood);
+    });
+
+    it.each([
+      ['keyless: [{ issuer: "https://token.actions.githubusercontent.com", subject: x }]', 'policies[0].keyless: keyless identities (Fulcio certificates) are not supported by this version of Outpost yet: the policy could never be met; use keys'],
+      ['mode: strict', 'policies[0].mode: must be one of enforce, warn, off, got "strict"'],
+      ['keys: [{ file: keys/missing.pub }]', 'policies[0].keys[0].file: cannot read "keys/missing.pub": no such file'],
+      ['keys: [{ pem: "not a key" }]', 'policies[0].keys[0]: is not a public key Outpost can verify with: '],
+    ])('refuses %s', (line, expected) => {
+      const base = line.startsWith('keys:') ? '' : '    keys: [{ file: keys/cosign.pub }]\n';
+      const { problems } = read(`policies:\n  - name: p\n    repositories: ["team/*"]\n${base}    ${line}\n`);
+      expect(problems.join('\n')).toContain(expected);
+    });
+
+    it('refuses two policies of one name, and a policy without keys or repositories', () => {
+      const { problems } = read('policies:\n  - name: p\n    repositories: ["a/*"]\n    keys: [{ file: keys/cosign.pub }]\n  - name: p\n');
+      expect(problems).toEqual([
+        'policies[1].name: "p" names another policy too',
+        'policies[1].repositories: is required: the repository globs the policy gates',
+        'policies[1].keys: is required: the public keys whose signatures satisfy the policy',
+      ]);
+    });
+  });
+
   it('reports every problem at once, env and document together', () => {
-    const found = problems(`${upstream('tagTtl: 5 minutes', 'maxStale: forever')}\nmirror:\n  fillLease: 1s\npolicies: []`, { OUTPOST_PORT: 'http' });
+    const found = problems(`${upstream('tagTtl: 5 minutes', 'maxStale: forever')}\nmirror:\n  fillLease: 1s\nauth: {}`, { OUTPOST_PORT: 'http' });
     expect(found).toEqual([
       'OUTPOST_PORT must be an integer from 0 to 65535, got "http"',
-      'policies: not supported by this version of Outpost yet; it would not be enforced',
+      'auth: not supported by this version of Outpost yet; it would not be enforced',
       'upstreams[0].tagTtl: must be a duration like 30s, 5m, 24h, got "5 minutes"',
       'upstreams[0].maxStale: must be a duration like 30s, 5m, 24h, got "forever"',
       'mirror.fillLease: must be from 5s to 10m, got "1s"',

@@ -1,5 +1,7 @@
 import { OciError } from '../errors.js';
-import type { Digest } from '../oci/digest.js';
+import { parseDigest, type Digest } from '../oci/digest.js';
+import type { SignatureSource } from '../gate/gate.js';
+import type { ByteStream } from '../streams.js';
 import { Metrics } from '../metrics.js';
 import type { Blobs } from '../registry/blobs.js';
 import type { Ctx } from '../registry/context.js';
@@ -13,7 +15,7 @@ import { MirrorBlobs } from './blobs.js';
 import { ByteBudget } from './budget.js';
 import type { MirrorConfig } from './config.js';
 import { upstreamError } from './failures.js';
-import { Fills } from './fills.js';
+import { Fills, type Defer } from './fills.js';
 import { MirrorManifests } from './manifests.js';
 import { retain, Touches, type RetainOptions, type RetentionDeps, type RetentionPolicy, type RetentionReport } from './retention.js';
 import { route, type Target } from './routing.js';
@@ -97,6 +99,28 @@ export class Mirror {
   /** One retention pass over the mirrored content (retention.ts): evicts by age and size budget. */
   retain(policy: RetentionPolicy, options: RetainOptions = {}): Promise<RetentionReport> {
     return retain(this.retention, policy, options);
+  }
+
+  /** A mirrored repository's manifest and signatures, for the gate: through the mirror, so they are cached like any content. */
+  signatureSource(target: Mirrored, digest: string, defer: Defer): SignatureSource {
+    const missing = (err: unknown) => {
+      if (err instanceof OciError && (err.kind === 'MANIFEST_UNKNOWN' || err.kind === 'BLOB_UNKNOWN' || err.kind === 'DENIED')) return undefined;
+      throw err;
+    };
+    const bytesOf = async (read: { body?: ByteStream } | undefined) => (read?.body ? readCapped(read.body, MAX_MANIFEST_BYTES, tooLarge) : undefined);
+    return {
+      manifest: async () => (await bytesOf(await this.manifests.get(target, { kind: 'digest', digest: parseDigest(digest) }, 'GET')))!,
+      tagged: async (tag) => bytesOf(await this.manifests.get(target, { kind: 'tag', tag }, 'GET').catch(missing)),
+      blob: async (d, limit) => {
+        const read = await this.blobs.read(target, parseDigest(d), undefined, defer).catch(missing);
+        if (!read) return undefined;
+        if (read.size > limit) {
+          await read.body.cancel();
+          return undefined;
+        }
+        return readCapped(read.body, limit, tooLarge);
+      },
+    };
   }
 
   /** Where a request for `name` goes (see routing.ts); throws for an unknown `ns` or a name the content rules refuse. */

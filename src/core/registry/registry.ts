@@ -1,5 +1,13 @@
 import { Blobs } from './blobs.js';
 import { Catalog } from './catalog.js';
+import { Gate, type GatePolicy, type SignatureSource } from '../gate/gate.js';
+import type { Defer } from '../mirror/fills.js';
+import type { Reference } from '../oci/reference.js';
+import { parseDigest } from '../oci/digest.js';
+import { MAX_MANIFEST_BYTES } from '../oci/manifest.js';
+import { readCapped } from '../streams.js';
+import { OciError } from '../errors.js';
+import { tooLarge } from './manifests.js';
 import { gcPorts, referenceCheck } from './content.js';
 import { runGc, type GcReport, type GcRunOptions } from '../gc/run.js';
 import { DEFAULT_OPTIONS, type Ctx, type RegistryDeps } from './context.js';
@@ -27,6 +35,12 @@ export interface Registry {
   mirror: Mirror;
   /** Removes what crashes and abandoned uploads left behind (leftovers.ts); at start-up, hourly, and from `outpost gc`. */
   reclaim(options: ReclaimOptions): Promise<LeftoversReport>;
+  /**
+   * The signature gate (core/gate/gate.ts): resolves when `digest` may be served from `name`
+   * (hosted or mirrored), throws 403 DENIED naming the policy it fails. `defer` keeps a mirror's
+   * fills of signature payloads alive (Workers).
+   */
+  gate(name: string, digest: string, reference: Reference, defer?: Defer): Promise<{ warned: string[] }>;
   /** One retention pass over mirrored content (core/mirror/retention.ts) when a policy is given, then one garbage-collection run (core/gc/run.ts). */
   gc(options: RegistryGcOptions): Promise<RegistryGcReport>;
 }
@@ -50,14 +64,28 @@ const NO_MIRROR: MirrorDeps = {
   upstreams: new Map(),
 };
 
-export function createRegistry(deps: RegistryDeps & { mirror?: MirrorDeps }): Registry {
-  const { mirror, ...rest } = deps;
+export interface GateOptions {
+  policies: GatePolicy[];
+  /** Where the gate's refusals and warnings are written (details never go in a response). */
+  log?: (record: Record<string, unknown>) => void;
+}
+
+export function createRegistry(deps: RegistryDeps & { mirror?: MirrorDeps; gate?: GateOptions }): Registry {
+  const { mirror, gate: gateOptions, ...rest } = deps;
   const ctx: Ctx = { ...rest, options: { ...DEFAULT_OPTIONS, ...deps.options } };
   const blobs = new Blobs(ctx);
   const tags = new Tags(ctx);
   const manifests = new Manifests(ctx, blobs, tags);
   const theMirror = new Mirror(ctx, blobs, manifests, mirror ?? NO_MIRROR);
+  const signatures = new Gate(gateOptions?.policies ?? [], { index: ctx.index, clock: ctx.clock, metrics: theMirror.metrics, log: gateOptions?.log });
+  const noDefer: Defer = (work) => void work.catch(() => undefined);
+  const gate = async (name: string, digest: string, reference: Reference, defer: Defer = noDefer) => {
+    if (!signatures.gates(name)) return { warned: [] };
+    const target = theMirror.route(name, undefined);
+    return signatures.check(name, digest, reference, target.kind === 'mirror' ? theMirror.signatureSource(target, digest, defer) : hostedSource(manifests, blobs, name, digest));
+  };
   return {
+    gate,
     blobs,
     uploads: new Uploads(ctx, blobs),
     manifests,
@@ -76,6 +104,30 @@ export function createRegistry(deps: RegistryDeps & { mirror?: MirrorDeps }): Re
       if (retention) report.retention = retention;
       if (hosted) report.hosted = hosted;
       return report;
+    },
+  };
+}
+
+/** A hosted repository's manifest and signatures, for the gate. */
+function hostedSource(manifests: Manifests, blobs: Blobs, name: string, digest: string): SignatureSource {
+  const missing = (err: unknown) => {
+    if (err instanceof OciError && (err.kind === 'MANIFEST_UNKNOWN' || err.kind === 'BLOB_UNKNOWN')) return undefined;
+    throw err;
+  };
+  return {
+    manifest: async () => readCapped((await manifests.read(name, { kind: 'digest', digest: parseDigest(digest) })).body, MAX_MANIFEST_BYTES, tooLarge),
+    tagged: async (tag) => {
+      const read = await manifests.read(name, { kind: 'tag', tag }).catch(missing);
+      return read && readCapped(read.body, MAX_MANIFEST_BYTES, tooLarge);
+    },
+    blob: async (d, limit) => {
+      const read = await blobs.read(name, parseDigest(d)).catch(missing);
+      if (!read) return undefined;
+      if (read.size > limit) {
+        await read.body.cancel();
+        return undefined;
+      }
+      return readCapped(read.body, limit, tooLarge);
     },
   };
 }

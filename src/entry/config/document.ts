@@ -1,13 +1,15 @@
 /**
  * The configuration document: one YAML (or JSON, which is YAML) document for everything that is
  * more than a flat OUTPOST_* setting. This module parses it with limits and hands each
- * top-level section to its own parser; a section that a later version will read (policies,
- * auth) is refused, never ignored. Runtime-agnostic: the entry point passes the text in.
+ * top-level section to its own parser; a section that a later version will read (auth) is
+ * refused, never ignored. Runtime-agnostic: the entry point passes the text in.
  */
 import { LineCounter, parseDocument, type YAMLError } from 'yaml';
 import { DEFAULT_GC_CONFIG, type GcConfig } from '../../core/gc/config.js';
 import type { MirrorConfig } from '../../core/mirror/config.js';
 import { readGc } from './gc.js';
+import type { GatePolicy } from '../../core/gate/gate.js';
+import { readPolicies } from './policies.js';
 import { defaultFillSettings, readMirror } from './mirror.js';
 import { checkAliases, readHosted, readUpstreams } from './upstreams.js';
 import { field, mapping, MAX_QUOTED_CHARS, Problems, type SectionContext } from './values.js';
@@ -29,25 +31,29 @@ const MAX_SYNTAX_ERRORS = 10;
 export interface ConfigDocument {
   mirror: MirrorConfig;
   gc: GcConfig;
+  policies: GatePolicy[];
 }
 
 export function defaultDocument(runtime: 'node' | 'workers'): ConfigDocument {
-  return { mirror: { upstreams: [], hosted: [], ...defaultFillSettings(runtime) }, gc: DEFAULT_GC_CONFIG };
+  return { mirror: { upstreams: [], hosted: [], ...defaultFillSettings(runtime) }, gc: DEFAULT_GC_CONFIG, policies: [] };
 }
 
-const SECTIONS = ['upstreams', 'hosted', 'mirror', 'gc'] as const;
+const SECTIONS = ['upstreams', 'hosted', 'mirror', 'gc', 'policies'] as const;
 
 /**
  * Sections that later versions of Outpost read. An operator who writes one must not believe a
  * gate is on when it is not, so they are refused with what would not happen.
  */
 const LATER_SECTIONS: Readonly<Record<string, string>> = {
-  policies: 'not supported by this version of Outpost yet; it would not be enforced',
   auth: 'not supported by this version of Outpost yet; it would not be enforced',
 };
 
 export interface DocumentInput {
   text: string;
+  /** Reads a file the document names (keys, trusted roots), relative to the document: Node only. */
+  readFile?: (path: string) => string | { error: string };
+  /** The shipped Sigstore public-good trusted root (entry/public-good.ts). */
+  publicGoodRoot?: () => string;
   /** Where the text came from (a file's path, or OUTPOST_CONFIG), first in every problem. */
   source: string;
   env: Record<string, unknown>;
@@ -63,7 +69,7 @@ export interface DocumentResult {
 
 export function readDocument(input: DocumentInput): DocumentResult {
   const problems = new Problems(input.source);
-  const ctx: SectionContext = { problems, env: input.env, runtime: input.runtime, referenced: new Set() };
+  const ctx: SectionContext = { problems, env: input.env, runtime: input.runtime, referenced: new Set(), readFile: input.readFile, publicGoodRoot: input.publicGoodRoot };
   const value = parse(input.text, input.source, problems);
   const document = problems.list.length > 0 ? defaultDocument(ctx.runtime) : readSections(value, ctx);
   return { document, problems: problems.list, referenced: ctx.referenced };
@@ -133,5 +139,6 @@ function readSections(value: unknown, ctx: SectionContext): ConfigDocument {
   const fill = section('mirror') === undefined ? defaultFillSettings(ctx.runtime) : readMirror(section('mirror'), 'mirror', ctx);
   document.mirror = { upstreams: upstreams.map((u) => u.value), hosted, ...fill };
   if (section('gc') !== undefined) document.gc = readGc(section('gc'), 'gc', ctx);
+  if (section('policies') !== undefined) document.policies = readPolicies(section('policies'), 'policies', ctx);
   return document;
 }

@@ -31,6 +31,10 @@ export interface SectionContext {
   runtime: 'node' | 'workers';
   /** Variables the document names (passwordEnv): they are not unknown OUTPOST_* settings. */
   referenced: Set<string>;
+  /** Reads a file the document names (a key, a trusted root): Node only; the text, or why not. */
+  readFile?: (path: string) => string | { error: string };
+  /** The Sigstore public-good trusted_root.json the entry ships (entry/public-good.ts). */
+  publicGoodRoot?: () => string;
 }
 
 /** `upstreams` + `name` -> `upstreams.name`; keys that are not identifiers are quoted. */

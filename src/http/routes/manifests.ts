@@ -16,10 +16,12 @@ export async function manifestRoute(c: Context, registry: Registry, name: string
   switch (c.req.method) {
     case 'HEAD': {
       const record = await registry.manifests.stat(name, reference);
+      await registry.gate(name, record.digest, reference);
       return new Response(null, { status: 200, headers: manifestHeaders(record) });
     }
     case 'GET': {
       const { record, body: bytes } = await registry.manifests.read(name, reference);
+      await gated(registry.gate(name, record.digest, reference), bytes);
       return new Response(bytes, { status: 200, headers: manifestHeaders(record) });
     }
     case 'PUT': {
@@ -60,6 +62,16 @@ function lookupReference(raw: string): Reference {
     if (err instanceof OciError && err.kind === 'REFERENCE_INVALID') {
       throw new OciError('MANIFEST_UNKNOWN', `no manifest can have the invalid tag "${raw.slice(0, 140)}"`, { tag: raw.slice(0, 140) });
     }
+    throw err;
+  }
+}
+
+/** Waits for the gate's decision; a refusal cancels the body already opened. */
+export async function gated(decision: Promise<unknown>, body: ReadableStream | undefined | null): Promise<void> {
+  try {
+    await decision;
+  } catch (err) {
+    await body?.cancel().catch(() => undefined);
     throw err;
   }
 }

@@ -10,7 +10,7 @@ import { methodNotAllowed } from '../errors.js';
 import { jsonResponse } from '../json.js';
 import { byteRange, nextLink, pageRequest } from '../request.js';
 import { blobHeaders, sized } from './blobs.js';
-import { manifestHeaders } from './manifests.js';
+import { gated, manifestHeaders } from './manifests.js';
 
 /**
  * The routes of a mirrored repository: reads only. Every answer names the upstream namespace it
@@ -49,7 +49,9 @@ async function read(c: Context, registry: Registry, target: Mirrored, route: Mir
   const head = c.req.method === 'HEAD';
   switch (route) {
     case 'manifest': {
-      const read = await mirror.manifests.get(target, lookup(arg), head ? 'HEAD' : 'GET');
+      const reference = lookup(arg);
+      const read = await mirror.manifests.get(target, reference, head ? 'HEAD' : 'GET');
+      await gated(registry.gate(target.name, read.record.digest, reference, deferOf(c)), read.body);
       const headers = manifestHeaders(read.record);
       if (read.warning) headers.Warning = read.warning;
       return new Response(head ? null : (read.body ?? null), { status: 200, headers });

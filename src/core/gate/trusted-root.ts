@@ -1,0 +1,37 @@
+import { decodeBase64, isJsonObject } from './encoding.js';
+
+/**
+ * The transparency logs' public keys of a Sigstore trusted root (trusted_root.json, the
+ * `application/vnd.dev.sigstore.trustedroot+json` format): `tlogs[].publicKey.rawBytes`, DER
+ * SubjectPublicKeyInfo in base64. Key-based cosign signatures carry a Rekor SET, which one of
+ * these keys must have signed (rekor-set.ts). A log whose key is not valid yet, or not any more,
+ * by its `validFor` window is still listed: the SET's own time is what cosign checks.
+ */
+
+/** A trusted root is a few tens of kilobytes; this bounds what is parsed at start-up. */
+export const MAX_TRUSTED_ROOT_CHARS = 1024 * 1024;
+const MAX_LOGS = 64;
+const MAX_KEY_CHARS = 16 * 1024;
+
+export class TrustedRootError extends Error {}
+
+/** The DER keys of the root's transparency logs; throws TrustedRootError naming what is wrong. */
+export function trustedLogKeys(text: string): Uint8Array[] {
+  if (text.length > MAX_TRUSTED_ROOT_CHARS) throw new TrustedRootError(`a trusted root is at most ${MAX_TRUSTED_ROOT_CHARS} characters`);
+  let root: unknown;
+  try {
+    root = JSON.parse(text);
+  } catch {
+    throw new TrustedRootError('the trusted root is not JSON');
+  }
+  if (!isJsonObject(root) || !Array.isArray(root.tlogs)) throw new TrustedRootError('the trusted root has no tlogs list');
+  const keys: Uint8Array[] = [];
+  for (const log of root.tlogs.slice(0, MAX_LOGS)) {
+    const raw = isJsonObject(log) && isJsonObject(log.publicKey) ? log.publicKey.rawBytes : undefined;
+    const der = typeof raw === 'string' ? decodeBase64(raw, MAX_KEY_CHARS) : undefined;
+    if (!der) throw new TrustedRootError('a transparency log of the trusted root has no readable publicKey.rawBytes');
+    keys.push(der);
+  }
+  if (keys.length === 0) throw new TrustedRootError('the trusted root lists no transparency log');
+  return keys;
+}
