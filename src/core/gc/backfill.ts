@@ -7,7 +7,7 @@ import { keys, objects } from '../registry/keys.js';
 import { namedDigests, tooLarge, type ManifestRecord } from '../registry/manifests.js';
 import { allItems } from '../registry/pages.js';
 import { readCapped } from '../streams.js';
-import { addReference, noteCandidate, references, removeReference, type GcPorts } from './references.js';
+import { addReference, firstReference, noteCandidate, references, removeReference, type GcPorts } from './references.js';
 
 /**
  * The references of content stored before references existed, made once per store before any
@@ -23,8 +23,8 @@ import { addReference, noteCandidate, references, removeReference, type GcPorts 
  *                                 reference; CAS(record -> { ..., nonce, ref: w })
  *     a CAS that fails: the item changed (deleted, or written again by a writer that makes its own
  *     references); if it is gone, the references just made are taken away at their versions
- *   every object under blobs/ not yet a candidate: a candidate since it was written (content that
- *   nothing names, from crashed writes, is collected after the grace; named content is kept)
+ *   every object under blobs/ that no reference holds: a candidate since it was written (content
+ *   that nothing names, from crashed writes, is collected after the grace)
  *   put(gc/backfill, done)
  *
  * Idempotent and safe beside writers, which make their own references; a crash leaves the
@@ -37,7 +37,7 @@ const MARKER: ItemKey = { pk: 'gc', sk: 'backfill' };
 export interface BackfillReport {
   links: number;
   manifests: number;
-  /** Objects under blobs/ newly noted as candidates. */
+  /** Objects under blobs/ that nothing references, noted as candidates. */
   objects: number;
 }
 
@@ -61,7 +61,9 @@ export async function backfill(ports: GcPorts): Promise<BackfillReport | undefin
       const digest = digestOfKey(object.key);
       // Unreferenced since it was written, as far as anyone can tell; a note already there
       // (a reference removed since) keeps its own time.
-      if (digest && (await noteCandidate(ports, digest, object.lastModified ?? ports.clock.now(), { ifAbsent: true }))) report.objects++;
+      // Only what nothing references: a referenced digest is noted when its last reference goes.
+      if (!digest || (await firstReference(ports, digest)) !== undefined) continue;
+      if (await noteCandidate(ports, digest, object.lastModified ?? ports.clock.now(), { ifAbsent: true })) report.objects++;
     }
     if (!page.next) break;
     after = page.next;
