@@ -6,6 +6,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { FsBlobStore } from '../adapters/local/fs-blob-store.js';
 import { SqliteMetaIndex } from '../adapters/local/sqlite-meta-index.js';
+import { nodeFetch } from '../adapters/upstream/node-fetch.js';
 import { DEFAULT_RECLAIM_AGE_MS, type BlobStore } from '../ports/blob-store.js';
 import { systemClock } from '../ports/clock.js';
 import type { MetaIndex } from '../ports/meta-index.js';
@@ -67,8 +68,10 @@ export function openAdapters(config: Config): OpenedAdapters {
 
 export async function startNode(config: Config, log?: Log): Promise<NodeServer> {
   const { store, index, where, close: closeIndex } = openAdapters(config);
+  // Upstream bodies arrive as the socket's own Buffers (undici's fetch copies each chunk).
+  const upstreamFetch = nodeFetch();
   // @hono/node-server writes each chunk of a response to the socket and lets go of it.
-  const { app, registry } = outpostApp(config, { store, index }, { metricsRoute: true, log, connection: nodeConnection, responsesKeepBuffers: true });
+  const { app, registry } = outpostApp(config, { store, index }, { metricsRoute: true, log, connection: nodeConnection, responsesKeepBuffers: true, fetch: upstreamFetch });
   const listener = getRequestListener(app.fetch, { errorHandler: unservable });
   // Host is checked here rather than by node:http, whose refusal is an empty 400.
   const server = createServer({ requireHostHeader: false }, (req, res) => {
@@ -114,6 +117,7 @@ export async function startNode(config: Config, log?: Log): Promise<NodeServer> 
       // A pass still running gets a moment to finish; past it, closing the index fails its next step, which is logged.
       await Promise.race([Promise.all([reclaim.running(), collect.running()]), new Promise((r) => setTimeout(r, 2000).unref())]);
       closeIndex();
+      upstreamFetch.close();
       return result;
     },
   };
