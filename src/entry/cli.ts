@@ -119,14 +119,8 @@ async function serve(args: string[], io: Io): Promise<number> {
     io.err(`outpost serve: takes no arguments (settings are OUTPOST_* environment variables), got "${args[0]!.slice(0, 80)}"\n\n${usage()}`);
     return 2;
   }
-  let config: Config;
-  try {
-    config = readNodeConfig(io.env);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    io.err(`outpost: ${err.message}\n`);
-    return 2;
-  }
+  const config = loadConfig(io);
+  if (!config) return 2;
   const log = createLog(config.logLevel, (line) => io.out(`${line}\n`));
   let server: Awaited<ReturnType<typeof startNode>>;
   try {
@@ -176,14 +170,8 @@ async function gc(args: string[], io: Io): Promise<number> {
       if (grace === undefined) return usageError(io, 'gc', '--grace needs a duration, like 0s, 30m, 24h');
     } else return usageError(io, 'gc', `unknown argument "${arg.slice(0, 80)}"`);
   }
-  let config: Config;
-  try {
-    config = readNodeConfig(io.env);
-  } catch (err) {
-    if (!(err instanceof ConfigError)) throw err;
-    io.err(`outpost: ${err.message}\n`);
-    return 2;
-  }
+  const config = loadConfig(io);
+  if (!config) return 2;
   let graceMs = config.gc.graceMs;
   if (grace !== undefined) {
     const problems = new Problems('--grace');
@@ -250,6 +238,17 @@ async function gc(args: string[], io: Io): Promise<number> {
     return 1;
   } finally {
     adapters.close();
+  }
+}
+
+/** The configuration the environment names; a mistake is one `outpost: ...` line on stderr and undefined (status 2). */
+function loadConfig(io: Io): Config | undefined {
+  try {
+    return readNodeConfig(io.env);
+  } catch (err) {
+    if (!(err instanceof ConfigError)) throw err;
+    io.err(`outpost: ${err.message}\n`);
+    return undefined;
   }
 }
 

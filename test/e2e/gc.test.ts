@@ -1,11 +1,11 @@
-import { spawn } from 'node:child_process';
 import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { image, randomBlob, type Blob, type Image } from '../support/images.js';
 import { freshCloudStore, cloudEnv } from './support/cloud-store.js';
-import { baseEnv, CLI, startOutpost, startOutpostCloud, type OutpostProcess } from './support/server.js';
+import { gcCli } from './support/gc-cli.js';
+import { startOutpost, startOutpostCloud, type OutpostProcess } from './support/server.js';
 
 /**
  * `outpost gc` as an operator runs it: the real CLI (dist/entry/cli.js) on the store a running
@@ -26,24 +26,7 @@ afterAll(async () => {
   if (work) await rm(work, { recursive: true, force: true });
 });
 
-function gc(args: string[], env: Record<string, string>): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((done, reject) => {
-    const child = spawn(process.execPath, [CLI, 'gc', ...args], { env: { ...baseEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`outpost gc ${args.join(' ')} did not exit within 60 s; output:\n${stdout}${stderr}`));
-    }, 60_000);
-    child.on('error', reject);
-    child.on('exit', (status) => {
-      clearTimeout(timer);
-      done({ status, stdout, stderr });
-    });
-  });
-}
+const gc = (args: string[], env: Record<string, string>) => gcCli(args, env);
 
 async function pushBlob(base: string, name: string, b: Blob): Promise<void> {
   const res = await fetch(`${base}/v2/${name}/blobs/uploads/?digest=${b.digest}`, { method: 'POST', body: new Uint8Array(b.bytes) });
