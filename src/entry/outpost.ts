@@ -1,4 +1,5 @@
 import { nodeHash } from '../adapters/crypto/node-hash.js';
+import { SigstoreBundleVerifier } from '../adapters/sigstore/bundle-verifier.js';
 import { RegistryUpstream } from '../adapters/upstream/registry-upstream.js';
 import { Metrics } from '../core/metrics.js';
 import type { MirrorConfig } from '../core/mirror/config.js';
@@ -40,7 +41,7 @@ export function outpostApp(config: Config, adapters: { store: BlobStore; index: 
       maxBlobBytes: config.maxBlobBytes,
     },
     mirror: { config: config.mirror, upstreams: upstreamClients(config.mirror, options.fetch ?? fetch, log), metrics, responsesKeepBuffers: options.responsesKeepBuffers },
-    gate: { policies: config.policies, log: (record) => log?.write(record.result === 'denied' ? 'warn' : 'info', record) },
+    gate: { policies: config.policies, bundles: config.policies.length > 0 ? new SigstoreBundleVerifier() : undefined, log: (record) => log?.write(record.result === 'denied' ? 'warn' : 'info', record) },
   });
   // Off below info: no record is even built.
   const accessLog = log?.enabled('info') ? (record: AccessRecord) => log.write('info', record) : undefined;

@@ -82,6 +82,14 @@ describe('the signature gate on hosted repositories', () => {
     expect((await t.request('/v2/other/app/manifests/v2')).status).toBe(200);
   });
 
+  it('refuses an ordinary image tagged like a signature: only signature artifacts pass ungated', async () => {
+    const signer = await generateSigner('ecdsa-p256');
+    const t = testApp({}, { gate: { policies: [policy([signer])] } });
+    const img = image({ layers: [19] });
+    await t.pushImage('team/app', img, `sha256-${'ab'.repeat(32)}.sig`);
+    await denied(await t.request(`/v2/team/app/manifests/sha256-${'ab'.repeat(32)}.sig`), 'release-signed');
+  });
+
   it.each(['ecdsa-p384', 'ed25519', 'rsa-pkcs1', 'rsa-pss'] as const)('accepts a %s key', async (algorithm) => {
     const signer = await generateSigner(algorithm);
     const t = testApp({}, { gate: { policies: [policy([signer])] } });

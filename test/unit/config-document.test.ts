@@ -368,7 +368,11 @@ describe('the configuration document', () => {
     });
 
     it.each([
-      ['keyless: [{ issuer: "https://token.actions.githubusercontent.com", subject: x }]', 'policies[0].keyless: keyless identities (Fulcio certificates) are not supported by this version of Outpost yet: the policy could never be met; use keys'],
+      ['keyless: [{ subject: x }]', 'policies[0].keyless[0].issuer: is required (the OIDC issuer of the certificate'],
+      ['keyless: [{ issuer: "https://i.test" }]', 'policies[0].keyless[0]: needs exactly one of subject (the certificate identity, exactly) and subjectPattern'],
+      ['keyless: [{ issuer: "https://i.test", subject: x, subjectPattern: "x.*" }]', 'policies[0].keyless[0]: needs exactly one of subject'],
+      ['keyless: [{ issuer: "https://i.test", subjectPattern: "(" }]', 'policies[0].keyless[0].subjectPattern: is not a valid regular expression'],
+      ['keyless: [{ issuer: "https://i.test", subject: x, email: y }]', 'policies[0].keyless[0]'],
       ['mode: strict', 'policies[0].mode: must be one of enforce, warn, off, got "strict"'],
       ['keys: [{ file: keys/missing.pub }]', 'policies[0].keys[0].file: cannot read "keys/missing.pub": no such file'],
       ['keys: [{ pem: "not a key" }]', 'policies[0].keys[0]: is not a public key Outpost can verify with: '],
@@ -383,7 +387,48 @@ describe('the configuration document', () => {
       expect(problems).toEqual([
         'policies[1].name: "p" names another policy too',
         'policies[1].repositories: is required: the repository globs the policy gates',
-        'policies[1].keys: is required: the public keys whose signatures satisfy the policy',
+        'policies[1].keys: is required unless keyless is given: the public keys or keyless identities whose signatures satisfy the policy',
+      ]);
+    });
+
+    const withCa = JSON.stringify({ ...JSON.parse(publicGood), certificateAuthorities: [{ certChain: { certificates: [] } }] });
+    const readWith = (text: string, root: string) => {
+      try {
+        return { config: readConfig({ OUTPOST_CONFIG: text }, 'node', { readFile, publicGoodRoot: () => root }), problems: [] };
+      } catch (err) {
+        if (err instanceof ConfigError) return { config: undefined, problems: err.problems.map((p) => p.replace(/^OUTPOST_CONFIG: /, '')) };
+        throw err;
+      }
+    };
+
+    it('accepts keyless identities, alone or with keys, a subject exactly or by an anchored pattern', () => {
+      const { config, problems } = readWith(
+        'policies:\n  - name: keyless-only\n    repositories: ["team/*"]\n    keyless:\n' +
+          '      - issuer: https://token.actions.githubusercontent.com\n        subject: https://github.com/myorg/app/.github/workflows/release.yml@refs/heads/main\n' +
+          '      - issuer: https://accounts.google.com\n        subjectPattern: ".*@myorg\\\\.com"\n' +
+          '  - name: both\n    repositories: ["other/*"]\n    keys: [{ file: keys/cosign.pub }]\n    keyless: [{ issuer: "https://i.test", subject: me }]\n    requireTransparencyLog: false\n',
+        withCa,
+      );
+      expect(problems).toEqual([]);
+      const [only, both] = config!.policies;
+      expect(only!.keys).toEqual([]);
+      expect(only!.keyless![0]).toEqual({ issuer: 'https://token.actions.githubusercontent.com', subject: 'https://github.com/myorg/app/.github/workflows/release.yml@refs/heads/main' });
+      const pattern = only!.keyless![1]!.subjectPattern!;
+      expect(pattern.test('dev@myorg.com')).toBe(true);
+      expect(pattern.test('dev@myorg.com.evil.test')).toBe(false); // anchored at both ends
+      expect(pattern.test('dev@myorgXcom')).toBe(false);
+      expect(both!.keys).toHaveLength(1);
+      expect(both!.keyless).toEqual([{ issuer: 'https://i.test', subject: 'me' }]);
+      // Keyless needs the root's Fulcio CAs even when the transparency log is not required.
+      expect(both!.trustedRoot).toBe(withCa);
+    });
+
+    it('refuses keyless identities under a root without a certificate authority, and a policy with empty keys and keyless', () => {
+      expect(read('policies:\n  - name: p\n    repositories: ["team/*"]\n    keyless: [{ issuer: "https://i.test", subject: me }]\n').problems).toEqual([
+        'policies[0].trustedRoot: lists no Fulcio certificate authority: the keyless identities could never be met',
+      ]);
+      expect(read('policies:\n  - name: p\n    repositories: ["team/*"]\n    keys: []\n    keyless: []\n').problems).toEqual([
+        'policies[0].keys: is required unless keyless is given: the public keys or keyless identities whose signatures satisfy the policy',
       ]);
     });
   });

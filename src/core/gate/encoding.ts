@@ -98,3 +98,10 @@ export function bufferSource(bytes: Uint8Array): Uint8Array<ArrayBuffer> {
 export function isJsonObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
+
+/** Standard base64 with padding (RFC 4648 §4), as a Sigstore bundle's JSON carries bytes. */
+export function encodeBase64(bytes: Uint8Array): string {
+  let binary = '';
+  for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
+  return btoa(binary);
+}

@@ -27,7 +27,7 @@ import { verifyRekorBundle, type TlogEntry, type TlogRejection } from './rekor-s
  *      the entry up online instead; a gate answering a pull cannot, so a missing bundle is refused.
  *
  * Certificates (`dev.sigstore.cosign/certificate`, `chain`) are ignored here, as `cosign verify
- * --key` ignores them: keyless verification is a different path.
+ * --key` ignores them: keyless verification is a different path (bundles.ts, which reuses checkPayload).
  */
 
 export const SIMPLE_SIGNING_MEDIA_TYPE = 'application/vnd.dev.cosign.simplesigning.v1+json';
@@ -97,16 +97,9 @@ export async function verifySimpleSigning(input: SimpleSigningInput): Promise<Si
   const signature = decodeBase64(b64, MAX_SIGNATURE_B64_CHARS);
   if (!signature || signature.length === 0) return reject('signature-malformed', 'signature annotation is not base64 of a plausible size');
 
-  if (payload.length > MAX_PAYLOAD_BYTES) return reject('payload-too-large', `payload larger than ${MAX_PAYLOAD_BYTES} bytes`);
-  if (layer.size !== payload.length) return reject('payload-size-mismatch', 'payload size differs from the layer descriptor');
-  const layerDigest = typeof layer.digest === 'string' ? tryParseDigest(layer.digest) : undefined;
-  if (!layerDigest) return reject('payload-digest-mismatch', 'layer digest is not a sha256 or sha512 digest');
-  const payloadDigest = toHex(new Uint8Array(await crypto.subtle.digest(layerDigest.algorithm === 'sha256' ? 'SHA-256' : 'SHA-512', bufferSource(payload))));
-  if (payloadDigest !== layerDigest.encoded) return reject('payload-digest-mismatch', 'payload bytes do not hash to the layer digest');
-
-  const claim = readClaim(payload);
-  if ('reason' in claim) return reject(claim.reason, claim.detail);
-  if (claim.manifestDigest !== servedDigest) return reject('manifest-digest-mismatch', 'the signature is for another manifest digest');
+  const checked = await checkPayload(layer, payload, servedDigest);
+  if (!checked.ok) return checked;
+  const { layerDigest, payloadDigest } = checked;
 
   const checks: SignatureCheck[] = [];
   let signer: PublicKey | undefined;
@@ -133,6 +126,29 @@ export async function verifySimpleSigning(input: SimpleSigningInput): Promise<Si
   const tlog = await verifyRekorBundle({ bundle, signature, payloadSha256: sha256, signer, logKeys: input.tlog.logKeys });
   if (!tlog.ok) return tlog;
   return { ok: true, key: signer.label, tlog: tlog.entry };
+}
+
+export type PayloadCheck =
+  | { readonly ok: true; readonly layerDigest: { readonly algorithm: 'sha256' | 'sha512'; readonly encoded: string }; readonly payloadDigest: string }
+  | { readonly ok: false; readonly reason: SimpleSigningRejection; readonly detail: string };
+
+/**
+ * Checks 2 and 3 above, which keyless signatures need as much as key-based ones: the payload is
+ * the blob the layer names, and says the digest being served.
+ */
+export async function checkPayload(layer: SignatureLayer, payload: Uint8Array, servedDigest: string): Promise<PayloadCheck> {
+  const reject = (reason: SimpleSigningRejection, detail: string): PayloadCheck => ({ ok: false, reason, detail });
+  if (layer.mediaType !== SIMPLE_SIGNING_MEDIA_TYPE) return reject('not-simple-signing', 'layer media type is not simple signing');
+  if (payload.length > MAX_PAYLOAD_BYTES) return reject('payload-too-large', `payload larger than ${MAX_PAYLOAD_BYTES} bytes`);
+  if (layer.size !== payload.length) return reject('payload-size-mismatch', 'payload size differs from the layer descriptor');
+  const layerDigest = typeof layer.digest === 'string' ? tryParseDigest(layer.digest) : undefined;
+  if (!layerDigest) return reject('payload-digest-mismatch', 'layer digest is not a sha256 or sha512 digest');
+  const payloadDigest = toHex(new Uint8Array(await crypto.subtle.digest(layerDigest.algorithm === 'sha256' ? 'SHA-256' : 'SHA-512', bufferSource(payload))));
+  if (payloadDigest !== layerDigest.encoded) return reject('payload-digest-mismatch', 'payload bytes do not hash to the layer digest');
+  const claim = readClaim(payload);
+  if ('reason' in claim) return reject(claim.reason, claim.detail);
+  if (claim.manifestDigest !== servedDigest) return reject('manifest-digest-mismatch', 'the signature is for another manifest digest');
+  return { ok: true, layerDigest: { algorithm: layerDigest.algorithm, encoded: layerDigest.encoded }, payloadDigest };
 }
 
 type Claim = { readonly manifestDigest: string } | { readonly reason: 'payload-malformed' | 'payload-not-cosign'; readonly detail: string };

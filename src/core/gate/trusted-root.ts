@@ -35,3 +35,13 @@ export function trustedLogKeys(text: string): Uint8Array[] {
   if (keys.length === 0) throw new TrustedRootError('the trusted root lists no transparency log');
   return keys;
 }
+
+/** Whether the root lists a certificate authority (Fulcio), which keyless signatures chain to. */
+export function hasCertificateAuthorities(text: string): boolean {
+  try {
+    const root: unknown = JSON.parse(text);
+    return isJsonObject(root) && Array.isArray(root.certificateAuthorities) && root.certificateAuthorities.length > 0;
+  } catch {
+    return false;
+  }
+}

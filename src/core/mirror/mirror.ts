@@ -120,6 +120,8 @@ export class Mirror {
         }
         return readCapped(read.body, limit, tooLarge);
       },
+      referrers: async (artifactType) => (await this.referrers(target, parseDigest(digest), artifactType))?.bytes,
+      manifestAt: async (d) => bytesOf(await this.manifests.get(target, { kind: 'digest', digest: parseDigest(d) }, 'GET').catch(missing)),
     };
   }
 

@@ -1,10 +1,11 @@
 import { Blobs } from './blobs.js';
 import { Catalog } from './catalog.js';
 import { Gate, type GatePolicy, type SignatureSource } from '../gate/gate.js';
+import type { BundleVerifier } from '../../ports/bundle-verifier.js';
 import type { Defer } from '../mirror/fills.js';
-import type { Reference } from '../oci/reference.js';
 import { parseDigest } from '../oci/digest.js';
 import { MAX_MANIFEST_BYTES } from '../oci/manifest.js';
+import { MediaType } from '../oci/media-types.js';
 import { readCapped } from '../streams.js';
 import { OciError } from '../errors.js';
 import { tooLarge } from './manifests.js';
@@ -40,7 +41,7 @@ export interface Registry {
    * (hosted or mirrored), throws 403 DENIED naming the policy it fails. `defer` keeps a mirror's
    * fills of signature payloads alive (Workers).
    */
-  gate(name: string, digest: string, reference: Reference, defer?: Defer): Promise<{ warned: string[] }>;
+  gate(name: string, digest: string, defer?: Defer): Promise<{ warned: string[] }>;
   /** One retention pass over mirrored content (core/mirror/retention.ts) when a policy is given, then one garbage-collection run (core/gc/run.ts). */
   gc(options: RegistryGcOptions): Promise<RegistryGcReport>;
 }
@@ -66,6 +67,8 @@ const NO_MIRROR: MirrorDeps = {
 
 export interface GateOptions {
   policies: GatePolicy[];
+  /** Verifies certificates and Sigstore bundles (adapters/sigstore); without it only key-based `.sig` signatures count. */
+  bundles?: BundleVerifier;
   /** Where the gate's refusals and warnings are written (details never go in a response). */
   log?: (record: Record<string, unknown>) => void;
 }
@@ -77,12 +80,13 @@ export function createRegistry(deps: RegistryDeps & { mirror?: MirrorDeps; gate?
   const tags = new Tags(ctx);
   const manifests = new Manifests(ctx, blobs, tags);
   const theMirror = new Mirror(ctx, blobs, manifests, mirror ?? NO_MIRROR);
-  const signatures = new Gate(gateOptions?.policies ?? [], { index: ctx.index, clock: ctx.clock, metrics: theMirror.metrics, log: gateOptions?.log });
+  const referrers = new Referrers(ctx);
+  const signatures = new Gate(gateOptions?.policies ?? [], { index: ctx.index, clock: ctx.clock, metrics: theMirror.metrics, bundles: gateOptions?.bundles, log: gateOptions?.log });
   const noDefer: Defer = (work) => void work.catch(() => undefined);
-  const gate = async (name: string, digest: string, reference: Reference, defer: Defer = noDefer) => {
+  const gate = async (name: string, digest: string, defer: Defer = noDefer) => {
     if (!signatures.gates(name)) return { warned: [] };
     const target = theMirror.route(name, undefined);
-    return signatures.check(name, digest, reference, target.kind === 'mirror' ? theMirror.signatureSource(target, digest, defer) : hostedSource(manifests, blobs, name, digest));
+    return signatures.check(name, digest, target.kind === 'mirror' ? theMirror.signatureSource(target, digest, defer) : hostedSource(manifests, blobs, referrers, name, digest));
   };
   return {
     gate,
@@ -90,7 +94,7 @@ export function createRegistry(deps: RegistryDeps & { mirror?: MirrorDeps; gate?
     uploads: new Uploads(ctx, blobs),
     manifests,
     tags,
-    referrers: new Referrers(ctx),
+    referrers,
     catalog: new Catalog(ctx),
     mirror: theMirror,
     reclaim: (options) => reclaimLeftovers(ctx, options),
@@ -109,7 +113,7 @@ export function createRegistry(deps: RegistryDeps & { mirror?: MirrorDeps; gate?
 }
 
 /** A hosted repository's manifest and signatures, for the gate. */
-function hostedSource(manifests: Manifests, blobs: Blobs, name: string, digest: string): SignatureSource {
+function hostedSource(manifests: Manifests, blobs: Blobs, referrers: Referrers, name: string, digest: string): SignatureSource {
   const missing = (err: unknown) => {
     if (err instanceof OciError && (err.kind === 'MANIFEST_UNKNOWN' || err.kind === 'BLOB_UNKNOWN')) return undefined;
     throw err;
@@ -128,6 +132,15 @@ function hostedSource(manifests: Manifests, blobs: Blobs, name: string, digest: 
         return undefined;
       }
       return readCapped(read.body, limit, tooLarge);
+    },
+    // The first page is enough: the gate reads at most MAX_BUNDLES bundles.
+    referrers: async (artifactType) => {
+      const page = await referrers.list(name, parseDigest(digest), artifactType);
+      return new TextEncoder().encode(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciIndex, manifests: page.manifests }));
+    },
+    manifestAt: async (d) => {
+      const read = await manifests.read(name, { kind: 'digest', digest: parseDigest(d) }).catch(missing);
+      return read && readCapped(read.body, MAX_MANIFEST_BYTES, tooLarge);
     },
   };
 }

@@ -2,17 +2,21 @@
  * The `policies:` section of the configuration document: which repositories serve only signed
  * images, and signed by whom (src/core/gate/gate.ts enforces them). Keys are PEM public keys,
  * inline (`pem:`) or in a file (`file:`, read at start-up on Node, relative to the document's
- * directory; Workers have no files, so there keys are inline). Keyless identities are refused
- * for now: this version verifies key-based signatures only, and a policy that could never be
- * met would deny everything it names.
+ * directory; Workers have no files, so there keys are inline). Keyless identities are an OIDC
+ * issuer and the certificate's subject, exactly (`subject:`) or by an anchored regular
+ * expression (`subjectPattern:`), as `cosign verify --certificate-identity[-regexp]
+ * --certificate-oidc-issuer`; they are checked against the Fulcio CAs of the policy's trusted
+ * root. A policy names keys, keyless identities or both.
  */
+import type { KeylessIdentity } from '../../core/gate/bundles.js';
 import type { GateMode, GatePolicy } from '../../core/gate/gate.js';
 import { KeyError, parsePublicKeyPem } from '../../core/gate/keys.js';
-import { TrustedRootError, trustedLogKeys } from '../../core/gate/trusted-root.js';
-import { boolean, child, describe, duration, field, globs, item, list, mapping, quote, string, type SectionContext } from './values.js';
+import { TrustedRootError, hasCertificateAuthorities, trustedLogKeys } from '../../core/gate/trusted-root.js';
+import { anchoredRegExp, boolean, child, describe, duration, field, globs, item, list, mapping, quote, required, string, type SectionContext } from './values.js';
 
 const POLICY_KEYS = ['name', 'repositories', 'mode', 'keys', 'keyless', 'trustedRoot', 'requireTransparencyLog', 'children', 'verdictTtl'] as const;
 const KEY_KEYS = ['file', 'pem'] as const;
+const KEYLESS_KEYS = ['issuer', 'subject', 'subjectPattern'] as const;
 const MODES: readonly GateMode[] = ['enforce', 'warn', 'off'];
 const POLICY_NAME = /^[a-z0-9]+(?:[._-][a-z0-9]+)*$/;
 const PUBLIC_GOOD = 'sigstore-public-good';
@@ -21,6 +25,7 @@ const DEFAULT_VERDICT_TTL_MS = 5 * 60_000;
 const MIN_VERDICT_TTL_MS = 1000;
 const MAX_VERDICT_TTL_MS = 24 * 60 * 60_000;
 const MAX_KEYS = 64;
+const MAX_IDENTITIES = 64;
 
 export function readPolicies(value: unknown, path: string, ctx: SectionContext): GatePolicy[] {
   const policies: GatePolicy[] = [];
@@ -42,14 +47,12 @@ export function readPolicies(value: unknown, path: string, ctx: SectionContext):
     const rawMode = field(entries, 'mode') ?? 'enforce';
     const mode = MODES.find((m) => m === rawMode);
     if (!mode) ctx.problems.at(child(at, 'mode'), `must be one of ${MODES.join(', ')}, got ${describe(rawMode)}`);
-    if (field(entries, 'keyless') !== undefined) {
-      ctx.problems.at(
-        child(at, 'keyless'),
-        'keyless identities (Fulcio certificates) are not supported by this version of Outpost yet: the policy could never be met; use keys',
-      );
+    const keys = field(entries, 'keys') === undefined ? [] : readKeys(field(entries, 'keys'), child(at, 'keys'), ctx);
+    const keyless = field(entries, 'keyless') === undefined ? [] : readKeyless(field(entries, 'keyless'), child(at, 'keyless'), ctx);
+    const none = (v: unknown) => v === undefined || (Array.isArray(v) && v.length === 0);
+    if (none(field(entries, 'keys')) && none(field(entries, 'keyless'))) {
+      ctx.problems.at(child(at, 'keys'), 'is required unless keyless is given: the public keys or keyless identities whose signatures satisfy the policy');
     }
-    const keys = readKeys(field(entries, 'keys'), child(at, 'keys'), ctx);
-    if (field(entries, 'keys') === undefined) ctx.problems.at(child(at, 'keys'), 'is required: the public keys whose signatures satisfy the policy');
     const requireTransparencyLog = boolean(field(entries, 'requireTransparencyLog'), child(at, 'requireTransparencyLog'), ctx.problems, true);
     const trustedRoot = readTrustedRoot(field(entries, 'trustedRoot'), child(at, 'trustedRoot'), ctx);
     const children = boolean(field(entries, 'children'), child(at, 'children'), ctx.problems, true);
@@ -58,9 +61,13 @@ export function readPolicies(value: unknown, path: string, ctx: SectionContext):
       max: MAX_VERDICT_TTL_MS,
       fallback: DEFAULT_VERDICT_TTL_MS,
     });
-    const policy: GatePolicy = { name: name ?? '', repositories, mode: mode ?? 'enforce', keys, requireTransparencyLog, children, verdictTtlMs };
-    // The transparency log is checked when required, or when a root is named (a bundle present must then verify).
-    if (requireTransparencyLog || field(entries, 'trustedRoot') !== undefined) policy.trustedRoot = trustedRoot;
+    const policy: GatePolicy = { name: name ?? '', repositories, mode: mode ?? 'enforce', keys, keyless, requireTransparencyLog, children, verdictTtlMs };
+    // The transparency log is checked when required, or when a root is named (a bundle present
+    // must then verify); keyless identities always need the root's Fulcio CAs.
+    if (requireTransparencyLog || keyless.length > 0 || field(entries, 'trustedRoot') !== undefined) policy.trustedRoot = trustedRoot;
+    if (keyless.length > 0 && trustedRoot !== undefined && !hasCertificateAuthorities(trustedRoot)) {
+      ctx.problems.at(child(at, 'trustedRoot'), 'lists no Fulcio certificate authority: the keyless identities could never be met');
+    }
     policies.push(policy);
   });
   return policies;
@@ -101,6 +108,32 @@ function readKeys(value: unknown, path: string, ctx: SectionContext): GatePolicy
     keys.push({ label, pem });
   });
   return keys;
+}
+
+function readKeyless(value: unknown, path: string, ctx: SectionContext): KeylessIdentity[] {
+  const identities: KeylessIdentity[] = [];
+  const entries = list(value, path, ctx.problems);
+  if (entries.length > MAX_IDENTITIES) ctx.problems.at(path, `holds at most ${MAX_IDENTITIES} identities, got ${entries.length}`);
+  entries.slice(0, MAX_IDENTITIES).forEach((entry, i) => {
+    const at = item(path, i);
+    const e = mapping(entry, at, ctx.problems, { known: KEYLESS_KEYS });
+    if (!e) return;
+    const issuer = required(field(e, 'issuer'), child(at, 'issuer'), ctx.problems, 'the OIDC issuer of the certificate, e.g. https://token.actions.githubusercontent.com');
+    const subject = field(e, 'subject');
+    const pattern = field(e, 'subjectPattern');
+    if ((subject === undefined) === (pattern === undefined)) {
+      ctx.problems.at(at, 'needs exactly one of subject (the certificate identity, exactly) and subjectPattern (an anchored regular expression)');
+      return;
+    }
+    if (subject !== undefined) {
+      const s = string(subject, child(at, 'subject'), ctx.problems);
+      if (issuer !== undefined && s !== undefined) identities.push({ issuer, subject: s });
+    } else {
+      const re = anchoredRegExp(pattern, child(at, 'subjectPattern'), ctx.problems);
+      if (issuer !== undefined && re !== undefined) identities.push({ issuer, subjectPattern: re });
+    }
+  });
+  return identities;
 }
 
 function readTrustedRoot(value: unknown, path: string, ctx: SectionContext): string | undefined {

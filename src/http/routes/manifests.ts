@@ -16,12 +16,12 @@ export async function manifestRoute(c: Context, registry: Registry, name: string
   switch (c.req.method) {
     case 'HEAD': {
       const record = await registry.manifests.stat(name, reference);
-      await registry.gate(name, record.digest, reference);
+      await registry.gate(name, record.digest);
       return new Response(null, { status: 200, headers: manifestHeaders(record) });
     }
     case 'GET': {
       const { record, body: bytes } = await registry.manifests.read(name, reference);
-      await gated(registry.gate(name, record.digest, reference), bytes);
+      await gated(registry.gate(name, record.digest), bytes);
       return new Response(bytes, { status: 200, headers: manifestHeaders(record) });
     }
     case 'PUT': {

@@ -49,9 +49,8 @@ async function read(c: Context, registry: Registry, target: Mirrored, route: Mir
   const head = c.req.method === 'HEAD';
   switch (route) {
     case 'manifest': {
-      const reference = lookup(arg);
-      const read = await mirror.manifests.get(target, reference, head ? 'HEAD' : 'GET');
-      await gated(registry.gate(target.name, read.record.digest, reference, deferOf(c)), read.body);
+      const read = await mirror.manifests.get(target, lookup(arg), head ? 'HEAD' : 'GET');
+      await gated(registry.gate(target.name, read.record.digest, deferOf(c)), read.body);
       const headers = manifestHeaders(read.record);
       if (read.warning) headers.Warning = read.warning;
       return new Response(head ? null : (read.body ?? null), { status: 200, headers });

@@ -49,6 +49,8 @@ export function readIndex(file: string, now = Date.now()): IndexSnapshot {
       if (row.pk.startsWith('blob#')) inRepo(snap.links, row.pk.slice(5)).set(row.sk, value as { size: number; ref?: number });
       else if (row.pk.startsWith('manifest#')) inRepo(snap.records, row.pk.slice(9)).set(row.sk, value as { nonce?: string; ref?: number; mediaType: string });
       else if (row.pk.startsWith('tag#')) inRepo(snap.tags, row.pk.slice(4)).set(row.sk, String(value.digest));
+      // The note of when a digest's last reference went sits beside its references; it is none.
+      else if (row.pk.startsWith('ref#') && row.sk === '~unreferenced') continue;
       else if (row.pk.startsWith('ref#')) {
         const a = row.sk.indexOf(':');
         const b = row.sk.indexOf(':', a + 1);
@@ -56,7 +58,8 @@ export function readIndex(file: string, now = Date.now()): IndexSnapshot {
         const digest = row.pk.slice(4);
         (snap.refs.get(digest) ?? snap.refs.set(digest, []).get(digest)!).push(ref);
       } else if (row.pk === 'content') snap.states.set(row.sk, value as { state: string; done?: boolean; since: number });
-      else if (row.pk === 'gc#candidates') snap.candidates.add(row.sk);
+      // Candidates live in buckets of five minutes (core/gc/references.ts).
+      else if (row.pk.startsWith('gc#candidates#')) snap.candidates.add(row.sk);
     }
     return snap;
   } finally {
