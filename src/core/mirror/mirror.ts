@@ -109,7 +109,10 @@ export class Mirror {
     };
     const bytesOf = async (read: { body?: ByteStream } | undefined) => (read?.body ? readCapped(read.body, MAX_MANIFEST_BYTES, tooLarge) : undefined);
     return {
-      manifest: async () => (await bytesOf(await this.manifests.get(target, { kind: 'digest', digest: parseDigest(digest) }, 'GET')))!,
+      manifest: async () => {
+        const read = await this.manifests.get(target, { kind: 'digest', digest: parseDigest(digest) }, 'GET');
+        return { bytes: (await bytesOf(read))!, mediaType: read.record.mediaType };
+      },
       tagged: async (tag) => bytesOf(await this.manifests.get(target, { kind: 'tag', tag }, 'GET').catch(missing)),
       blob: async (d, limit) => {
         const read = await this.blobs.read(target, parseDigest(d), undefined, defer).catch(missing);

@@ -9,14 +9,20 @@ import type { Digest } from '../oci/digest.js';
  *   repos                      / <name>          -> { created }                catalog
  *   blob#<name>                / <digest>        -> BlobLink { size, ref }     blob linked into a repository (ref: its reference's version)
  *   manifest#<name>            / <digest>        -> ManifestRecord             manifest present in a repository (with nonce, ref)
- *   tag#<name>                 / <tag>           -> { digest }                 tag -> manifest digest
+ *   tag#<name>                 / <tag>           -> { digest, at }             tag -> manifest digest (hosted: when pushed)
  *   referrer#<name>#<subject>  / <digest>        -> Descriptor                 manifests whose subject is <subject>
  *   upload                     / <id>            -> UploadState (expires)      blob upload in progress (core/registry/uploads.ts)
  *   upload#<id>                / <slot>          -> UploadSlot (expires)       one chunk of the upload, or the claim of its commit;
  *                                                                              <slot> is an 8-digit zero-padded chunk number
  *   ref#<digest>               / <kind>:<repo>:<from> -> { at }             one reference holding the content (core/gc/references.ts)
+ *   ref#<digest>               / ~unreferenced   -> { at }                     when its last reference went
  *   content                    / <digest>        -> ContentState               live | deleting | deleted (garbage collection)
- *   gc#candidates              / <digest>        -> { since }                  content that may be unreferenced (GC's work list)
+ *   gc#candidates#<bucket>     / <digest>        -> { since }                  content that may be unreferenced (5-minute buckets)
+ *   gc#buckets                 / <bucket>        -> {}                         the buckets that may hold candidates
+ *   gc                         / backfill        -> { done }                   references of older content made (core/gc/backfill.ts)
+ *   pulled#<name>              / <digest>        -> { at }                     last pull of a mirrored item (core/mirror/retention.ts)
+ *   untagged#<name>            / <digest>        -> { since }                  a hosted manifest found untagged (core/registry/retention.ts)
+ *   verdict#<policy>#<hash>    / <digest>        -> Verdict (expires)          the signature gate's verdict (core/gate/gate.ts)
  *   fill                       / <digest>        -> lease + FillState          one upstream download of a blob (core/mirror/fills.ts)
  *   mfetch                     / <name>:<ref>    -> lease + { error? }         one upstream fetch of a manifest (core/mirror/manifests.ts)
  *   vouch#<name>               / <digest>        -> { size }                   the upstream named this blob for the mirrored repository

@@ -149,7 +149,7 @@ export class Manifests {
       // A record written again keeps its nonce: the references its first write made stay its own.
       // A mirrored manifest names nothing (no nonce): what it names is fetched, kept and evicted
       // on its own (core/mirror/retention.ts), and refilled from the upstream when missing.
-      record.nonce = type === 'upstream' ? '' : (existing?.value.nonce ?? newNonce());
+      record.nonce = type === 'upstream' ? '' : existing?.value.nonce || newNonce();
       const made = type === 'upstream' ? new Map<string, number>() : await this.holdNamed(name, digest.value, record.nonce, named);
       const written = await storeContent(
         this.ctx,

@@ -119,7 +119,10 @@ function hostedSource(manifests: Manifests, blobs: Blobs, referrers: Referrers, 
     throw err;
   };
   return {
-    manifest: async () => readCapped((await manifests.read(name, { kind: 'digest', digest: parseDigest(digest) })).body, MAX_MANIFEST_BYTES, tooLarge),
+    manifest: async () => {
+      const read = await manifests.read(name, { kind: 'digest', digest: parseDigest(digest) });
+      return { bytes: await readCapped(read.body, MAX_MANIFEST_BYTES, tooLarge), mediaType: read.record.mediaType };
+    },
     tagged: async (tag) => {
       const read = await manifests.read(name, { kind: 'tag', tag }).catch(missing);
       return read && readCapped(read.body, MAX_MANIFEST_BYTES, tooLarge);

@@ -60,6 +60,7 @@ export interface HostedRetentionDeps {
 }
 
 const untaggedKey = (name: string, digest: string) => ({ pk: `untagged#${name}`, sk: digest });
+const COSIGN_TAG = /^sha(256|512)-[0-9a-f]{64,128}(\.(sig|att|sbom))?$/;
 
 export async function retainHosted(
   deps: HostedRetentionDeps,
@@ -76,6 +77,12 @@ export async function retainHosted(
     if (!policy) continue;
     report.repositories++;
     const now = deps.clock.now();
+    // Records before tags: a push that lands between the two listings rewrites its record (a new
+    // version), so the delete below, at the version listed here, fails and the push stays.
+    const records: Array<{ digest: string; record: ManifestRecord; version: number }> = [];
+    if (policy.untaggedAfterMs !== undefined) {
+      for await (const { sk, item } of allItems<ManifestRecord & Json>(deps.index, keys.manifest(name, '').pk)) records.push({ digest: sk, record: item.value, version: item.version });
+    }
     const tags: Array<{ tag: string; digest: string; at: number; version: number }> = [];
     for await (const { sk, item } of allItems<TagItem & Json>(deps.index, keys.tagPartition(name))) {
       let { at } = item.value;
@@ -89,7 +96,11 @@ export async function retainHosted(
     }
     const deletedTags = new Set<string>();
     if (policy.keepTags !== undefined) {
-      const counted = tags.filter((t) => !policy.tags || policy.tags.test(t.tag)).sort((a, b) => b.at - a.at || (a.tag < b.tag ? -1 : 1));
+      // Cosign's tags (signatures, attestations, SBOMs, the referrers tag schema) are not releases:
+      // never counted, never pruned; they go with their image (untaggedAfter, or a DELETE).
+      const counted = tags
+        .filter((t) => !COSIGN_TAG.test(t.tag) && (!policy.tags || policy.tags.test(t.tag)))
+        .sort((a, b) => b.at - a.at || (a.tag < b.tag ? -1 : 1));
       for (const t of counted.slice(policy.keepTags)) {
         options.onEvict?.({ name, what: t.tag, reason: 'keepTags' });
         report.tagsDeleted++;
@@ -102,8 +113,6 @@ export async function retainHosted(
     const tagged = new Set(tags.filter((t) => !deletedTags.has(t.tag)).map((t) => t.digest));
     const notes = new Map<string, number>();
     for await (const { sk, item } of allItems<{ since: number }>(deps.index, `untagged#${name}`)) notes.set(sk, item.value.since);
-    const records: Array<{ digest: string; record: ManifestRecord; version: number }> = [];
-    for await (const { sk, item } of allItems<ManifestRecord & Json>(deps.index, keys.manifest(name, '').pk)) records.push({ digest: sk, record: item.value, version: item.version });
     const present = new Set(records.map((r) => r.digest));
     for (const { digest, record, version } of records) {
       const kept = tagged.has(digest) || (record.subject !== undefined && present.has(record.subject)) || (await namedIn(deps, name, digest));
