@@ -36,10 +36,12 @@ let built: { app: Hono; metrics: Metrics; log: Log; registry: Registry; gc: GcCo
 
 /**
  * The most GC candidates one scheduled invocation looks at; the rest stay listed for the next
- * (core/gc/run.ts), so a backlog takes several invocations and loses nothing. One candidate
- * costs at most nine subrequests (a stat of its bytes; collect's reads, conditional writes and
- * the delete), each one S3 or DynamoDB round trip and one request signature: 500 candidates
- * stay under half of the 10,000 subrequests a Workers Paid invocation may make (the reclaim that
+ * (core/gc/run.ts), so a backlog takes several invocations and loses nothing. A deleted
+ * candidate costs ten subrequests (eight index requests: reads, conditional writes, a list of its
+ * references, the deletes of its notes; a stat and a delete of its bytes), a referenced one fewer,
+ * a few more where a dangling reference is checked or repaired; each is one S3 or DynamoDB round
+ * trip and one request signature: 500 candidates stay near half of the 10,000 subrequests a
+ * Workers Paid invocation may make (the reclaim that
  * follows makes a few per page of leftovers), take minutes at most of the 15 a Cron Trigger may
  * run, and seconds of CPU time of the default 30. Not a time budget: GcRunOptions has no deadline.
  */
