@@ -221,11 +221,22 @@ EOF
   rgw_pid=$(launch client.rgw radosgw -f -n client.rgw)
   log "gateway on 127.0.0.1:$rgw_port"
 
-  # Ready when the gateway answers HTTP (it does so only after its pools and zone exist).
-  local code
+  # Ready when the gateway answers HTTP (it does so only after its pools and zone exist). Its
+  # port was free when chosen, but another process (a parallel test's server) may take it before
+  # the gateway binds: then it exits saying so, and starts again on another port, a few times.
+  local code rgw_tries=0
   while :; do
     alive_or_die "$mon_pid" mon.a
     alive_or_die "$osd_pid" osd.0
+    if ! kill -0 "$rgw_pid" 2>/dev/null && [ "$rgw_tries" -lt 3 ] && grep -q 'failed to bind address' "$DIR/log/client.rgw.log" 2>/dev/null; then
+      rgw_tries=$((rgw_tries + 1))
+      rgw_port=$(free_port)
+      sed -i "s|^rgw frontends = .*|rgw frontends = beast endpoint=127.0.0.1:$rgw_port|" "$DIR/ceph.conf"
+      : >"$DIR/log/client.rgw.log"
+      rgw_pid=$(launch client.rgw radosgw -f -n client.rgw)
+      log "gateway port was taken; again on 127.0.0.1:$rgw_port"
+      continue
+    fi
     alive_or_die "$rgw_pid" client.rgw
     code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$rgw_port/" 2>/dev/null || true)
     case "$code" in 2??|403) break ;; esac
