@@ -31,6 +31,8 @@ export interface AccessRecord {
   durationMs: number;
   /** The client's address when the runtime knows it. */
   remote?: string;
+  /** The signature gate's decision on a gated manifest read: `allowed`, `warned` or `denied`, with the policies (`denied:release-signed`). */
+  gate?: string;
   /**
    * finished: the whole response went to the connection. aborted: the connection closed first
    * (the client went away, or the body failed mid-way). returned: the runtime cannot observe
@@ -85,6 +87,8 @@ export function nextRequestId(): string {
 declare module 'hono' {
   interface ContextVariableMap {
     requestId: string;
+    /** The signature gate's decision on a manifest read, for the access record (routes/manifests.ts). */
+    gate: string;
   }
 }
 
@@ -124,6 +128,7 @@ export function requestLog(sink: AccessLogSink | undefined, connection: Connecti
         bytes: null,
         durationMs: 0,
         remote: address ? address.slice(0, 64) : undefined,
+        gate: c.get('gate'),
         outcome: 'returned',
       };
       const write = (outcome: AccessRecord['outcome'], bytes: number | null) => {

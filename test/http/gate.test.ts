@@ -5,6 +5,8 @@ import { compileGlob } from '../../src/core/glob.js';
 import type { GatePolicy } from '../../src/core/gate/gate.js';
 import { MediaType } from '../../src/core/oci/media-types.js';
 import { publicGoodTrustedRoot } from '../../src/entry/public-good.js';
+import { createApp } from '../../src/http/app.js';
+import type { AccessRecord } from '../../src/http/access-log.js';
 import { testApp } from '../support/app.js';
 import { cosignPayload, generateSigner, signatureLayer, type TestSigner } from '../support/cosign-sign.js';
 import { blob, image, index, sha256, type Blob, type Image } from '../support/images.js';
@@ -141,6 +143,26 @@ describe('the signature gate on hosted repositories', () => {
     await t.pushImage('team/app', image({ layers: [15] }), 'v1');
     expect((await t.request('/v2/team/app/manifests/v1')).status).toBe(200);
     expect(logged).toMatchObject([{ msg: 'signature gate', policy: 'release-signed', result: 'warned' }]);
+  });
+
+  it('notes its decision in the access record', async () => {
+    const signer = await generateSigner('ecdsa-p256');
+    const t = testApp({}, { gate: { policies: [policy([signer])] } });
+    const records: AccessRecord[] = [];
+    const app = createApp({ registry: t.registry, accessLog: (r) => records.push(r) });
+    const signed = image({ layers: [23] });
+    const unsigned = image({ layers: [24] });
+    await t.pushImage('team/app', signed, 'v1');
+    await t.pushImage('team/app', unsigned, 'v2');
+    await pushSignature(t, 'team/app', await signature(signer, signed.manifest.digest));
+    await (await app.request('/v2/team/app/manifests/v1')).arrayBuffer();
+    await (await app.request('/v2/team/app/manifests/v2')).arrayBuffer();
+    await (await app.request('/v2/team/app/blobs/' + signed.config.digest)).arrayBuffer();
+    expect(records.map((r) => [r.status, r.gate])).toEqual([
+      [200, 'allowed:release-signed'],
+      [403, 'denied:release-signed'],
+      [200, undefined],
+    ]);
   });
 
   it('keeps a verdict: a second pull reads no signature from the store', async () => {

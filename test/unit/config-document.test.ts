@@ -382,6 +382,13 @@ describe('the configuration document', () => {
       expect(problems.join('\n')).toContain(expected);
     });
 
+    it('refuses a glob on an upstream alias, naming the qualified form', () => {
+      const { problems } = read(
+        'upstreams:\n  - name: hub\n    url: https://registry-1.docker.io\npolicies:\n  - name: p\n    repositories: ["hub/myorg/*", "docker.io/ok/*"]\n    keys: [{ file: keys/cosign.pub }]\n',
+      );
+      expect(problems).toEqual(['policies[0].repositories[0]: names the alias of upstream "hub"; mirrored repositories are named by its namespace: "docker.io/myorg/*"']);
+    });
+
     it('refuses two policies of one name, and a policy without keys or repositories', () => {
       const { problems } = read('policies:\n  - name: p\n    repositories: ["a/*"]\n    keys: [{ file: keys/cosign.pub }]\n  - name: p\n');
       expect(problems).toEqual([

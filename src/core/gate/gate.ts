@@ -85,6 +85,12 @@ export interface GateDeps {
 
 type Verdict = { ok: true; how: string } | { ok: false; why: string };
 
+/** The policies that a served manifest met, and those whose warn mode let it through. */
+export interface GateDecision {
+  allowed: string[];
+  warned: string[];
+}
+
 const ATTESTATION_LAYER = 'application/vnd.dsse.envelope.v1+json';
 /** Layers a signature artifact may have: none of them a runtime unpacks. */
 const SIGNATURE_LAYER_TYPES: ReadonlySet<string> = new Set([SIMPLE_SIGNING_MEDIA_TYPE, ATTESTATION_LAYER, ...BUNDLE_MEDIA_TYPES]);
@@ -116,10 +122,11 @@ export class Gate {
    * Serves or refuses `digest` in `name`: resolves when it may be served (with the policies
    * whose warn mode let it through), throws 403 DENIED naming the first policy it fails.
    */
-  async check(name: string, digest: string, source: SignatureSource): Promise<{ warned: string[] }> {
+  async check(name: string, digest: string, source: SignatureSource): Promise<GateDecision> {
     const policies = this.policiesFor(name);
     const warned: string[] = [];
-    if (policies.length === 0) return { warned };
+    const allowed: string[] = [];
+    if (policies.length === 0) return { warned, allowed };
     // A cosign tag (sha256-<hex>.sig, .att, .sbom) is served ungated only if what it names is a
     // signature artifact: anyone who can tag could otherwise name any image so (verify() tells).
     for (const policy of policies) {
@@ -134,6 +141,7 @@ export class Gate {
       }
       if (verdict.ok) {
         this.decided(name, digest, policy, verdict.how === 'artifact' ? 'artifact' : 'allowed', verdict.how);
+        allowed.push(policy.name);
         continue;
       }
       if (policy.mode === 'warn') {
@@ -144,7 +152,7 @@ export class Gate {
       this.decided(name, digest, policy, 'denied', verdict.why);
       throw new OciError('DENIED', `manifest ${digest} does not satisfy the signature policy "${policy.name}"`, { policy: policy.name });
     }
-    return { warned };
+    return { warned, allowed };
   }
 
   private policiesFor(name: string): GatePolicy[] {

@@ -1,6 +1,6 @@
 import { Blobs } from './blobs.js';
 import { Catalog } from './catalog.js';
-import { Gate, type GatePolicy, type SignatureSource } from '../gate/gate.js';
+import { Gate, type GateDecision, type GatePolicy, type SignatureSource } from '../gate/gate.js';
 import type { BundleVerifier } from '../../ports/bundle-verifier.js';
 import type { Defer } from '../mirror/fills.js';
 import { parseDigest } from '../oci/digest.js';
@@ -41,7 +41,7 @@ export interface Registry {
    * (hosted or mirrored), throws 403 DENIED naming the policy it fails. `defer` keeps a mirror's
    * fills of signature payloads alive (Workers).
    */
-  gate(name: string, digest: string, defer?: Defer): Promise<{ warned: string[] }>;
+  gate(name: string, digest: string, defer?: Defer): Promise<GateDecision>;
   /** One retention pass over mirrored content (core/mirror/retention.ts) when a policy is given, then one garbage-collection run (core/gc/run.ts). */
   gc(options: RegistryGcOptions): Promise<RegistryGcReport>;
 }
@@ -84,7 +84,7 @@ export function createRegistry(deps: RegistryDeps & { mirror?: MirrorDeps; gate?
   const signatures = new Gate(gateOptions?.policies ?? [], { index: ctx.index, clock: ctx.clock, metrics: theMirror.metrics, bundles: gateOptions?.bundles, log: gateOptions?.log });
   const noDefer: Defer = (work) => void work.catch(() => undefined);
   const gate = async (name: string, digest: string, defer: Defer = noDefer) => {
-    if (!signatures.gates(name)) return { warned: [] };
+    if (!signatures.gates(name)) return { warned: [], allowed: [] };
     const target = theMirror.route(name, undefined);
     return signatures.check(name, digest, target.kind === 'mirror' ? theMirror.signatureSource(target, digest, defer) : hostedSource(manifests, blobs, referrers, name, digest));
   };

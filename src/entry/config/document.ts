@@ -139,6 +139,6 @@ function readSections(value: unknown, ctx: SectionContext): ConfigDocument {
   const fill = section('mirror') === undefined ? defaultFillSettings(ctx.runtime) : readMirror(section('mirror'), 'mirror', ctx);
   document.mirror = { upstreams: upstreams.map((u) => u.value), hosted, ...fill };
   if (section('gc') !== undefined) document.gc = readGc(section('gc'), 'gc', ctx);
-  if (section('policies') !== undefined) document.policies = readPolicies(section('policies'), 'policies', ctx);
+  if (section('policies') !== undefined) document.policies = readPolicies(section('policies'), 'policies', ctx, document.mirror.upstreams);
   return document;
 }

@@ -39,9 +39,9 @@ export function readGc(value: unknown, path: string, ctx: SectionContext): GcCon
     fallback: DEFAULT_GC_CONFIG.graceMs,
   });
   const interval = field(entries, 'interval');
-  // `interval: 0` (or "0s") turns the server's own runs off.
+  // `interval: 0` (or 0s, 0m, ...) turns the server's own runs off.
   const intervalMs =
-    interval === 0 || interval === '0' || interval === '0s'
+    interval === 0 || (typeof interval === 'string' && /^0+(ms|s|m|h|d)?$/.test(interval.trim()))
       ? 0
       : duration(interval, child(path, 'interval'), ctx.problems, { min: MIN_INTERVAL_MS, max: MAX_INTERVAL_MS, fallback: DEFAULT_GC_CONFIG.intervalMs });
   return {

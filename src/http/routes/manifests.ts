@@ -4,6 +4,7 @@ import { parseReference, type Reference } from '../../core/oci/reference.js';
 import { OciError } from '../../core/errors.js';
 import { tooLarge, type ManifestRecord } from '../../core/registry/manifests.js';
 import type { Registry } from '../../core/registry/registry.js';
+import type { GateDecision } from '../../core/gate/gate.js';
 import { readCapped } from '../../core/streams.js';
 import { methodNotAllowed } from '../errors.js';
 import { body, contentLength } from '../request.js';
@@ -16,12 +17,12 @@ export async function manifestRoute(c: Context, registry: Registry, name: string
   switch (c.req.method) {
     case 'HEAD': {
       const record = await registry.manifests.stat(name, reference);
-      await registry.gate(name, record.digest);
+      await gated(c, registry.gate(name, record.digest), undefined);
       return new Response(null, { status: 200, headers: manifestHeaders(record) });
     }
     case 'GET': {
       const { record, body: bytes } = await registry.manifests.read(name, reference);
-      await gated(registry.gate(name, record.digest), bytes);
+      await gated(c, registry.gate(name, record.digest), bytes);
       return new Response(bytes, { status: 200, headers: manifestHeaders(record) });
     }
     case 'PUT': {
@@ -66,11 +67,15 @@ function lookupReference(raw: string): Reference {
   }
 }
 
-/** Waits for the gate's decision; a refusal cancels the body already opened. */
-export async function gated(decision: Promise<unknown>, body: ReadableStream | undefined | null): Promise<void> {
+/** Waits for the gate's decision and notes it for the access record; a refusal cancels the body already opened. */
+export async function gated(c: Context, decision: Promise<GateDecision>, body: ReadableStream | undefined | null): Promise<void> {
   try {
-    await decision;
+    const { allowed, warned } = await decision;
+    const parts = [...(allowed.length ? [`allowed:${allowed.join(',')}`] : []), ...(warned.length ? [`warned:${warned.join(',')}`] : [])];
+    if (parts.length) c.set('gate', parts.join(' '));
   } catch (err) {
+    const policy = err instanceof OciError && err.kind === 'DENIED' ? (err.detail as { policy?: string } | undefined)?.policy : undefined;
+    if (policy) c.set('gate', `denied:${policy}`);
     await body?.cancel().catch(() => undefined);
     throw err;
   }
