@@ -93,6 +93,31 @@ describe('hosted retention policies', () => {
     for (const m of [list, amd.manifest, arm.manifest, sig.manifest]) expect(await has(t, 'team/multi', m.digest)).toBe(true);
   });
 
+  it('an index pushed while a pass deletes one of its untagged children is refused, never dangling', async () => {
+    const t = testApp();
+    const child = image({ layers: [61] });
+    await t.pushImage('team/multi', child, child.manifest.digest);
+    const hosted = [policy({ untaggedAfterMs: HOUR })];
+    await t.registry.gc({ graceMs: 0, hosted });
+    t.clock.advance(HOUR);
+    // The pass lists the child as untagged; the index's push lands between that and the delete.
+    const list = index([{ manifest: child.manifest, arch: 'amd64' }]);
+    const del = t.index.delete.bind(t.index);
+    let pushed: number | undefined;
+    t.index.delete = (async (...args: Parameters<typeof del>) => {
+      if (pushed === undefined && args[0].pk === 'manifest#team/multi' && args[0].sk === child.manifest.digest) {
+        t.index.delete = del;
+        pushed = (await t.pushManifest('team/multi', 'v1', list)).status;
+      }
+      return del(...args);
+    }) as typeof del;
+    await t.registry.gc({ graceMs: 0, hosted });
+    expect(pushed).toBe(201);
+    // The push rewrote the child's record first: the pass's delete at the version it read failed.
+    expect(await has(t, 'team/multi', child.manifest.digest)).toBe(true);
+    expect(await has(t, 'team/multi', 'v1')).toBe(true);
+  });
+
   it('a manifest tagged again between two passes is kept', async () => {
     const t = testApp();
     const img = image({ layers: [40] });

@@ -303,8 +303,13 @@ export class Manifests {
         mustMatch(d, found?.size, 'blob');
       }),
       ...manifest.manifests.map((d) => async () => {
-        const found = await this.ctx.index.get<ManifestRecord & Json>(keys.manifest(name, d.digest));
+        const key = keys.manifest(name, d.digest);
+        const found = await this.ctx.index.get<ManifestRecord & Json>(key);
         mustMatch(d, found?.value.size, 'manifest');
+        // Written again (a new version), as a push of it would be: a delete that read the child
+        // before (hosted retention of an untagged manifest) then fails at its version, and this
+        // index never names a child that went meanwhile; one that went first fails this write.
+        if ((await this.ctx.index.compareAndSet(key, found!.version, found!.value)) === undefined) mustMatch(d, undefined, 'manifest');
       }),
     ];
     for (let i = 0; i < checks.length; i += REFERENCE_CHECK_CONCURRENCY) {
