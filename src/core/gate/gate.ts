@@ -2,6 +2,7 @@ import type { Clock } from '../../ports/clock.js';
 import type { BundleVerifier } from '../../ports/bundle-verifier.js';
 import type { Json, MetaIndex } from '../../ports/meta-index.js';
 import { OciError } from '../errors.js';
+import { readCapped } from '../streams.js';
 import { matchesAny } from '../glob.js';
 import type { Metrics } from '../metrics.js';
 import { TtlCache } from '../mirror/ttl-cache.js';
@@ -71,6 +72,20 @@ export interface SignatureSource {
   referrers(artifactType: string | undefined): Promise<Uint8Array | undefined>;
   /** The manifest `digest` of the same repository (a referrer); undefined when there is none. */
   manifestAt(digest: string): Promise<Uint8Array | undefined>;
+}
+
+/**
+ * A blob a SignatureSource hands the gate: its bytes when it is at most `limit` long (the body is
+ * not read otherwise, and is cancelled), undefined when absent or longer. The one reading both
+ * sources (hosted, mirrored) share.
+ */
+export async function boundedBlob(read: { size: number; body: ReadableStream<Uint8Array> } | undefined, limit: number): Promise<Uint8Array | undefined> {
+  if (!read) return undefined;
+  if (read.size > limit) {
+    await read.body.cancel();
+    return undefined;
+  }
+  return readCapped(read.body, limit, () => new OciError('BLOB_TOO_LARGE', `a signature blob is larger than ${limit} bytes`));
 }
 
 export interface GateDeps {

@@ -1,6 +1,6 @@
 import { OciError } from '../errors.js';
 import { parseDigest, type Digest } from '../oci/digest.js';
-import type { SignatureSource } from '../gate/gate.js';
+import { boundedBlob, type SignatureSource } from '../gate/gate.js';
 import type { ByteStream } from '../streams.js';
 import { Metrics } from '../metrics.js';
 import type { Blobs } from '../registry/blobs.js';
@@ -114,15 +114,7 @@ export class Mirror {
         return { bytes: (await bytesOf(read))!, mediaType: read.record.mediaType };
       },
       tagged: async (tag) => bytesOf(await this.manifests.get(target, { kind: 'tag', tag }, 'GET').catch(missing)),
-      blob: async (d, limit) => {
-        const read = await this.blobs.read(target, parseDigest(d), undefined, defer).catch(missing);
-        if (!read) return undefined;
-        if (read.size > limit) {
-          await read.body.cancel();
-          return undefined;
-        }
-        return readCapped(read.body, limit, tooLarge);
-      },
+      blob: async (d, limit) => boundedBlob(await this.blobs.read(target, parseDigest(d), undefined, defer).catch(missing), limit),
       referrers: async (artifactType) => (await this.referrers(target, parseDigest(digest), artifactType))?.bytes,
       manifestAt: async (d) => bytesOf(await this.manifests.get(target, { kind: 'digest', digest: parseDigest(d) }, 'GET').catch(missing)),
     };

@@ -1,6 +1,6 @@
 import { Blobs } from './blobs.js';
 import { Catalog } from './catalog.js';
-import { Gate, type GateDecision, type GatePolicy, type SignatureSource } from '../gate/gate.js';
+import { boundedBlob, Gate, type GateDecision, type GatePolicy, type SignatureSource } from '../gate/gate.js';
 import type { BundleVerifier } from '../../ports/bundle-verifier.js';
 import type { Defer } from '../mirror/fills.js';
 import { parseDigest } from '../oci/digest.js';
@@ -127,15 +127,7 @@ function hostedSource(manifests: Manifests, blobs: Blobs, referrers: Referrers, 
       const read = await manifests.read(name, { kind: 'tag', tag }).catch(missing);
       return read && readCapped(read.body, MAX_MANIFEST_BYTES, tooLarge);
     },
-    blob: async (d, limit) => {
-      const read = await blobs.read(name, parseDigest(d)).catch(missing);
-      if (!read) return undefined;
-      if (read.size > limit) {
-        await read.body.cancel();
-        return undefined;
-      }
-      return readCapped(read.body, limit, tooLarge);
-    },
+    blob: async (d, limit) => boundedBlob(await blobs.read(name, parseDigest(d)).catch(missing), limit),
     // The first page is enough: the gate reads at most MAX_BUNDLES bundles.
     referrers: async (artifactType) => {
       const page = await referrers.list(name, parseDigest(digest), artifactType);
