@@ -1,5 +1,6 @@
 import type { BlobStore } from '../../ports/blob-store.js';
 import type { Clock } from '../../ports/clock.js';
+import { allItems } from '../registry/pages.js';
 import { MAX_LIST_LIMIT, type Item, type ItemKey, type Json, type MetaIndex } from '../../ports/meta-index.js';
 
 /**
@@ -383,12 +384,8 @@ export type ListedReference = Reference & { version: number; at: number };
 
 /** Every reference of `digest` in sort order, page by page (collect's repair, audits). */
 export async function* listReferences(ports: Pick<GcPorts, 'index'>, digest: string): AsyncGenerator<ListedReference> {
-  let after: string | undefined;
-  for (;;) {
-    const page = await ports.index.list<{ at: number }>(gcKeys.refPartition(digest), { after, limit: MAX_LIST_LIMIT });
-    for (const { sk, item } of page) if (sk !== UNREFERENCED_SK) yield { ...parseReferenceSk(sk), version: item.version, at: item.value.at };
-    if (page.length < MAX_LIST_LIMIT) return;
-    after = page[page.length - 1]!.sk;
+  for await (const { sk, item } of allItems<{ at: number }>(ports.index, gcKeys.refPartition(digest))) {
+    if (sk !== UNREFERENCED_SK) yield { ...parseReferenceSk(sk), version: item.version, at: item.value.at };
   }
 }
 
@@ -433,13 +430,8 @@ export function closedBucket(bucket: string, now: number): boolean {
 /** The buckets that may hold candidates, oldest first, with the version each was read at. */
 export async function listBuckets(ports: Pick<GcPorts, 'index'>): Promise<Array<{ bucket: string; version: number }>> {
   const out: Array<{ bucket: string; version: number }> = [];
-  let after: string | undefined;
-  for (;;) {
-    const page = await ports.index.list(BUCKETS_PARTITION, { after, limit: MAX_LIST_LIMIT });
-    for (const { sk, item } of page) out.push({ bucket: sk, version: item.version });
-    if (page.length < MAX_LIST_LIMIT) return out;
-    after = page[page.length - 1]!.sk;
-  }
+  for await (const { sk, item } of allItems(ports.index, BUCKETS_PARTITION)) out.push({ bucket: sk, version: item.version });
+  return out;
 }
 
 /** One page of a bucket's candidates in digest order, after `after`. */
