@@ -123,8 +123,10 @@ import { MAX_LIST_LIMIT, type Item, type ItemKey, type Json, type MetaIndex } fr
  *      reference within WRITER_HOLD_MS, as a lease holder renews within its lease.
  *   3. The window check runs before BlobStore.delete, and a delete may still be in flight after
  *      it (adapter retries, a slow store): STORE_AFTER_DELETE_MS adds DELETE_IN_FLIGHT_MS,
- *      which bounds a store's delete call with its retries (the S3 and DynamoDB clients time
- *      out every request and retry a bounded number of times).
+ *      assumed to bound a store's delete call with its retries. The assumption is not enforced
+ *      yet: the AWS SDK makes at most 3 attempts, but the S3 client sets no request timeout, so a
+ *      delete stalled on a dead connection for longer would outlive it (open work: a timeout
+ *      on the clients, or a deadline on BlobStore.delete).
  *
  * Tags and subjects make no references. A tag names a manifest of its repository, which the
  * manifest's link holds; deleting the manifest deletes its tags, and a tag left pointing at a
@@ -190,8 +192,8 @@ export const DELETE_WINDOW_MS = 60_000;
 export const MAX_CLOCK_SKEW_MS = 60_000;
 
 /**
- * The longest a BlobStore.delete may stay in flight after it was sent, retries included: the S3
- * adapter's client times out each request and makes at most a few attempts, well within this.
+ * The longest a BlobStore.delete is assumed to stay in flight after it was sent, retries
+ * included (see hole 3 above: not enforced by a client timeout yet).
  */
 export const DELETE_IN_FLIGHT_MS = 5 * 60_000;
 
