@@ -5,6 +5,10 @@
  *   outpost serve            serve the OCI Distribution API, configured by OUTPOST_* variables
  *   outpost gc [--dry-run] [--grace DURATION]
  *                            one garbage-collection run on the same store (servers may be running)
+ *   outpost hash-password [--iterations N]
+ *                            read a password on stdin, print its hash (cli-auth.ts)
+ *   outpost token-key [--alg ES256|EdDSA]
+ *                            print a new token signing key
  *   outpost help | --help    usage
  *   outpost --version
  *
@@ -27,6 +31,7 @@
 import { readFileSync, realpathSync, writeSync } from 'node:fs';
 import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
+import { hashPasswordCommand, readStdinSecret, tokenKeyCommand, type CredentialIo } from './cli-auth.js';
 import { ConfigError, type Config } from './config.js';
 import { createLog } from './log.js';
 import { DEFAULT_RECLAIM_AGE_MS } from '../ports/blob-store.js';
@@ -39,6 +44,12 @@ export interface Io {
   out(text: string): void;
   err(text: string): void;
   env: Record<string, string | undefined>;
+  /** Reads a secret (hash-password): stdin by default. */
+  readSecret?: (prompt: string) => Promise<string>;
+}
+
+function credentialIo(io: Io): CredentialIo {
+  return { out: io.out, err: io.err, readSecret: io.readSecret ?? readStdinSecret };
 }
 
 interface Command {
@@ -46,10 +57,11 @@ interface Command {
   run(args: string[], io: Io): Promise<number>;
 }
 
-/** Later: hash-password (credentials for auth). */
 const COMMANDS: Record<string, Command> = {
   serve: { summary: 'serve the OCI Distribution API (settings: OUTPOST_* environment variables)', run: serve },
   gc: { summary: 'delete content nothing references, and leftovers of crashes (--dry-run: only say what)', run: gc },
+  'hash-password': { summary: 'read a password on stdin, print its hash for auth.users[].passwordHash', run: (args, io) => hashPasswordCommand(args, credentialIo(io)) },
+  'token-key': { summary: 'print a new private key (PEM) for auth.tokenKeys', run: (args, io) => tokenKeyCommand(args, credentialIo(io)) },
 };
 
 const GC_USAGE = `usage: outpost gc [--dry-run] [--grace DURATION]

@@ -10,6 +10,7 @@ import { MAX_MANIFEST_BYTES } from '../core/oci/manifest.js';
 import { DEFAULT_MAX_BLOB_BYTES } from '../core/registry/context.js';
 import type { GcConfig } from '../core/gc/config.js';
 import type { GatePolicy } from '../core/gate/gate.js';
+import type { AuthConfig, ImmutableTagRule } from '../core/auth/config.js';
 import { defaultDocument, readDocument, type ConfigDocument } from './config/document.js';
 import { isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
 
@@ -52,6 +53,10 @@ export interface Config {
   gc: GcConfig;
   /** Signature policies (the document's `policies:`): none gates nothing. */
   policies: GatePolicy[];
+  /** Users, token keys and access rules (the document's `auth:`); absent without it, when every request is served. */
+  auth?: AuthConfig;
+  /** Tags that never move once set (the document's `immutableTags:`). */
+  immutableTags: ImmutableTagRule[];
   /** On SIGTERM/SIGINT, how long requests in flight may take before their connections are cut (Node). */
   shutdownSeconds: number;
   /** The least severe structured log line written (the access log is at info). */
@@ -91,7 +96,7 @@ export const CONFIG_VARIABLES = {
   OUTPOST_MAX_BLOB_BYTES: 'largest blob pushed, uploaded or mirrored, in bytes, from 4 MiB to 5 TiB; a longer one is refused before it is stored (default 68719476736, 64 GiB)',
   OUTPOST_SHUTDOWN_SECONDS: 'on SIGTERM or SIGINT, how long requests in flight may finish before their connections are cut (Node; default 25)',
   OUTPOST_LOG_LEVEL: 'least severe log line written: debug, info, warn, error or off; the access log is at info (default info)',
-  OUTPOST_CONFIG: 'the configuration document inline, YAML or JSON: upstreams, hosted prefixes, mirror tuning, gc, signature policies (default none)',
+  OUTPOST_CONFIG: 'the configuration document inline, YAML or JSON: upstreams, hosted prefixes, mirror tuning, gc, signature policies, auth (users, token keys, access rules), immutable tags (default none)',
   OUTPOST_CONFIG_FILE: 'path of the configuration document, YAML or JSON (Node; default none)',
   OUTPOST_S3_ENDPOINT: 'S3 endpoint URL (default: AWS for the region)',
   OUTPOST_S3_REGION: 'S3 region (default us-east-1; "auto" for R2)',
@@ -171,6 +176,8 @@ export function readConfig(env: Record<string, unknown>, runtime: 'node' | 'work
     mirror: document.mirror,
     gc: document.gc,
     policies: document.policies,
+    ...(document.auth ? { auth: document.auth } : {}),
+    immutableTags: document.immutableTags,
     shutdownSeconds,
     logLevel: isLogLevel(logLevel) ? logLevel : 'info',
   };

@@ -1,10 +1,12 @@
 import { nodeHash } from '../adapters/crypto/node-hash.js';
 import { SigstoreBundleVerifier } from '../adapters/sigstore/bundle-verifier.js';
 import { RegistryUpstream } from '../adapters/upstream/registry-upstream.js';
+import { Auth } from '../core/auth/auth.js';
 import { Metrics } from '../core/metrics.js';
 import type { MirrorConfig } from '../core/mirror/config.js';
 import { createRegistry } from '../core/registry/registry.js';
 import type { AccessRecord, ConnectionInfo } from '../http/access-log.js';
+import type { AuditRecord, AuditSink } from '../http/audit.js';
 import { createApp } from '../http/app.js';
 import type { BlobStore } from '../ports/blob-store.js';
 import { systemClock } from '../ports/clock.js';
@@ -24,6 +26,8 @@ export interface OutpostOptions {
   connection?: ConnectionInfo;
   /** The runtime never takes over the buffers a response sends (see MirrorDeps.responsesKeepBuffers). */
   responsesKeepBuffers?: boolean;
+  /** Where audit records go; by default the structured log, as lines with msg "audit". */
+  audit?: AuditSink;
 }
 
 /** The Outpost HTTP app over a store and an index, as every entry point builds it. */
@@ -39,13 +43,19 @@ export function outpostApp(config: Config, adapters: { store: BlobStore; index: 
       redirectSeconds: config.redirectSeconds,
       chunkMinLength: config.chunkMinBytes,
       maxBlobBytes: config.maxBlobBytes,
+      immutableTags: config.immutableTags,
     },
     mirror: { config: config.mirror, upstreams: upstreamClients(config.mirror, options.fetch ?? fetch, log), metrics, responsesKeepBuffers: options.responsesKeepBuffers },
     gate: { policies: config.policies, bundles: config.policies.length > 0 ? new SigstoreBundleVerifier() : undefined, log: (record) => log?.write(record.result === 'denied' ? 'warn' : 'info', record) },
   });
   // Off below info: no record is even built.
   const accessLog = log?.enabled('info') ? (record: AccessRecord) => log.write('info', record) : undefined;
-  return { app: createApp({ registry, metrics: options.metricsRoute, accessLog, connection: options.connection }), metrics, registry };
+  // The audit log is written whatever the level (only `off` silences it): its own lines, msg "audit".
+  const audit = options.audit ?? (log ? (record: AuditRecord) => log.write('warn', record) : undefined);
+  const auth = config.auth ? Auth.create(config.auth) : undefined;
+  // Awaited by the entry point (Node) or by the first request (Workers); never left unhandled.
+  auth?.catch(() => undefined);
+  return { app: createApp({ registry, metrics: options.metricsRoute, accessLog, connection: options.connection, auth, audit }), metrics, registry, auth };
 }
 
 /** Upstream events that mean something went wrong or is unsafe; the rest are routine. */

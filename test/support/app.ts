@@ -2,7 +2,9 @@ import { nodeHash } from '../../src/adapters/crypto/node-hash.js';
 import { MemoryBlobStore } from '../../src/adapters/memory/blob-store.js';
 import { MemoryMetaIndex } from '../../src/adapters/memory/meta-index.js';
 import { createRegistry, type GateOptions, type RegistryOptions } from '../../src/core/registry/registry.js';
+import type { Auth } from '../../src/core/auth/auth.js';
 import type { ConnectionInfo } from '../../src/http/access-log.js';
+import type { AuditSink } from '../../src/http/audit.js';
 import { createApp } from '../../src/http/app.js';
 import { TestClock } from './clock.js';
 import type { Blob, Image } from './images.js';
@@ -13,12 +15,12 @@ export { TestClock };
  * An Outpost app over in-memory adapters, driven through app.request(). `connection` stands in
  * for the runtime's (entry/node-server.ts nodeConnection reads what app.request's env passes).
  */
-export function testApp(options: Partial<RegistryOptions> = {}, http: { connection?: ConnectionInfo; gate?: GateOptions } = {}) {
+export function testApp(options: Partial<RegistryOptions> = {}, http: { connection?: ConnectionInfo; gate?: GateOptions; auth?: Promise<Auth>; audit?: AuditSink } = {}) {
   const clock = new TestClock();
   const store = new MemoryBlobStore(clock);
   const index = new MemoryMetaIndex(clock);
   const registry = createRegistry({ store, index, hash: nodeHash, clock, options, gate: http.gate });
-  const app = createApp({ registry, connection: http.connection });
+  const app = createApp({ registry, connection: http.connection, auth: http.auth, audit: http.audit });
   const request = (path: string, init?: RequestInit) => app.request(path, init);
 
   async function pushBlob(name: string, b: Blob): Promise<Response> {

@@ -5,7 +5,9 @@ import { RegistryUpstream } from '../../src/adapters/upstream/registry-upstream.
 import type { MirrorConfig, UpstreamConfig } from '../../src/core/mirror/config.js';
 import { Metrics } from '../../src/core/metrics.js';
 import { createRegistry, type GateOptions, type RegistryOptions } from '../../src/core/registry/registry.js';
+import type { Auth } from '../../src/core/auth/auth.js';
 import type { ConnectionInfo } from '../../src/http/access-log.js';
+import type { AuditSink } from '../../src/http/audit.js';
 import { createApp } from '../../src/http/app.js';
 import type { BlobStore } from '../../src/ports/blob-store.js';
 import type { MetaIndex } from '../../src/ports/meta-index.js';
@@ -46,6 +48,9 @@ export interface MirrorTestOptions {
   options?: Partial<RegistryOptions>;
   /** The runtime's view of each connection (see test/support/app.ts). */
   connection?: ConnectionInfo;
+  /** Authentication and authorisation (src/core/auth), and where audit records go. */
+  auth?: Promise<Auth>;
+  audit?: AuditSink;
 }
 
 export function mirrorTest(options: MirrorTestOptions = {}) {
@@ -73,7 +78,7 @@ export function mirrorTest(options: MirrorTestOptions = {}) {
       mirror: { config, upstreams: new Map([[upstream.name, client]]), metrics, instance: `i${i}`, sleep: (ms) => new Promise((r) => setTimeout(r, Math.min(ms, 5))) },
       gate: options.gate,
     });
-    const app = createApp({ registry, metrics: true, connection: options.connection });
+    const app = createApp({ registry, metrics: true, connection: options.connection, auth: options.auth, audit: options.audit });
     return { registry, app, metrics, request: (path: string, init?: RequestInit) => app.request(path, init) };
   });
   const first = instances[0]!;

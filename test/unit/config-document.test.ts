@@ -275,7 +275,7 @@ describe('the configuration document', () => {
       'unknown keys, naming the known ones',
       upstream('tagTTL: 5m', 'content:', '  allowed: ["a/*"]') + '\nmirror:\n  fillPart: 8MiB\nupstream: []',
       [
-        'upstream: unknown key; the known keys are upstreams, hosted, mirror, gc, policies',
+        'upstream: unknown key; the known keys are upstreams, hosted, mirror, gc, policies, auth, immutableTags',
         'upstreams[0].tagTTL: unknown key; the known keys are name, url, namespace, default, tagTtl, maxStale, username, passwordEnv, content',
         'upstreams[0].content.allowed: unknown key; the known keys are allow, deny, tags',
         'mirror.fillPart: unknown key; the known keys are fillPartSize, fillLease, fillMemory',
@@ -296,16 +296,10 @@ describe('the configuration document', () => {
     ],
     ['passwordEnv without a username', upstream('passwordEnv: HUB_TOKEN'), ['upstreams[0].username: is required with passwordEnv']],
     ['passwordEnv that is not a variable name', upstream('username: robot', 'passwordEnv: $HUB_TOKEN'), ['upstreams[0].passwordEnv: must be the name of a variable, like HUB_TOKEN, got "$HUB_TOKEN"']],
-    ['a document that is a list', '- a\n- b', ['must be a mapping with the keys upstreams, hosted, mirror, gc, policies, got a list']],
-    ['a document that is a scalar', 'upstreams', ['must be a mapping with the keys upstreams, hosted, mirror, gc, policies, got "upstreams"']],
+    ['a document that is a list', '- a\n- b', ['must be a mapping with the keys upstreams, hosted, mirror, gc, policies, auth, immutableTags, got a list']],
+    ['a document that is a scalar', 'upstreams', ['must be a mapping with the keys upstreams, hosted, mirror, gc, policies, auth, immutableTags, got "upstreams"']],
   ])('refuses %s', (_, document, expected) => {
     expect(problems(document)).toEqual(expected);
-  });
-
-  it.each([
-    ['auth', 'not supported by this version of Outpost yet; it would not be enforced'],
-  ])('refuses the %s section, which a later version reads, rather than ignoring it', (section, message) => {
-    expect(problems(`${section}:\n  anything: true\n`)).toEqual([`${section}: ${message}`]);
   });
 
   describe('gc', () => {
@@ -441,13 +435,13 @@ describe('the configuration document', () => {
   });
 
   it('reports every problem at once, env and document together', () => {
-    const found = problems(`${upstream('tagTtl: 5 minutes', 'maxStale: forever')}\nmirror:\n  fillLease: 1s\nauth: {}`, { OUTPOST_PORT: 'http' });
+    const found = problems(`${upstream('tagTtl: 5 minutes', 'maxStale: forever')}\nmirror:\n  fillLease: 1s\nauth:\n  tokenTtl: 1s`, { OUTPOST_PORT: 'http' });
     expect(found).toEqual([
       'OUTPOST_PORT must be an integer from 0 to 65535, got "http"',
-      'auth: not supported by this version of Outpost yet; it would not be enforced',
       'upstreams[0].tagTtl: must be a duration like 30s, 5m, 24h, got "5 minutes"',
       'upstreams[0].maxStale: must be a duration like 30s, 5m, 24h, got "forever"',
       'mirror.fillLease: must be from 5s to 10m, got "1s"',
+      'auth.tokenTtl: must be from 30s to 1d, got "1s"',
     ]);
   });
 

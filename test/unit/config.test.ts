@@ -23,6 +23,7 @@ describe('readConfig', () => {
       mirror: { upstreams: [], hosted: [], fillPartBytes: 8 * 1024 * 1024, fillLeaseMs: 30_000, fillMemoryBytes: 256 * 1024 * 1024 },
       gc: { graceMs: 24 * 60 * 60_000, intervalMs: 60 * 60_000, mirror: {}, hosted: [] },
       policies: [],
+      immutableTags: [],
       shutdownSeconds: 25,
       logLevel: 'info',
       maxBlobBytes: 64 * 1024 ** 3,

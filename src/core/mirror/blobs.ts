@@ -63,6 +63,7 @@ export class MirrorBlobs {
     const { blobs, fills, metrics } = this.deps;
     const cached = await this.cached(target, digest, range);
     if (cached) return cached;
+    target.admit?.();
     const size = await this.vouched(target, digest);
     const limit = fillLimit(this.deps.ctx.options);
     // Refused before a fill starts: no lease, no part, no upstream download for bytes never kept.

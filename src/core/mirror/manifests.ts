@@ -84,6 +84,7 @@ export class MirrorManifests {
   private async byDigest(target: Target_, digest: Digest): Promise<MirrorManifestRead> {
     const cached = await this.record(target.name, digest.value);
     if (cached) return { record: cached, cached: true };
+    target.admit?.();
     const record = await this.singleFlight(target, digest.value, async () => {
       const answer = await this.fetch(target, digest.value, 'GET');
       if (answer.kind !== 'ok') throw this.failure(target, answer, digest.value);
@@ -103,6 +104,7 @@ export class MirrorManifests {
     const age = item ? now - (item.checkedAt ?? 0) : Infinity;
     if (cached && age < upstream.tagTtlMs) return { record: cached, cached: true };
     const stale = cached && age < upstream.tagTtlMs + upstream.maxStaleMs ? cached : undefined;
+    if (!cached) target.admit?.();
 
     const refresh = async (): Promise<ManifestRecord> => {
       if (cached) {

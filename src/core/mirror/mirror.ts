@@ -125,6 +125,11 @@ export class Mirror {
     return route(this.deps.config, name, ns);
   }
 
+  /** The namespaces of the configured upstreams (what `?ns=` may name). */
+  namespaces(): string[] {
+    return this.deps.config.upstreams.map((u) => u.namespace);
+  }
+
   /** tags/list of a mirrored repository: the upstream's own list, one page, cached for the upstream's tagTtl. */
   async tags(target: Mirrored, request: PageRequest): Promise<{ tags: string[]; next?: string }> {
     const key = `tags\n${target.name}\n${request.n ?? ''}\n${request.last ?? ''}`;

@@ -27,6 +27,12 @@ export type Target =
       remote: string;
       /** Where Outpost keeps it: `<namespace>/<remote>`. */
       name: string;
+      /**
+       * Called before this request makes the mirror fetch what it does not hold (a blob fill
+       * started or joined, a manifest not cached); throws to refuse. The HTTP layer sets it for
+       * anonymous callers, whose cold fills are limited per client address.
+       */
+      admit?: () => void;
     };
 
 export function route(config: MirrorConfig, name: string, ns: string | undefined): Target {

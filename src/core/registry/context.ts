@@ -1,3 +1,4 @@
+import type { ImmutableTagRule } from '../auth/config.js';
 import type { BlobStore } from '../../ports/blob-store.js';
 import type { Clock } from '../../ports/clock.js';
 import type { HashFactory } from '../../ports/hash.js';
@@ -35,6 +36,8 @@ export interface RegistryOptions {
    * with nothing visible, as soon as it passes the cap otherwise (core/registry/blobs.ts).
    */
   maxBlobBytes: number;
+  /** Tags that are never moved or deleted once set (immutable-tags.ts); none by default. */
+  immutableTags?: readonly ImmutableTagRule[];
 }
 
 /**

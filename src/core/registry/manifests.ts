@@ -12,6 +12,7 @@ import type { Ctx } from './context.js';
 import { keys, objects } from './keys.js';
 import { indexedAnnotations, type ReferrerEntry } from './referrers.js';
 import type { Tags } from './tags.js';
+import { hasImmutableTags, immutableRule, immutableTagError } from './immutable-tags.js';
 
 /**
  * Manifests of a repository (spec.md#pushing-manifests, #pulling-manifests, #deleting-manifests).
@@ -101,10 +102,21 @@ export class Manifests {
     if (!parsed.ok) throw manifestError(parsed);
     const manifest = parsed.manifest;
     const digest = this.digestFor(reference, bytes);
+    const immutable = reference.kind === 'tag' ? immutableRule(this.ctx.options.immutableTags ?? [], name, reference.tag) : undefined;
+    // Refused before anything is stored when the tag already names another manifest.
+    if (immutable && reference.kind === 'tag') {
+      const current = await this.tags.resolve(name, reference.tag);
+      if (current !== undefined && current !== digest.value) throw immutableTagError(immutable, name, reference.tag, 'moved');
+    }
     await this.checkReferences(name, manifest);
 
     const record = await this.record(name, digest, bytes, manifest.mediaType, manifest, 'first');
-    if (reference.kind === 'tag') await this.tags.set(name, reference.tag, digest.value);
+    if (reference.kind === 'tag') {
+      if (!immutable) await this.tags.set(name, reference.tag, digest.value);
+      else if (!(await this.tags.create(name, reference.tag, digest.value)) && (await this.tags.resolve(name, reference.tag)) !== digest.value) {
+        throw immutableTagError(immutable, name, reference.tag, 'moved');
+      }
+    }
     return record;
   }
 
@@ -231,11 +243,21 @@ export class Manifests {
    * With `version`, by digest only if the record is still the one at that version (retention).
    */
   async delete(name: string, reference: Reference, version?: number): Promise<void> {
+    const rules = this.ctx.options.immutableTags ?? [];
     if (reference.kind === 'tag') {
+      const immutable = immutableRule(rules, name, reference.tag);
+      if (immutable && (await this.tags.resolve(name, reference.tag)) !== undefined) throw immutableTagError(immutable, name, reference.tag, 'deleted');
       if (!(await this.tags.delete(name, reference.tag))) throw unknown(reference);
       return;
     }
     const digest = reference.digest.value;
+    if (hasImmutableTags(rules, name)) {
+      // Deleting by digest takes the manifest's tags with it.
+      for (const tag of await this.tags.pointingAt(name, digest)) {
+        const immutable = immutableRule(rules, name, tag);
+        if (immutable) throw immutableTagError(immutable, name, tag, 'deleted');
+      }
+    }
     const item = await this.ctx.index.get<ManifestRecord & Json>(keys.manifest(name, digest));
     // The record goes first and only in the version read: a PUT of the same manifest that
     // lands meanwhile wins, and its tags and referrer entry stay.

@@ -102,7 +102,7 @@ export function createRegistry(deps: RegistryDeps & { mirror?: MirrorDeps; gate?
       // Evicted first, so that a run without grace deletes what it evicted at once.
       const retention = options.retention ? await theMirror.retain(options.retention, { dryRun: options.dryRun, onEvict: options.onEvict }) : undefined;
       const hosted = options.hosted?.length
-        ? await retainHosted({ index: ctx.index, clock: ctx.clock, manifests, mirror: (mirror ?? NO_MIRROR).config }, options.hosted, { dryRun: options.dryRun, onEvict: options.onHostedEvict })
+        ? await retainHosted({ index: ctx.index, clock: ctx.clock, manifests, mirror: (mirror ?? NO_MIRROR).config, immutableTags: ctx.options.immutableTags }, options.hosted, { dryRun: options.dryRun, onEvict: options.onHostedEvict })
         : undefined;
       const report: RegistryGcReport = await runGc(gcPorts(ctx), { ...options, check: referenceCheck(ctx) });
       if (retention) report.retention = retention;

@@ -22,6 +22,11 @@ export class Tags {
     await this.ctx.index.put(keys.tag(name, tag), { digest, at: this.ctx.clock.now() });
   }
 
+  /** Sets the tag only if it is absent (an immutable tag's first push); false if it exists. */
+  async create(name: string, tag: string, digest: string): Promise<boolean> {
+    return this.ctx.index.putIfAbsent(keys.tag(name, tag), { digest, at: this.ctx.clock.now() });
+  }
+
   async delete(name: string, tag: string): Promise<boolean> {
     return this.ctx.index.delete(keys.tag(name, tag));
   }
@@ -30,6 +35,18 @@ export class Tags {
     if (!(await this.ctx.index.get(keys.repo(name)))) throw new OciError('NAME_UNKNOWN', undefined, { name });
     const page = await readPage<Json>(this.ctx.index, keys.tagPartition(name), request);
     return { tags: page.entries.map((e) => e.sk), next: page.next };
+  }
+
+  /** The tags that point at `digest`. */
+  async pointingAt(name: string, digest: string): Promise<string[]> {
+    const out: string[] = [];
+    let after: string | undefined;
+    for (;;) {
+      const batch = await this.ctx.index.list<{ digest: string }>(keys.tagPartition(name), { after, limit: MAX_LIST_LIMIT });
+      for (const { sk, item } of batch) if (item.value.digest === digest) out.push(sk);
+      if (batch.length < MAX_LIST_LIMIT) return out;
+      after = batch[batch.length - 1]!.sk;
+    }
   }
 
   /** Removes every tag that points at `digest` (a manifest being deleted). */

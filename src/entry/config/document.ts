@@ -1,14 +1,16 @@
 /**
  * The configuration document: one YAML (or JSON, which is YAML) document for everything that is
  * more than a flat OUTPOST_* setting. This module parses it with limits and hands each
- * top-level section to its own parser; a section that a later version will read (auth) is
- * refused, never ignored. Runtime-agnostic: the entry point passes the text in.
+ * top-level section to its own parser; a section that a later version will read is refused,
+ * never ignored. Runtime-agnostic: the entry point passes the text in.
  */
 import { LineCounter, parseDocument, type YAMLError } from 'yaml';
 import { DEFAULT_GC_CONFIG, type GcConfig } from '../../core/gc/config.js';
 import type { MirrorConfig } from '../../core/mirror/config.js';
 import { readGc } from './gc.js';
 import type { GatePolicy } from '../../core/gate/gate.js';
+import type { AuthConfig, ImmutableTagRule } from '../../core/auth/config.js';
+import { readAuth, readImmutableTags } from './auth.js';
 import { readPolicies } from './policies.js';
 import { defaultFillSettings, readMirror } from './mirror.js';
 import { checkAliases, readHosted, readUpstreams } from './upstreams.js';
@@ -32,21 +34,22 @@ export interface ConfigDocument {
   mirror: MirrorConfig;
   gc: GcConfig;
   policies: GatePolicy[];
+  /** Authentication and access rules (`auth:`); absent without the section, when every request is served. */
+  auth?: AuthConfig;
+  immutableTags: ImmutableTagRule[];
 }
 
 export function defaultDocument(runtime: 'node' | 'workers'): ConfigDocument {
-  return { mirror: { upstreams: [], hosted: [], ...defaultFillSettings(runtime) }, gc: DEFAULT_GC_CONFIG, policies: [] };
+  return { mirror: { upstreams: [], hosted: [], ...defaultFillSettings(runtime) }, gc: DEFAULT_GC_CONFIG, policies: [], immutableTags: [] };
 }
 
-const SECTIONS = ['upstreams', 'hosted', 'mirror', 'gc', 'policies'] as const;
+const SECTIONS = ['upstreams', 'hosted', 'mirror', 'gc', 'policies', 'auth', 'immutableTags'] as const;
 
 /**
  * Sections that later versions of Outpost read. An operator who writes one must not believe a
  * gate is on when it is not, so they are refused with what would not happen.
  */
-const LATER_SECTIONS: Readonly<Record<string, string>> = {
-  auth: 'not supported by this version of Outpost yet; it would not be enforced',
-};
+const LATER_SECTIONS: Readonly<Record<string, string>> = {};
 
 export interface DocumentInput {
   text: string;
@@ -140,5 +143,9 @@ function readSections(value: unknown, ctx: SectionContext): ConfigDocument {
   document.mirror = { upstreams: upstreams.map((u) => u.value), hosted, ...fill };
   if (section('gc') !== undefined) document.gc = readGc(section('gc'), 'gc', ctx);
   if (section('policies') !== undefined) document.policies = readPolicies(section('policies'), 'policies', ctx, document.mirror.upstreams);
+  // `auth:` with nothing under it still turns authentication on (everything refused): the
+  // section written is what an operator believes is enforced.
+  if (Object.hasOwn(sections, 'auth')) document.auth = readAuth(section('auth') ?? {}, 'auth', ctx, document.mirror.upstreams);
+  if (section('immutableTags') !== undefined) document.immutableTags = readImmutableTags(section('immutableTags'), 'immutableTags', ctx, document.mirror.upstreams);
   return document;
 }

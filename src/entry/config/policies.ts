@@ -13,7 +13,7 @@ import type { GateMode, GatePolicy } from '../../core/gate/gate.js';
 import { KeyError, parsePublicKeyPem } from '../../core/gate/keys.js';
 import { TrustedRootError, hasCertificateAuthorities, trustedLogKeys } from '../../core/gate/trusted-root.js';
 import type { UpstreamConfig } from '../../core/mirror/config.js';
-import { anchoredRegExp, boolean, child, describe, duration, field, globs, item, list, mapping, Problems, quote, required, string, stringList, type SectionContext } from './values.js';
+import { anchoredRegExp, boolean, child, describe, duration, field, item, list, mapping, qualifiedGlobs, quote, required, string, type SectionContext } from './values.js';
 
 const POLICY_KEYS = ['name', 'repositories', 'mode', 'keys', 'keyless', 'trustedRoot', 'requireTransparencyLog', 'children', 'verdictTtl'] as const;
 const KEY_KEYS = ['file', 'pem'] as const;
@@ -44,13 +44,7 @@ export function readPolicies(value: unknown, path: string, ctx: SectionContext, 
     else if (names.has(name)) ctx.problems.at(child(at, 'name'), `${quote(name)} names another policy too`);
     else names.add(name);
     if (field(entries, 'repositories') === undefined) ctx.problems.at(child(at, 'repositories'), 'is required: the repository globs the policy gates');
-    const repositories = globs(field(entries, 'repositories'), child(at, 'repositories'), ctx.problems);
-    // Mirrored repositories are gated under their qualified names: a glob on an alias gates nothing.
-    stringList(field(entries, 'repositories'), child(at, 'repositories'), new Problems('')).forEach(({ value: glob, path: globPath }) => {
-      const first = glob.split('/')[0];
-      const upstream = upstreams.find((u) => u.name === first && u.namespace !== first);
-      if (upstream) ctx.problems.at(globPath, `names the alias of upstream "${upstream.name}"; mirrored repositories are named by its namespace: ${quote(`${upstream.namespace}/${glob.slice(first!.length + 1)}`)}`);
-    });
+    const repositories = qualifiedGlobs(field(entries, 'repositories'), child(at, 'repositories'), ctx.problems, upstreams);
     const rawMode = field(entries, 'mode') ?? 'enforce';
     const mode = MODES.find((m) => m === rawMode);
     if (!mode) ctx.problems.at(child(at, 'mode'), `must be one of ${MODES.join(', ')}, got ${describe(rawMode)}`);

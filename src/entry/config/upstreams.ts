@@ -20,6 +20,7 @@ import {
   duration,
   field,
   globs,
+  httpUrl,
   item,
   list,
   mapping,
@@ -29,6 +30,8 @@ import {
   stringList,
   type Problems,
   type SectionContext,
+  variableName,
+  variableValue,
 } from './values.js';
 
 const UPSTREAM_KEYS = ['name', 'url', 'namespace', 'default', 'tagTtl', 'maxStale', 'username', 'passwordEnv', 'content'] as const;
@@ -40,8 +43,6 @@ const ALIAS = /^[a-z0-9]+(?:[._-][a-z0-9]+)*$/;
 const NAMESPACE = /^(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)*|\[[0-9a-f:.]+\])(?::\d{1,5})?$/;
 /** DNS caps a host name at 253 characters; add ":" and a port. */
 const MAX_NAMESPACE_LENGTH = 253 + 6;
-/** A variable or secret name, as shells and wrangler accept them. */
-const VARIABLE = /^[A-Za-z_][A-Za-z0-9_]*$/;
 
 /** A cached tag is trusted at most a week before it is revalidated. */
 const MAX_TAG_TTL_MS = 7 * 86_400_000;
@@ -105,13 +106,8 @@ function readUpstream(value: unknown, path: string, ctx: SectionContext): Upstre
 /** http(s) with a host and nothing after it: routes append /v2/..., so a path would be lost or doubled. */
 function upstreamUrl(raw: string | undefined, path: string, problems: Problems): string | undefined {
   if (raw === undefined) return undefined;
-  let url: URL | undefined;
-  try {
-    url = new URL(raw);
-  } catch {
-    url = undefined;
-  }
-  if (!url || (url.protocol !== 'https:' && url.protocol !== 'http:') || url.host === '') {
+  const url = httpUrl(raw);
+  if (!url) {
     problems.at(path, `must be an http(s) URL like https://registry-1.docker.io, got ${quote(raw)}`);
     return undefined;
   }
@@ -129,32 +125,18 @@ function upstreamUrl(raw: string | undefined, path: string, problems: Problems):
 function readCredentials(entries: Record<string, unknown>, path: string, ctx: SectionContext): UpstreamConfig['credentials'] {
   const { problems } = ctx;
   const username = string(field(entries, 'username'), child(path, 'username'), problems);
-  const variable = string(field(entries, 'passwordEnv'), child(path, 'passwordEnv'), problems);
   const at = child(path, 'passwordEnv');
-  if (username !== undefined && variable === undefined && field(entries, 'passwordEnv') === undefined) {
+  const variable = variableName(field(entries, 'passwordEnv'), at, ctx);
+  if (username !== undefined && field(entries, 'passwordEnv') === undefined) {
     problems.at(at, 'is required with username (the name of the variable or secret that holds the password)');
   }
   if (variable === undefined) return undefined;
-  if (!VARIABLE.test(variable)) {
-    problems.at(at, `must be the name of a variable, like HUB_TOKEN, got ${quote(variable)}`);
-    return undefined;
-  }
-  ctx.referenced.add(variable);
   if (username === undefined) {
     if (field(entries, 'username') === undefined) problems.at(child(path, 'username'), 'is required with passwordEnv');
     return undefined;
   }
-  const where = ctx.runtime === 'workers' ? 'var or secret' : 'environment variable';
-  const password = ctx.env[variable];
-  if (password === undefined || password === '') {
-    problems.at(at, `the ${where} ${variable} is not set (it holds the password of ${quote(username)})`);
-    return undefined;
-  }
-  if (typeof password !== 'string') {
-    problems.at(at, `the ${where} ${variable} is not a string`);
-    return undefined;
-  }
-  return { username, password };
+  const password = variableValue(variable, at, ctx, `the password of ${quote(username)}`);
+  return password === undefined ? undefined : { username, password };
 }
 
 function readContent(value: unknown, path: string, problems: Problems): ContentRules {

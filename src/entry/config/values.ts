@@ -6,6 +6,7 @@
  * Runtime-agnostic: no node:* imports.
  */
 import { compileGlob } from '../../core/glob.js';
+import type { UpstreamConfig } from '../../core/mirror/config.js';
 
 /**
  * Quoted values are cut at this many characters: a document may hold up to 1 MiB in one
@@ -139,6 +140,65 @@ export function stringList(value: unknown, path: string, problems: Problems): { 
   return out;
 }
 
+/** An integer within the range; the fallback when absent. */
+export function integer(value: unknown, path: string, problems: Problems, range: Range): number {
+  if (value === undefined) return range.fallback;
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < range.min || value > range.max) {
+    problems.at(path, `must be an integer from ${range.min} to ${range.max}, got ${describe(value)}`);
+    return range.fallback;
+  }
+  return value;
+}
+
+/** `raw` as an http(s) URL with a host, or undefined when it is not one. */
+export function httpUrl(raw: string): URL | undefined {
+  let url: URL;
+  try {
+    url = new URL(raw);
+  } catch {
+    return undefined;
+  }
+  return (url.protocol === 'https:' || url.protocol === 'http:') && url.host !== '' ? url : undefined;
+}
+
+/** A variable or secret name, as shells and wrangler accept them. */
+const VARIABLE = /^[A-Za-z_][A-Za-z0-9_]*$/;
+
+/**
+ * The name of a variable (Node) or var or secret (Workers) that the document names at `path`
+ * (`passwordEnv: HUB_TOKEN`). It is marked referenced, so an `OUTPOST_*` one is not refused as
+ * an unknown setting, even when the value it holds is refused.
+ */
+export function variableName(value: unknown, path: string, ctx: SectionContext): string | undefined {
+  const name = string(value, path, ctx.problems);
+  if (name === undefined) return undefined;
+  if (!VARIABLE.test(name)) {
+    ctx.problems.at(path, `must be the name of a variable, like HUB_TOKEN, got ${quote(name)}`);
+    return undefined;
+  }
+  ctx.referenced.add(name);
+  return name;
+}
+
+/** What the variable `name` holds: a non-empty string, or a problem at `path` saying what it would have held. */
+export function variableValue(name: string, path: string, ctx: SectionContext, holds: string): string | undefined {
+  const value = ctx.env[name];
+  if (value === undefined || value === '') {
+    ctx.problems.at(path, `the ${variableKind(ctx)} ${name} is not set (it holds ${holds})`);
+    return undefined;
+  }
+  if (typeof value !== 'string') {
+    ctx.problems.at(path, `the ${variableKind(ctx)} ${name} is not a string`);
+    return undefined;
+  }
+  return value;
+}
+
+/** What a variable is called on this runtime, in messages. */
+export function variableKind(ctx: SectionContext): string {
+  return ctx.runtime === 'workers' ? 'var or secret' : 'environment variable';
+}
+
 const DURATION_UNITS_MS = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 } as const;
 
 /** 90000 -> "90s", 86400000 -> "1d": the largest unit that divides the duration. */
@@ -229,4 +289,20 @@ export function globs(value: unknown, path: string, problems: Problems): RegExp[
     out.push(compileGlob(glob.value));
   }
   return out;
+}
+
+/**
+ * Globs over qualified repository names (signature policies, access rules, immutable tags):
+ * mirrored repositories are named by their upstream's namespace (`docker.io/library/nginx`), so
+ * a glob that starts with an alias would match nothing; it is refused, naming the qualified form.
+ */
+export function qualifiedGlobs(value: unknown, path: string, problems: Problems, upstreams: readonly UpstreamConfig[]): RegExp[] {
+  const compiled = globs(value, path, problems);
+  // Elements that are not strings were reported by globs().
+  stringList(value, path, new Problems('')).forEach(({ value: glob, path: globPath }) => {
+    const first = glob.split('/')[0]!;
+    const upstream = upstreams.find((u) => u.name === first && u.namespace !== first);
+    if (upstream) problems.at(globPath, `names the alias of upstream "${upstream.name}"; mirrored repositories are named by its namespace: ${quote(`${upstream.namespace}/${glob.slice(first.length + 1)}`)}`);
+  });
+  return compiled;
 }

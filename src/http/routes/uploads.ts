@@ -21,7 +21,8 @@ export async function startUploadRoute(c: Context, registry: Registry, name: str
     // Without `from` the registry may mount from anywhere it chooses; Outpost does not, so
     // that content in one repository is never revealed through another. Both fall back to
     // an ordinary upload session, as the spec asks.
-    const mounted = from === undefined ? undefined : await registry.blobs.mount(name, digest, parseName(from));
+    // A caller who may not pull `from` gets an upload session, as if `from` lacked the blob.
+    const mounted = from === undefined || c.get('mountRefused') ? undefined : await registry.blobs.mount(name, digest, parseName(from));
     if (mounted) {
       await discard(body(c));
       return created(name, mounted.digest);
