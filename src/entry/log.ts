@@ -17,6 +17,11 @@ export interface Log {
   enabled(level: EventLevel): boolean;
   /** Writes one line at `level` when enabled; `fields` should carry a `msg`. Never throws. */
   write(level: EventLevel, fields: object): void;
+  /**
+   * Writes one line at info whatever the threshold, unless the log is `off`: the audit log,
+   * which a level chosen to quieten the access log must not silence.
+   */
+  always(fields: object): void;
 }
 
 export function isLogLevel(value: string): value is LogLevel {
@@ -38,15 +43,20 @@ function timestamp(): string {
 export function createLog(threshold: LogLevel, writeLine: (line: string) => void): Log {
   const rank = LOG_LEVELS.indexOf(threshold);
   const enabled = (level: EventLevel) => LOG_LEVELS.indexOf(level) >= rank;
+  const line = (level: EventLevel, fields: object) => {
+    try {
+      writeLine(JSON.stringify({ time: timestamp(), level, ...fields }));
+    } catch {
+      // A log line must never fail the request it describes (a closed stdout, a cycle).
+    }
+  };
   return {
     enabled,
     write(level, fields) {
-      if (!enabled(level)) return;
-      try {
-        writeLine(JSON.stringify({ time: timestamp(), level, ...fields }));
-      } catch {
-        // A log line must never fail the request it describes (a closed stdout, a cycle).
-      }
+      if (enabled(level)) line(level, fields);
+    },
+    always(fields) {
+      if (threshold !== 'off') line('info', fields);
     },
   };
 }

@@ -51,7 +51,7 @@ export function outpostApp(config: Config, adapters: { store: BlobStore; index: 
   // Off below info: no record is even built.
   const accessLog = log?.enabled('info') ? (record: AccessRecord) => log.write('info', record) : undefined;
   // The audit log is written whatever the level (only `off` silences it): its own lines, msg "audit".
-  const audit = options.audit ?? (log ? (record: AuditRecord) => log.write('warn', record) : undefined);
+  const audit = options.audit ?? (log ? (record: AuditRecord) => log.always(record) : undefined);
   const auth = config.auth ? Auth.create(config.auth) : undefined;
   // Awaited by the entry point (Node) or by the first request (Workers); never left unhandled.
   auth?.catch(() => undefined);
