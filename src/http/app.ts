@@ -146,8 +146,16 @@ function authorise(c: Context, auth: Auth, identity: Identity, kind: MirrorRoute
     reference: kind === 'manifest' || (kind === 'blob' && method === 'DELETE') ? arg.slice(0, 200) : undefined,
     from,
   });
-  enforce(c, auth, auth.authorise(identity, name, target.name, action), scopeFor(name, action), `${action} ${name}`);
-  if (from !== undefined && auth.authorise(identity, from, from, 'pull') !== 'allowed') c.set('mountRefused', true);
+  // A mount's challenge asks for both scopes, so that the token the client comes back with
+  // holds pull on the source too (as Distribution's does).
+  const source = from !== undefined ? parseName(from) : undefined;
+  const scope = source !== undefined ? `${scopeFor(name, action)} ${scopeFor(source, 'pull')}` : scopeFor(name, action);
+  enforce(c, auth, auth.authorise(identity, name, target.name, action), scope, `${action} ${name}`);
+  if (source !== undefined) {
+    const mount = auth.authorise(identity, source, source, 'pull');
+    if (mount === 'insufficient-scope') enforce(c, auth, mount, scope, `mount from ${source}`);
+    else if (mount !== 'allowed') c.set('mountRefused', true);
+  }
   if (target.kind !== 'mirror' || identity.caller.kind !== 'anonymous') return target;
   return {
     ...target,
