@@ -120,7 +120,7 @@ const has = (dir: string) => existsSync(join(FIXTURES, dir, 'bundle.sigstore.jso
 const BEACON = 'https://github.com/sigstore-conformance/extremely-dangerous-public-oidc-beacon/.github/workflows/extremely-dangerous-oidc-beacon.yml@refs/heads/main';
 const GITHUB_ACTIONS = 'https://token.actions.githubusercontent.com';
 
-describe.skipIf(!has('cosign-oci-bundle-v0.3-dsse'))('cosign-oci-bundle-v0.3-dsse (VALID bundle; an attestation, so not a signature)', () => {
+describe.skipIf(!has('cosign-oci-bundle-v0.3-dsse'))('cosign-oci-bundle-v0.3-dsse (VALID bundle; an attestation: a signature only for a policy whose predicateTypes name it)', () => {
   const dir = 'cosign-oci-bundle-v0.3-dsse';
   const identity: KeylessIdentity = { issuer: 'https://github.com/login/oauth', subject: 'cody@soyland.com' };
 
@@ -152,6 +152,29 @@ describe.skipIf(!has('cosign-oci-bundle-v0.3-dsse'))('cosign-oci-bundle-v0.3-dss
     t.up.addManifest('library/app', undefined, JSON.stringify(doc), MediaType.OciManifest);
     await denied(await t.request('/v2/up/library/app/manifests/v1'));
     expect(String(logged.at(-1)?.detail)).toMatch(/an attestation/);
+  });
+
+  it('through the mirror: served by a policy that takes the attestation type as proof (predicateTypes), refused for another identity', async () => {
+    const trustedRoot = fixture(dir, 'trusted_root.json').toString();
+    const predicateTypes = ['https://sigstore.dev/cosign/sign/v1', 'https://cosign.sigstore.dev/attestation/v1'];
+    const serve = async (id: KeylessIdentity) => {
+      const t = mirrorTest({ gate: { policies: [policy({ keyless: [id], trustedRoot, requireTransparencyLog: true, predicateTypes })], bundles: verifier } });
+      const manifest = fixture(dir, 'manifest.json.reconstructed');
+      const mediaType = JSON.parse(manifest.toString()).mediaType as string;
+      t.up.addManifest('library/app', 'v1', manifest, mediaType);
+      const ref = bundleReferrer(JSON.parse(fixture(dir, 'bundle.sigstore.json').toString()), { digest: sha256(manifest), size: manifest.length, mediaType, bytes: manifest });
+      const layerBytes = fixture(dir, 'bundle.sigstore.json');
+      const doc = JSON.parse(ref.manifest.bytes.toString());
+      doc.layers[0] = { ...doc.layers[0], digest: sha256(layerBytes), size: layerBytes.length };
+      t.up.addBlob('library/app', ref.config.bytes);
+      t.up.addBlob('library/app', layerBytes);
+      t.up.addManifest('library/app', undefined, JSON.stringify(doc), MediaType.OciManifest);
+      return t.request('/v2/up/library/app/manifests/v1');
+    };
+    const ok = await serve(identity);
+    expect(ok.status).toBe(200);
+    expect(sha256(Buffer.from(await ok.arrayBuffer()))).toBe(sha256(fixture(dir, 'manifest.json.reconstructed')));
+    await denied(await serve({ issuer: identity.issuer, subject: 'someone@else.example' }));
   });
 });
 

@@ -370,10 +370,21 @@ describe('the configuration document', () => {
       ['mode: strict', 'policies[0].mode: must be one of enforce, warn, off, got "strict"'],
       ['keys: [{ file: keys/missing.pub }]', 'policies[0].keys[0].file: cannot read "keys/missing.pub": no such file'],
       ['keys: [{ pem: "not a key" }]', 'policies[0].keys[0]: is not a public key Outpost can verify with: '],
+      ['predicateTypes: []', 'policies[0].predicateTypes: must name at least one predicate type'],
+      ['predicateTypes: ["not a uri"]', 'policies[0].predicateTypes[0]: must be a URI like https://sigstore.dev/cosign/sign/v1, got "not a uri"'],
     ])('refuses %s', (line, expected) => {
       const base = line.startsWith('keys:') ? '' : '    keys: [{ file: keys/cosign.pub }]\n';
       const { problems } = read(`policies:\n  - name: p\n    repositories: ["team/*"]\n${base}    ${line}\n`);
       expect(problems.join('\n')).toContain(expected);
+    });
+
+    it('takes predicateTypes for DSSE bundles; without the key a policy has none (cosign\'s signature type alone)', () => {
+      const { config, problems } = read(
+        'policies:\n  - name: p\n    repositories: ["team/*"]\n    keys: [{ file: keys/cosign.pub }]\n    predicateTypes: [https://sigstore.dev/cosign/sign/v1, https://slsa.dev/provenance/v1]\n  - name: q\n    repositories: ["x/*"]\n    keys: [{ file: keys/cosign.pub }]\n',
+      );
+      expect(problems).toEqual([]);
+      expect(config!.policies[0]!.predicateTypes).toEqual(['https://sigstore.dev/cosign/sign/v1', 'https://slsa.dev/provenance/v1']);
+      expect(config!.policies[1]!.predicateTypes).toBeUndefined();
     });
 
     it('refuses a glob on an upstream alias, naming the qualified form', () => {

@@ -54,6 +54,12 @@ export interface BundlePolicy {
   readonly keyless?: readonly KeylessIdentity[];
   readonly trustedRoot?: string;
   readonly requireTransparencyLog: boolean;
+  /**
+   * The in-toto predicate types a DSSE bundle may carry to count as the image's signature:
+   * cosign's signature type alone by default. An operator who takes a verified attestation
+   * (`cosign attest`, SLSA provenance) by a trusted signer as proof enough adds its type.
+   */
+  readonly predicateTypes?: readonly string[];
 }
 
 export type BundleCheck = { readonly ok: true; readonly how: string } | { readonly ok: false; readonly why: string };
@@ -194,7 +200,7 @@ async function readBundle(source: BundleSource, digest: string): Promise<unknown
 
 /** One bundle against the served manifest: what it signs (cheap), then its cryptography, then who signed. */
 export async function checkBundle(verifier: BundleVerifier, policy: BundlePolicy, bundle: unknown, servedDigest: string, manifest: Uint8Array): Promise<BundleCheck> {
-  const content = signedContent(bundle, servedDigest);
+  const content = signedContent(bundle, servedDigest, policy.predicateTypes);
   if (content !== 'dsse' && content !== 'message') return { ok: false, why: content };
   const verdict = await verifier.verify({
     bundle,
@@ -208,7 +214,7 @@ export async function checkBundle(verifier: BundleVerifier, policy: BundlePolicy
 }
 
 /** 'dsse' or 'message' when the bundle signs `servedDigest` as cosign's signature; else why not. */
-export function signedContent(bundle: unknown, servedDigest: string): 'dsse' | 'message' | string {
+export function signedContent(bundle: unknown, servedDigest: string, predicateTypes: readonly string[] = [COSIGN_SIGN_PREDICATE]): 'dsse' | 'message' | string {
   const digest = parseDigest(servedDigest);
   if (!isJsonObject(bundle)) return 'the bundle is not a JSON object';
   const { dsseEnvelope, messageSignature } = bundle;
@@ -228,8 +234,8 @@ export function signedContent(bundle: unknown, servedDigest: string): 'dsse' | '
   const subjects = Array.isArray(statement.subject) ? statement.subject.slice(0, MAX_SUBJECTS) : [];
   const named = subjects.some((s) => isJsonObject(s) && isJsonObject(s.digest) && s.digest[digest.algorithm] === digest.encoded);
   if (!named) return 'the in-toto statement is about another digest';
-  if (statement.predicateType !== COSIGN_SIGN_PREDICATE) {
-    return `an attestation (predicate type ${String(statement.predicateType).slice(0, 100)}), not a signature`;
+  if (typeof statement.predicateType !== 'string' || !predicateTypes.includes(statement.predicateType)) {
+    return `an attestation (predicate type ${String(statement.predicateType).slice(0, 100)}), not a signature (the policy's predicateTypes do not name it)`;
   }
   return 'dsse';
 }

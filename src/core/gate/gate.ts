@@ -55,6 +55,8 @@ export interface GatePolicy {
   /** A trusted_root.json's text: its transparency logs' keys verify Rekor SETs, its Fulcio CAs certificates. */
   trustedRoot?: string;
   requireTransparencyLog: boolean;
+  /** In-toto predicate types a DSSE bundle may carry (bundles.ts BundlePolicy); cosign's signature type when absent. */
+  predicateTypes?: string[];
   /** The children of a verified index are served (cosign signs only the index). */
   children: boolean;
   verdictTtlMs: number;
@@ -288,7 +290,7 @@ const policyIds = new WeakMap<GatePolicy, Promise<string>>();
 function policyId(policy: GatePolicy): Promise<string> {
   let id = policyIds.get(policy);
   if (!id) {
-    const trust = JSON.stringify([policy.keys.map((k) => k.pem), policy.keyless ?? [], policy.trustedRoot ?? '', policy.requireTransparencyLog, policy.children], (_, v: unknown) =>
+    const trust = JSON.stringify([policy.keys.map((k) => k.pem), policy.keyless ?? [], policy.trustedRoot ?? '', policy.requireTransparencyLog, policy.children, policy.predicateTypes ?? []], (_, v: unknown) =>
       v instanceof RegExp ? v.source : v,
     );
     id = crypto.subtle.digest('SHA-256', new TextEncoder().encode(trust)).then((h) => `${policy.name}#${[...new Uint8Array(h).slice(0, 8)].map((b) => b.toString(16).padStart(2, '0')).join('')}`);

@@ -8,14 +8,14 @@
  * --certificate-oidc-issuer`; they are checked against the Fulcio CAs of the policy's trusted
  * root. A policy names keys, keyless identities or both.
  */
-import type { KeylessIdentity } from '../../core/gate/bundles.js';
+import { COSIGN_SIGN_PREDICATE, type KeylessIdentity } from '../../core/gate/bundles.js';
 import type { GateMode, GatePolicy } from '../../core/gate/gate.js';
 import { KeyError, parsePublicKeyPem } from '../../core/gate/keys.js';
 import { TrustedRootError, hasCertificateAuthorities, trustedLogKeys } from '../../core/gate/trusted-root.js';
 import type { UpstreamConfig } from '../../core/mirror/config.js';
-import { anchoredRegExp, boolean, child, describe, duration, field, item, list, mapping, qualifiedGlobs, quote, required, string, type SectionContext } from './values.js';
+import { anchoredRegExp, boolean, child, describe, duration, field, item, list, mapping, qualifiedGlobs, quote, required, string, stringList, type SectionContext } from './values.js';
 
-const POLICY_KEYS = ['name', 'repositories', 'mode', 'keys', 'keyless', 'trustedRoot', 'requireTransparencyLog', 'children', 'verdictTtl'] as const;
+const POLICY_KEYS = ['name', 'repositories', 'mode', 'keys', 'keyless', 'trustedRoot', 'requireTransparencyLog', 'predicateTypes', 'children', 'verdictTtl'] as const;
 const KEY_KEYS = ['file', 'pem'] as const;
 const KEYLESS_KEYS = ['issuer', 'subject', 'subjectPattern'] as const;
 const MODES: readonly GateMode[] = ['enforce', 'warn', 'off'];
@@ -63,6 +63,7 @@ export function readPolicies(value: unknown, path: string, ctx: SectionContext, 
       fallback: DEFAULT_VERDICT_TTL_MS,
     });
     const policy: GatePolicy = { name: name ?? '', repositories, mode: mode ?? 'enforce', keys, keyless, requireTransparencyLog, children, verdictTtlMs };
+    if (field(entries, 'predicateTypes') !== undefined) policy.predicateTypes = readPredicateTypes(field(entries, 'predicateTypes'), child(at, 'predicateTypes'), ctx);
     // The transparency log is checked when required, or when a root is named (a bundle present
     // must then verify); keyless identities always need the root's Fulcio CAs.
     if (requireTransparencyLog || keyless.length > 0 || field(entries, 'trustedRoot') !== undefined) policy.trustedRoot = trustedRoot;
@@ -135,6 +136,17 @@ function readKeyless(value: unknown, path: string, ctx: SectionContext): Keyless
     }
   });
   return identities;
+}
+
+const MAX_PREDICATE_TYPES = 16;
+
+/** In-toto predicate types (URIs) a DSSE bundle may carry; cosign's signature type must be named too to keep counting. */
+function readPredicateTypes(value: unknown, path: string, ctx: SectionContext): string[] {
+  const types = stringList(value, path, ctx.problems);
+  if (types.length === 0) ctx.problems.at(path, `must name at least one predicate type, e.g. ${COSIGN_SIGN_PREDICATE}`);
+  if (types.length > MAX_PREDICATE_TYPES) ctx.problems.at(path, `holds at most ${MAX_PREDICATE_TYPES} predicate types, got ${types.length}`);
+  for (const t of types) if (!/^[a-z][a-z0-9+.-]*:[^\s]{1,500}$/i.test(t.value)) ctx.problems.at(t.path, `must be a URI like ${COSIGN_SIGN_PREDICATE}, got ${quote(t.value)}`);
+  return types.map((t) => t.value);
 }
 
 function readTrustedRoot(value: unknown, path: string, ctx: SectionContext): string | undefined {
