@@ -90,11 +90,14 @@ export function conformanceFlow(target: Target): void {
     let server: OutpostProcess;
     let work: string;
 
+    /** As the suite's client sends OCI_USERNAME and OCI_PASSWORD: Basic on every request. */
+    const credentials: Record<string, string> = target.authorization ? { Authorization: target.authorization } : {};
+
     async function req(method: string, path: string, init: { body?: Uint8Array; headers?: Record<string, string> } = {}) {
       const url = path.startsWith('http') ? path : `${server.url}${path}`;
       const res = await fetch(url, {
         method,
-        headers: { 'User-Agent': 'distribution-spec-conformance-tests', ...init.headers },
+        headers: { 'User-Agent': 'distribution-spec-conformance-tests', ...credentials, ...init.headers },
         ...(init.body ? chunked(init.body) : {}),
       } as RequestInit);
       const text = method === 'HEAD' ? '' : await res.text();
@@ -243,7 +246,7 @@ export function conformanceFlow(target: Target): void {
         expect(second.headers.get('range')).toBe('0-41');
         const put = await req('PUT', withDigest(loc(second), sha(blobB)), { headers: { 'Content-Length': '0', 'Content-Type': 'application/octet-stream' } });
         expect(put.status, put.text).toBe(201);
-        const get = await fetch(`${server.url}/v2/${N}/blobs/${sha(blobB)}`);
+        const get = await fetch(`${server.url}/v2/${N}/blobs/${sha(blobB)}`, { headers: credentials });
         expect(Buffer.from(await get.arrayBuffer()).equals(blobB)).toBe(true);
       });
 

@@ -30,6 +30,8 @@ export interface OutpostProcess {
   pid: number;
   /** Everything the process wrote to stdout and stderr so far. */
   logs(): string;
+  /** What it wrote to stderr alone. */
+  stderr(): string;
   /** SIGTERM, then SIGKILL if it has not exited in time. Idempotent. */
   stop(): Promise<void>;
   /** Sends one signal (to the group, for a group); a process already gone is not an error. */
@@ -56,6 +58,11 @@ export interface LaunchOptions {
   startTimeoutMs?: number;
   /** Called once the process has exited (clean-up of temporary files). */
   onExit?: () => void;
+  /**
+   * The Authorization header of the start-up check's GET /v2/: with `auth:` configured the base
+   * route answers 200 only to a caller who signed in.
+   */
+  authorization?: string;
 }
 
 const running = new Set<() => void>();
@@ -70,9 +77,14 @@ export function baseEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
+/** What a start may add: the credentials of the start-up check (`auth:` configured). */
+export interface StartOptions {
+  authorization?: string;
+}
+
 /** Outpost on the local store in `dataDir`; `env` adds settings (OUTPOST_CONFIG, secrets it names). */
-export function startOutpost(dataDir: string, env: Record<string, string> = {}): Promise<OutpostProcess> {
-  return startNode({ OUTPOST_STORE: 'local', OUTPOST_DATA_DIR: dataDir, ...env });
+export function startOutpost(dataDir: string, env: Record<string, string> = {}, options: StartOptions = {}): Promise<OutpostProcess> {
+  return startNode({ OUTPOST_STORE: 'local', OUTPOST_DATA_DIR: dataDir, ...env }, options);
 }
 
 /** The Node server on the cloud store: blobs in S3, the index in DynamoDB. */
@@ -80,8 +92,9 @@ export function startOutpostCloud(store: CloudStore, env: Record<string, string>
   return startNode({ ...cloudEnv(store), ...env });
 }
 
-function startNode(outpost: Record<string, string>): Promise<OutpostProcess> {
+function startNode(outpost: Record<string, string>, options: StartOptions = {}): Promise<OutpostProcess> {
   return launch({
+    ...options,
     label: 'outpost',
     command: process.execPath,
     args: [CLI, 'serve'],
@@ -123,8 +136,12 @@ export async function launch(options: LaunchOptions): Promise<OutpostProcess> {
   writeFileSync(pidFile, options.group ? `group:${pid}` : String(pid));
 
   let output = '';
+  let errors = '';
   child.stdout!.setEncoding('utf8').on('data', (s: string) => (output += s));
-  child.stderr!.setEncoding('utf8').on('data', (s: string) => (output += s));
+  child.stderr!.setEncoding('utf8').on('data', (s: string) => {
+    output += s;
+    errors += s;
+  });
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((done) =>
     child.once('exit', (code, sig) => {
       // The leader is gone; children of a group that outlived it go now.
@@ -148,8 +165,8 @@ export async function launch(options: LaunchOptions): Promise<OutpostProcess> {
   try {
     const port = await listeningPort(child, label, options.port, () => output, exited, startTimeoutMs);
     const url = `http://127.0.0.1:${port}`;
-    await untilAnswers(`${url}/v2/`, () => output, startTimeoutMs);
-    return { url, host: `127.0.0.1:${port}`, port, pid, logs: () => output, stop, signal, exited };
+    await untilAnswers(`${url}/v2/`, () => output, startTimeoutMs, options.authorization);
+    return { url, host: `127.0.0.1:${port}`, port, pid, logs: () => output, stderr: () => errors, stop, signal, exited };
   } catch (err) {
     await stop();
     throw err;
@@ -183,11 +200,11 @@ function listeningPort(
   });
 }
 
-async function untilAnswers(url: string, output: () => string, timeoutMs: number): Promise<void> {
+async function untilAnswers(url: string, output: () => string, timeoutMs: number, authorization?: string): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
     try {
-      const res = await fetch(url);
+      const res = await fetch(url, authorization ? { headers: { Authorization: authorization } } : {});
       await res.arrayBuffer();
       if (res.status === 200) return;
     } catch {

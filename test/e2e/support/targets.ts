@@ -15,6 +15,8 @@ export interface Target {
    * removes; `label` names the suite, so its bucket and table can be told apart.
    */
   start(work: string, label: string): Promise<OutpostProcess>;
+  /** The Authorization header the suites send on every request, for a target with `auth:` configured. */
+  authorization?: string;
 }
 
 export const LOCAL_NODE: Target = {
