@@ -5,6 +5,7 @@ import { createRegistry, type GateOptions, type RegistryOptions } from '../../sr
 import type { Auth } from '../../src/core/auth/auth.js';
 import type { ConnectionInfo } from '../../src/http/access-log.js';
 import type { AuditSink } from '../../src/http/audit.js';
+import type { MetaIndex } from '../../src/ports/meta-index.js';
 import { createApp } from '../../src/http/app.js';
 import { TestClock } from './clock.js';
 import type { Blob, Image } from './images.js';
@@ -15,10 +16,10 @@ export { TestClock };
  * An Outpost app over in-memory adapters, driven through app.request(). `connection` stands in
  * for the runtime's (entry/node-server.ts nodeConnection reads what app.request's env passes).
  */
-export function testApp(options: Partial<RegistryOptions> = {}, http: { connection?: ConnectionInfo; gate?: GateOptions; auth?: Promise<Auth>; audit?: AuditSink } = {}) {
+export function testApp(options: Partial<RegistryOptions> = {}, http: { connection?: ConnectionInfo; gate?: GateOptions; auth?: Promise<Auth>; audit?: AuditSink; index?: MetaIndex } = {}) {
   const clock = new TestClock();
   const store = new MemoryBlobStore(clock);
-  const index = new MemoryMetaIndex(clock);
+  const index = http.index ?? new MemoryMetaIndex(clock);
   const registry = createRegistry({ store, index, hash: nodeHash, clock, options, gate: http.gate });
   const app = createApp({ registry, connection: http.connection, auth: http.auth, audit: http.audit });
   const request = (path: string, init?: RequestInit) => app.request(path, init);

@@ -1,7 +1,8 @@
 /**
  * Authorisation: what a caller may do to a repository, from the configured rules alone.
  * Rules only grant; a caller may do the union of what the rules naming it grant, on the
- * repositories their globs match, and nothing else (no rule: nothing, anonymous included).
+ * repositories their globs match, and nothing else (no rule: nothing, anonymous included). What
+ * anonymous callers may do, every signed-in user may do too.
  *
  * Names are the repositories as Outpost keeps them: hosted names as pushed, mirrored ones
  * qualified by their upstream's namespace (`docker.io/library/nginx`), whatever alias, `?ns=`
@@ -40,7 +41,8 @@ export class AccessRules {
   }
 }
 
+/** A rule for anonymous callers is for everyone: signing in never takes away what anybody may do. */
 function names(rule: AccessRule, caller: Caller): boolean {
-  if (caller.kind === 'anonymous') return rule.anonymous;
-  return rule.authenticated || rule.users.includes(caller.name);
+  if (rule.anonymous) return true;
+  return caller.kind === 'user' && (rule.authenticated || rule.users.includes(caller.name));
 }

@@ -57,6 +57,8 @@ export type Login = { kind: 'ok'; user: string } | { kind: 'bad' } | { kind: 'ra
 
 interface User {
   hash: PasswordHash;
+  /** What a refresh token names of the password (see passwordVersion). */
+  version: string;
 }
 
 export class Auth {
@@ -85,7 +87,10 @@ export class Auth {
     await Promise.all(
       config.users.map(async (u) => {
         const hash = 'hash' in u.password ? parsePasswordHash(u.password.hash) : await hashPassword(u.password.plaintext);
-        users.set(u.name, { hash });
+        // The same on every instance for the same password (a plaintext one is salted afresh by
+        // each), and of no use to guess passwords with: keyed by the token signing key's secret.
+        const material = 'hash' in u.password ? `hash\0${u.password.hash}` : `plaintext\0${u.password.plaintext}`;
+        users.set(u.name, { hash, version: await tokens.keyedDigest(`password-version\0${u.name}\0${material}`) });
       }),
     );
     // A wrong user name costs what a wrong password of a typical user does.
@@ -96,11 +101,12 @@ export class Auth {
 
   /** Checks a user's password, counting failures per client address. */
   async login(user: string, password: string, client: string): Promise<Login> {
+    // First: a blocked address learns nothing, not even that a password proven a moment ago is right.
+    const wait = this.failures.blockedFor(client);
+    if (wait > 0) return { kind: 'rate-limited', retryAfterMs: wait };
     const remembered = await this.rememberedKey(user, password);
     const until = this.verified.get(remembered);
     if (until !== undefined && until > this.now()) return { kind: 'ok', user };
-    const wait = this.failures.blockedFor(client);
-    if (wait > 0) return { kind: 'rate-limited', retryAfterMs: wait };
     const known = this.users.get(user);
     const ok = (await verifyPassword(password, known?.hash ?? this.dummy)) && known !== undefined;
     if (!ok) {
@@ -182,12 +188,13 @@ export class Auth {
     return this.fills.take(client);
   }
 
-  /** A digest of the user's password hash: a refresh token names it, so a new password ends old refresh tokens. */
+  /**
+   * What a refresh token names of the user's password, so that a new password ends old refresh
+   * tokens: a digest of the configured password (or hash) keyed by the signing key's secret, the
+   * same on every instance that shares the keys, and nothing to test guesses against without it.
+   */
   async passwordVersion(user: string): Promise<string | undefined> {
-    const known = this.users.get(user);
-    if (!known) return undefined;
-    const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', known.hash.key as BufferSource));
-    return hex(digest.slice(0, 8));
+    return this.users.get(user)?.version;
   }
 
   /** Whether a refresh token's `ver` still matches the user's password. */

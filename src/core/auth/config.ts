@@ -28,7 +28,7 @@ export interface AccessRule {
   users: string[];
   /** Every authenticated user. */
   authenticated: boolean;
-  /** Callers without credentials. */
+  /** Callers without credentials, and so everyone (signing in never takes a right away). */
   anonymous: boolean;
   actions: Action[];
 }

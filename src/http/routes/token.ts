@@ -76,7 +76,7 @@ async function postToken(c: Context, auth: Auth, client: string, qualify: Qualif
       break;
     }
     default:
-      throw new OciError('UNSUPPORTED', 'grant_type must be password or refresh_token');
+      throw new OciError('QUERY_INVALID', 'grant_type must be password or refresh_token');
   }
   const caller: Caller = { kind: 'user', name: user };
   c.set('identity', { caller });
