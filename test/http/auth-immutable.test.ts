@@ -11,7 +11,8 @@ import { expectOciError } from '../support/oci-errors.js';
 /**
  * Immutable tags (src/core/registry/immutable-tags.ts): once a tag a rule names points at a
  * manifest, it is never moved or deleted, whoever asks (admin holds delete here); the same
- * manifest pushed again is fine, and of two pushes racing to create the tag one wins.
+ * manifest pushed again is fine, of two pushes racing to create the tag one wins, and a DELETE
+ * by digest racing the tag's first push leaves the tag in place.
  */
 
 const ADMIN = basic('admin', 'admin-pw');
@@ -40,6 +41,33 @@ class BarrierIndex extends MemoryMetaIndex {
           for (const go of this.waiting.splice(0)) go();
         } else setTimeout(resolve, 500);
       });
+    }
+    return super.putIfAbsent(...args);
+  }
+}
+
+/**
+ * A MemoryMetaIndex that runs `afterManifestDelete` once a manifest record is deleted and before
+ * the DELETE goes on (to the tags that point at it), and `beforeTagCreate` before a tag's
+ * put-if-absent: each set once by a test, to interleave a push with a DELETE.
+ */
+class HookIndex extends MemoryMetaIndex {
+  afterManifestDelete?: () => Promise<void>;
+  beforeTagCreate?: () => Promise<void>;
+  override async delete(...args: Parameters<MemoryMetaIndex['delete']>): Promise<boolean> {
+    const deleted = await super.delete(...args);
+    const hook = this.afterManifestDelete;
+    if (deleted && hook && args[0].pk.startsWith('manifest#')) {
+      this.afterManifestDelete = undefined;
+      await hook();
+    }
+    return deleted;
+  }
+  override async putIfAbsent(...args: Parameters<MemoryMetaIndex['putIfAbsent']>): Promise<boolean> {
+    const hook = this.beforeTagCreate;
+    if (hook && args[0].pk.startsWith('tag#')) {
+      this.beforeTagCreate = undefined;
+      await hook();
     }
     return super.putIfAbsent(...args);
   }
@@ -137,5 +165,57 @@ describe('immutable tags', () => {
       expect([a.manifest.digest, b.manifest.digest]).toContain(winner);
       expect(await tagged(t, tag)).toBe(winner);
     }
+  });
+
+  // The DELETE checks for immutable tags before it deletes the record; a first push of the tag
+  // can land after that check. Either way the tag must survive the DELETE.
+  it.each([
+    ['the whole push runs after the record is deleted (the push writes the record again)', 'after-delete'],
+    ['the push writes the record, the DELETE deletes it, then the push creates the tag', 'around-delete'],
+  ] as const)('a DELETE by digest racing the first push of an immutable tag leaves the tag: %s', async (_, order) => {
+    const index = new HookIndex(new TestClock());
+    const t = testApp({ immutableTags: RULES }, { auth, connection: testConnection, index });
+    const [a, b] = [image(), image()];
+    await withImages(t, a, b);
+    let pushed: Response | undefined;
+    const push = () => putManifestAs(t.request, 'team/app', 'v1', a, ADMIN);
+    let deleted: Response;
+    if (order === 'after-delete') {
+      index.afterManifestDelete = async () => {
+        pushed = await push();
+      };
+      deleted = await t.request(`/v2/team/app/manifests/${a.manifest.digest}`, { method: 'DELETE', headers: ADMIN });
+    } else {
+      // The push waits at its tag write until the DELETE has deleted the record, and the DELETE
+      // waits there until the push is done.
+      let deleting: Promise<Response> | Response | undefined;
+      let recordGone!: () => void;
+      const gone = new Promise<void>((resolve) => (recordGone = resolve));
+      let pushDone!: () => void;
+      const done = new Promise<void>((resolve) => (pushDone = resolve));
+      index.beforeTagCreate = async () => {
+        index.afterManifestDelete = async () => {
+          recordGone();
+          await done;
+        };
+        deleting = t.request(`/v2/team/app/manifests/${a.manifest.digest}`, { method: 'DELETE', headers: ADMIN });
+        await Promise.race([gone, deleting]);
+      };
+      pushed = await push();
+      pushDone();
+      deleted = await deleting!;
+    }
+    expect(pushed?.status, 'the push ran inside the DELETE').toBe(201);
+    expect(deleted.status).toBe(202);
+    expect(index.afterManifestDelete).toBeUndefined();
+    // Pushed after the record went, the manifest is there; pushed before, the tag names a miss.
+    const read = await t.request('/v2/team/app/manifests/v1', { headers: ADMIN });
+    if (order === 'after-delete') expect(read.status).toBe(200);
+    else await expectOciError(read, { status: 404, code: 'MANIFEST_UNKNOWN' });
+    // The tag stays on the manifest: another one is refused, the same one is taken (again).
+    await expectOciError(await putManifestAs(t.request, 'team/app', 'v1', b, ADMIN), { status: 403, code: 'DENIED', message: 'immutableTags[1]' });
+    expect((await putManifestAs(t.request, 'team/app', 'v1', a, ADMIN)).status).toBe(201);
+    expect(await tagged(t, 'v1')).toBe(a.manifest.digest);
+    await expectOciError(await t.request('/v2/team/app/manifests/v1', { method: 'DELETE', headers: ADMIN }), { status: 403, code: 'DENIED' });
   });
 });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { Auth } from '../../src/core/auth/auth.js';
-import { authConfig, basic, bearer, expectChallenge, pushImageAs, putManifestAs, rule, testConnection, token, user, type Requester } from '../support/auth.js';
+import { accessOf, authConfig, basic, bearer, expectChallenge, pushImageAs, putManifestAs, rule, testConnection, token, user, type Requester } from '../support/auth.js';
 import { testApp } from '../support/app.js';
 import { image, randomBlob, type Image } from '../support/images.js';
 import { mirrorTest } from '../support/mirror.js';
@@ -16,6 +16,7 @@ import { expectOciError } from '../support/oci-errors.js';
  * on team/** (hosted) and registry.test/** (the mirrored upstream's namespace, reached here by
  * its alias `up`). A mirrored repository refuses pushes and deletes itself (DENIED, naming the
  * upstream), after authorisation: callers without the action get the authorisation refusal.
+ * Last, a rule for anonymous callers alone: it covers signed-in users too.
  */
 
 const PASSWORDS = { reader: 'reader-secret', writer: 'writer-secret', admin: 'admin-secret' } as const;
@@ -237,5 +238,38 @@ describe('a token never lets a role exceed its row', () => {
             { type: 'repository', name: 'up/library/x', actions: row },
           ],
     );
+  });
+});
+
+/** Anonymous callers pull pub/** and the mirror; no rule names reader. */
+const OPEN = Auth.create(
+  authConfig({
+    users: await Promise.all(Object.entries(PASSWORDS).map(([name, pw]) => user(name, pw))),
+    rules: [rule(['pub/**', 'registry.test/library/**'], { anonymous: true }, ['pull']), rule(['**'], { users: ['admin'] }, ['pull', 'push'])],
+  }),
+);
+
+// Signing in never takes away what an anonymous caller may do: a rule for anonymous callers
+// covers every user too, though no rule names them.
+describe('a rule for anonymous callers alone', () => {
+  const READER = basic('reader', PASSWORDS.reader);
+
+  it('gives signed-in readers pull, by Basic and by token, hosted and mirrored, and nothing more', async () => {
+    const t = testApp({}, { auth: OPEN, connection: testConnection });
+    const img = image();
+    await pushImageAs(t.request, 'pub/app', img, 'latest', ADMIN);
+    const m = mirrorTest({ auth: OPEN, connection: testConnection });
+    m.up.addImage('library/x', 'latest', img);
+    for (const [request, name] of [[t.request, 'pub/app'], [m.request, 'up/library/x']] as const) {
+      for (const headers of [{}, READER, bearer(await token(request, [`repository:${name}:pull,push`], READER))]) {
+        const res = await request(`/v2/${name}/manifests/latest`, { headers });
+        expect(res.status, `${name} ${JSON.stringify(headers).slice(0, 30)}`).toBe(200);
+        expect(Buffer.from(await res.arrayBuffer()).equals(img.manifest.bytes)).toBe(true);
+      }
+      expect(accessOf(await token(request, [`repository:${name}:pull,push,delete`], READER))).toEqual([{ type: 'repository', name, actions: ['pull'] }]);
+    }
+    const catalog = await t.request('/v2/_catalog', { headers: READER });
+    expect(await catalog.json()).toEqual({ repositories: ['pub/app'] });
+    await expectOciError(await putManifestAs(t.request, 'pub/app', 'v2', img, READER), { status: 403, code: 'DENIED' });
   });
 });

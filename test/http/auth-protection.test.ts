@@ -14,8 +14,9 @@ import { expectOciError } from '../support/oci-errors.js';
 
 /**
  * What authorisation protects beyond single routes: the catalog, referrers, cross-repository
- * mounts, shared caches (Cache-Control), presigned redirects, the mirror's cold fills for
- * anonymous callers, and the paths that could name one repository as another.
+ * mounts, shared caches (Cache-Control), presigned redirects, the mirror's cold fills and other
+ * upstream requests for anonymous callers, and the paths that could name one repository as
+ * another. Catalog paging under the rules: auth-catalog.test.ts.
  */
 
 const USERS = await Promise.all([user('reader', 'reader-pw'), user('writer', 'writer-pw'), user('admin', 'admin-pw')]);
@@ -248,6 +249,49 @@ describe('cold fills of anonymous callers', () => {
     const later = await get(blob(3));
     expect(later.status).toBe(200);
     expect(Buffer.from(await later.arrayBuffer()).equals(img.layers[3]!.bytes)).toBe(true);
+  });
+});
+
+describe('upstream requests of anonymous callers', () => {
+  // Not only blob fills and manifests: every listing or check the mirror would ask the upstream
+  // for counts against anonymousFills. With a limit of 0, an anonymous caller makes none.
+  it('with anonymousFills.limit 0: a HEAD of an uncached blob, tags/list and referrers are 429 and ask the upstream nothing', async () => {
+    const m = mirrorTest({ auth: Auth.create(config({ anonymousFills: { limit: 0, windowMs: 60_000 } })), connection: testConnection });
+    const img = image({ layers: [100] });
+    m.up.addImage('library/pub', 'latest', img);
+    const sig = artifact(img.manifest, 'application/vnd.example.sig');
+    m.up.addImage('library/pub', undefined, sig);
+    const paths: Array<[string, string]> = [
+      ['HEAD', `/v2/up/library/pub/blobs/${img.layers[0]!.digest}`],
+      ['GET', '/v2/up/library/pub/tags/list'],
+      ['GET', `/v2/up/library/pub/referrers/${img.manifest.digest}`],
+      ['GET', `/v2/up/library/pub/blobs/${img.config.digest}`],
+      ['GET', '/v2/up/library/pub/manifests/latest'],
+    ];
+    for (const [method, path] of paths) {
+      const res = await m.request(path, { method });
+      await expectOciError(res, { status: 429, code: 'TOOMANYREQUESTS', head: method === 'HEAD' });
+      expectChallenge(res, { scope: 'repository:up/library/pub:pull' });
+    }
+    expect(m.up.requests, 'no upstream request for an anonymous caller').toEqual([]);
+    // A signed-in caller is not limited; once it has filled the caches, anonymous callers read them.
+    for (const [method, path] of paths.slice(0, 3)) expect((await m.request(path, { method, headers: READER })).status, path).toBe(200);
+    const asked = m.up.requests.length;
+    expect(asked).toBeGreaterThan(0);
+    for (const [method, path] of paths.slice(0, 3)) expect((await m.request(path, { method })).status, path).toBe(200);
+    expect(m.up.requests.length, 'cached answers ask the upstream nothing').toBe(asked);
+  });
+
+  it('a cold blob GET counts once, with the HEAD that asks the upstream its size first', async () => {
+    const m = mirrorTest({ auth: Auth.create(config({ anonymousFills: { limit: 1, windowMs: 60_000 } })), connection: testConnection });
+    const img = image({ layers: [100, 200] });
+    m.up.addImage('library/pub', 'latest', img);
+    // No manifest read first, so no size vouched for: the fill asks the upstream with a HEAD.
+    const first = await m.request(`/v2/up/library/pub/blobs/${img.layers[0]!.digest}`);
+    expect(first.status).toBe(200);
+    expect(Buffer.from(await first.arrayBuffer()).equals(img.layers[0]!.bytes)).toBe(true);
+    expect(m.up.requestsTo(m.up.host, img.layers[0]!.digest).map((r) => r.method)).toContain('HEAD');
+    await expectOciError(await m.request(`/v2/up/library/pub/blobs/${img.layers[1]!.digest}`), { status: 429, code: 'TOOMANYREQUESTS' });
   });
 });
 

@@ -19,9 +19,10 @@ import { testApp } from '../support/app.js';
 import { expectOciError } from '../support/oci-errors.js';
 
 /**
- * Logins: Basic credentials on routes and at the token endpoint, the per-address limit on
- * failed ones, equal work for a wrong user and a wrong password, and the password hashes
- * themselves (src/core/auth/passwords.ts).
+ * Logins: Basic credentials on routes and at the token endpoint, the limit on failed ones
+ * (per client address and user, and per address at ADDRESS_FAILURE_FACTOR times it), equal work
+ * for every failed login whatever the user's hash, and the password hashes themselves
+ * (src/core/auth/passwords.ts).
  */
 
 const T0 = 1_700_000_000_000;
@@ -70,19 +71,21 @@ describe('Basic credentials', () => {
 });
 
 describe('the failed-login limit', () => {
-  it('answers 429 after `limit` failures from one address, before checking the password', async () => {
+  it('answers 429 after `limit` failures of one user from one address, before checking the password', async () => {
     const { auth, clock } = await setup({ loginFailures: { limit: 3, windowMs: 60_000 } });
     for (let i = 0; i < 3; i++) expect(await auth.login('alice', `wrong-${i}`, 'A')).toEqual({ kind: 'bad' });
     clock.now += 10_000;
     expect(await auth.login('alice', 'alice-pw', 'A')).toEqual({ kind: 'rate-limited', retryAfterMs: 50_000 });
-    expect(await auth.login('mallory', 'x', 'A')).toEqual({ kind: 'rate-limited', retryAfterMs: 50_000 });
+    // Other users at the same address count on their own (a shared proxy or NAT is not locked out).
+    expect(await auth.login('mallory', 'x', 'A')).toEqual({ kind: 'bad' });
+    expect(await auth.login('carol', 'pa:ss wörd', 'A')).toEqual({ kind: 'ok', user: 'carol' });
     // Another address is unaffected, and counts on its own.
     expect(await auth.login('alice', 'wrong', 'B')).toEqual({ kind: 'bad' });
     expect(await auth.login('alice', 'alice-pw', 'B')).toEqual({ kind: 'ok', user: 'alice' });
     // Lifted when the window ends.
     clock.now = T0 + 60_000;
-    expect(await auth.login('carol', 'pa:ss wörd', 'A')).toEqual({ kind: 'ok', user: 'carol' });
-    expect(await auth.login('carol', 'wrong', 'A')).toEqual({ kind: 'bad' });
+    expect(await auth.login('alice', 'alice-pw', 'A')).toEqual({ kind: 'ok', user: 'alice' });
+    expect(await auth.login('alice', 'wrong', 'A')).toEqual({ kind: 'bad' });
   });
 
   it('over HTTP: 429 TOOMANYREQUESTS with Retry-After on routes and the token endpoint; other addresses unaffected', async () => {
@@ -103,10 +106,66 @@ describe('the failed-login limit', () => {
     expect((await request('/v2/team/app/tags/list', from('10.0.0.2', basic('alice', 'alice-pw')))).status).toBe(404);
     // Anonymous requests from the blocked address are not logins.
     expect((await request('/auth/token', from('10.0.0.1', {}))).status).toBe(200);
-    clock.now += 29_500;
-    expect((await request('/v2/', from('10.0.0.1', basic('carol', 'pa:ss wörd')))).headers.get('retry-after')).toBe('1');
-    clock.now += 500;
+    // Another user at the blocked address signs in.
     expect((await request('/v2/', from('10.0.0.1', basic('carol', 'pa:ss wörd')))).status).toBe(200);
+    clock.now += 29_500;
+    expect((await request('/v2/', from('10.0.0.1', basic('alice', 'alice-pw')))).headers.get('retry-after')).toBe('1');
+    clock.now += 500;
+    expect((await request('/v2/', from('10.0.0.1', basic('alice', 'alice-pw')))).status).toBe(200);
+  });
+
+  // Each guess is counted before its password is checked: guesses sent at once cannot all
+  // pass the limit while the first checks are still running.
+  it('of 40 parallel wrong guesses with a limit of 3, at most 3 are checked (401), the rest are 429', async () => {
+    const { auth } = await setup({ loginFailures: { limit: 3, windowMs: 60_000 } });
+    const answers = await Promise.all(Array.from({ length: 40 }, (_, i) => auth.login('alice', `guess-${i}`, 'A')));
+    const kinds = answers.map((a) => a.kind);
+    expect(kinds.filter((k) => k === 'bad').length).toBeLessThanOrEqual(3);
+    expect(kinds.filter((k) => k === 'rate-limited').length).toBeGreaterThanOrEqual(37);
+    expect(kinds.filter((k) => k !== 'bad' && k !== 'rate-limited')).toEqual([]);
+    // And the same over HTTP, at the token endpoint.
+    const { request } = await setup({ loginFailures: { limit: 3, windowMs: 60_000 } });
+    const responses = await Promise.all(Array.from({ length: 40 }, (_, i) => request('/auth/token', { headers: { [CLIENT_HEADER]: '10.0.0.9', ...basic('alice', `guess-${i}`) } })));
+    const statuses = responses.map((r) => r.status);
+    expect(statuses.filter((s) => s === 401).length).toBeLessThanOrEqual(3);
+    expect(statuses.filter((s) => s !== 401 && s !== 429)).toEqual([]);
+  });
+
+  it('parallel logins with one right password are one check: none is refused past the limit', async () => {
+    const { auth } = await setup({ loginFailures: { limit: 3, windowMs: 60_000 } });
+    const answers = await Promise.all(Array.from({ length: 20 }, () => auth.login('carol', 'pa:ss wörd', 'A')));
+    expect(answers.map((a) => a.kind)).toEqual(Array(20).fill('ok'));
+    // A guess repeated in parallel is one guess too: counted once, so the limit is not reached.
+    const repeated = await Promise.all(Array.from({ length: 20 }, () => auth.login('carol', 'same-guess', 'B')));
+    expect(repeated.map((a) => a.kind)).toEqual(Array(20).fill('bad'));
+    expect(await auth.login('carol', 'pa:ss wörd', 'B')).toEqual({ kind: 'ok', user: 'carol' });
+  });
+
+  it('a right password is not counted against the limit (its count is taken back)', async () => {
+    const { auth, clock } = await setup({ loginFailures: { limit: 3, windowMs: 600_000 } });
+    for (const pw of ['wrong-1', 'wrong-2']) expect(await auth.login('carol', pw, 'A')).toEqual({ kind: 'bad' });
+    expect(await auth.login('carol', 'pa:ss wörd', 'A')).toEqual({ kind: 'ok', user: 'carol' });
+    // Past the 5 minutes a proven password is remembered for, so checked (and counted) again.
+    clock.now += 6 * 60_000;
+    expect(await auth.login('carol', 'pa:ss wörd', 'A')).toEqual({ kind: 'ok', user: 'carol' });
+    expect(await auth.login('carol', 'wrong-3', 'A')).toEqual({ kind: 'bad' });
+    expect((await auth.login('carol', 'pa:ss wörd', 'A')).kind).toBe('rate-limited');
+  });
+
+  it('behind one address: wrong passwords for one user do not block another; guessing across many user names does', async () => {
+    const admin = await user('admin', 'admin-pw');
+    const { auth, clock } = await setup({ users: [...USERS, admin], loginFailures: { limit: 3, windowMs: 60_000 } });
+    const proxy = '10.1.1.1';
+    for (let i = 0; i < 10; i++) expect((await auth.login('nobody', `wrong-${i}`, proxy)).kind).toBe(i < 3 ? 'bad' : 'rate-limited');
+    expect(await auth.login('admin', 'admin-pw', proxy)).toEqual({ kind: 'ok', user: 'admin' });
+    // 3 failures so far; 10 x 3 per address in all: 27 more user names, each failing once.
+    for (let i = 0; i < 27; i++) expect(await auth.login(`user-${i}`, 'x', proxy), `user-${i}`).toEqual({ kind: 'bad' });
+    clock.now += 1_000;
+    for (const [name, password] of [['user-new', 'x'], ['alice', 'alice-pw'], ['carol', 'pa:ss wörd']]) {
+      expect(await auth.login(name!, password!, proxy), name).toEqual({ kind: 'rate-limited', retryAfterMs: 59_000 });
+    }
+    // Only that address.
+    expect(await auth.login('alice', 'alice-pw', '10.1.1.2')).toEqual({ kind: 'ok', user: 'alice' });
   });
 
   // Past the limit a right guess must not be told apart from a wrong one, even for a password
@@ -145,25 +204,42 @@ describe('timing of failed logins', () => {
     return times.map((t) => t.sort((a, b) => a - b)[Math.floor(t.length / 2)]!);
   }
 
+  /** Each median within a factor of 2 of the first: 8x the work (the hashes below) is far outside. */
+  function expectAlike(named: Array<[string, number]>) {
+    const text = named.map(([k, ms]) => `${k} ${ms.toFixed(2)} ms`).join(', ');
+    for (const [, ms] of named.slice(1)) {
+      expect(ms / named[0]![1], text).toBeGreaterThan(0.5);
+      expect(ms / named[0]![1], text).toBeLessThan(2);
+    }
+  }
+
   it('a wrong user name costs what a wrong password does (equal PBKDF2 work)', async () => {
     const { auth } = await setup({ loginFailures: { limit: 1000, windowMs: 60_000 } });
     const [wrongUser, wrongPassword] = await medians([
       ['wrong user', (i) => auth.login(`nobody-${i}`, 'alice-pw', `u${i}`)],
       ['wrong password', (i) => auth.login('alice', `wrong-${i}`, `p${i}`)],
     ]);
-    const ratio = wrongUser! / wrongPassword!;
-    expect(ratio, `wrong user ${wrongUser!.toFixed(2)} ms, wrong password ${wrongPassword!.toFixed(2)} ms`).toBeGreaterThan(0.5);
-    expect(ratio).toBeLessThan(2);
+    expectAlike([['wrong password', wrongPassword!], ['wrong user', wrongUser!]]);
   });
 
-  it('the measurement tells unequal work apart (a user with 8x the iterations)', async () => {
+  // Every failed login costs the work of the costliest configured hash, so that neither a
+  // user's hash nor whether the user exists is told by how long a wrong password takes.
+  it('users with 1x and 8x the iterations, and unknown users, cost about the same on failure', async () => {
     const slow = await user('slow', 'slow-pw', MIN_ITERATIONS * 8);
     const { auth } = await setup({ users: [USERS[0]!, slow], loginFailures: { limit: 1000, windowMs: 60_000 } });
-    const [fast, slowOne] = await medians([
-      ['typical user', (i) => auth.login('alice', `wrong-${i}`, `f${i}`)],
-      ['slow user', (i) => auth.login('slow', `wrong-${i}`, `s${i}`)],
+    const [fast, slowOne, unknown] = await medians([
+      ['1x user', (i) => auth.login('alice', `wrong-${i}`, `f${i}`)],
+      ['8x user', (i) => auth.login('slow', `wrong-${i}`, `s${i}`)],
+      ['unknown user', (i) => auth.login(`nobody-${i}`, 'slow-pw', `u${i}`)],
+    ], 9);
+    expectAlike([['8x user', slowOne!], ['1x user', fast!], ['unknown user', unknown!]]);
+    // The order of the configured users does not matter.
+    const reversed = (await setup({ users: [slow, USERS[0]!], loginFailures: { limit: 1000, windowMs: 60_000 } })).auth;
+    const [fastR, slowR] = await medians([
+      ['1x user', (i) => reversed.login('alice', `wrong-${i}`, `f${i}`)],
+      ['8x user', (i) => reversed.login('slow', `wrong-${i}`, `s${i}`)],
     ], 7);
-    expect(slowOne! / fast!).toBeGreaterThan(2);
+    expectAlike([['8x user', slowR!], ['1x user', fastR!]]);
   });
 });
 

@@ -271,6 +271,22 @@ describe('refresh tokens', () => {
     expect((await pull(request, two.access_token)).status).toBe(404);
   });
 
+  // A refresh token that renewed itself would never expire: refreshTokenTtl bounds how long a
+  // password, once given, keeps a client signed in.
+  it('grant_type=refresh_token issues none, even asked for with access_type=offline', async () => {
+    const { clock, request } = await setup();
+    const first = (await (await request('/auth/token', form({ grant_type: 'password', username: 'alice', password: 'alice-pw', access_type: 'offline' }))).json()) as { refresh_token: string };
+    clock.now = T0 + 86_400_000 - 60_000;
+    const again = await request('/auth/token', form({ grant_type: 'refresh_token', refresh_token: first.refresh_token, access_type: 'offline', offline_token: 'true', scope: 'repository:team/app:pull' }));
+    expect(again.status).toBe(200);
+    const body = (await again.json()) as { access_token: string; refresh_token?: string };
+    expect(body.refresh_token).toBeUndefined();
+    expect((await pull(request, body.access_token)).status).toBe(404);
+    // So the one refresh token ends at its expiry, however often it was used.
+    clock.now = T0 + 86_400_000 + 31_000;
+    expect((await request('/auth/token', form({ grant_type: 'refresh_token', refresh_token: first.refresh_token }))).status).toBe(401);
+  });
+
   it('GET with offline_token=true gives one to a user, never to an anonymous caller', async () => {
     const { request } = await setup();
     const signedIn = (await (await request('/auth/token?offline_token=true', { headers: ALICE })).json()) as { refresh_token?: string };

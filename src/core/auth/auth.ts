@@ -23,10 +23,16 @@
 import { AccessRules, ANONYMOUS, type Caller } from './access.js';
 import type { Action, AuthConfig } from './config.js';
 import { WindowLimiter } from './limiter.js';
-import { constantTimeEqual, DEFAULT_ITERATIONS, hashPassword, parsePasswordHash, verifyPassword, type PasswordHash } from './passwords.js';
+import { constantTimeEqual, DEFAULT_ITERATIONS, formatPasswordHash, hashPassword, parsePasswordHash, verifyPassword, type PasswordHash } from './passwords.js';
 import { grants, grantsCatalog, type AccessEntry, type Scope } from './scopes.js';
 import { TokenError, Tokens } from './tokens.js';
 
+/**
+ * Failed logins are counted per (address, user) against `loginFailures.limit`, and per address
+ * against this many times it: behind a shared address (a proxy, a NAT) one client's wrong
+ * password does not lock out every user, while guessing across many user names still stops.
+ */
+const ADDRESS_FAILURE_FACTOR = 10;
 /** How long a proven (user, password) pair is taken without PBKDF2 again. */
 const VERIFIED_TTL_MS = 5 * 60_000;
 /** Proven pairs remembered at once. */
@@ -64,19 +70,24 @@ interface User {
 export class Auth {
   readonly rules: AccessRules;
   private readonly failures: WindowLimiter;
+  private readonly addressFailures: WindowLimiter;
   private readonly fills: WindowLimiter;
   private readonly verified = new Map<string, number>();
+  /** Checks in flight, by the keyed digest of (user, password). */
+  private readonly checking = new Map<string, Promise<boolean>>();
 
   private constructor(
     readonly config: AuthConfig,
     readonly tokens: Tokens,
     private readonly users: Map<string, User>,
+    /** An unknown user's hash: the work of the costliest configured one. */
     private readonly dummy: PasswordHash,
     private readonly secret: Uint8Array,
     private readonly now: () => number,
   ) {
     this.rules = new AccessRules(config.rules);
     this.failures = new WindowLimiter(config.loginFailures.limit, config.loginFailures.windowMs, now);
+    this.addressFailures = new WindowLimiter(config.loginFailures.limit * ADDRESS_FAILURE_FACTOR, config.loginFailures.windowMs, now);
     this.fills = new WindowLimiter(config.anonymousFills.limit, config.anonymousFills.windowMs, now);
   }
 
@@ -86,36 +97,64 @@ export class Auth {
     const users = new Map<string, User>();
     await Promise.all(
       config.users.map(async (u) => {
-        const hash = 'hash' in u.password ? parsePasswordHash(u.password.hash) : await hashPassword(u.password.plaintext);
-        // The same on every instance for the same password (a plaintext one is salted afresh by
-        // each), and of no use to guess passwords with: keyed by the token signing key's secret.
-        const material = 'hash' in u.password ? `hash\0${u.password.hash}` : `plaintext\0${u.password.plaintext}`;
-        users.set(u.name, { hash, version: await tokens.keyedDigest(`password-version\0${u.name}\0${material}`) });
+        // A plaintext password is salted by a digest keyed by the signing key's secret, so that
+        // every instance sharing the keys derives the same hash (and so the same version below).
+        const hash =
+          'hash' in u.password
+            ? parsePasswordHash(u.password.hash)
+            : await hashPassword(u.password.plaintext, DEFAULT_ITERATIONS, hexBytes(await tokens.keyedDigest(`plaintext-salt\0${u.name}`)));
+        // What refresh tokens name: a keyed digest of the hash, which tells nothing without the
+        // secret and, with it, costs a PBKDF2 per guess.
+        users.set(u.name, { hash, version: await tokens.keyedDigest(`password-version\0${u.name}\0${formatPasswordHash(hash)}`) });
       }),
     );
-    // A wrong user name costs what a wrong password of a typical user does.
-    const typical = [...users.values()][0]?.hash.iterations ?? DEFAULT_ITERATIONS;
-    const dummy = await hashPassword(crypto.getRandomValues(new Uint8Array(16)).join(','), typical);
+    // Every failed login costs the work of the costliest hash: a wrong user name, or a user with
+    // a cheaper hash, is not told apart by its speed.
+    const most = users.size > 0 ? Math.max(...[...users.values()].map((u) => u.hash.iterations)) : DEFAULT_ITERATIONS;
+    const dummy = await hashPassword(crypto.getRandomValues(new Uint8Array(16)).join(','), most);
     return new Auth(config, tokens, users, dummy, crypto.getRandomValues(new Uint8Array(32)), now);
   }
 
   /** Checks a user's password, counting failures per client address. */
   async login(user: string, password: string, client: string): Promise<Login> {
-    // First: a blocked address learns nothing, not even that a password proven a moment ago is right.
-    const wait = this.failures.blockedFor(client);
-    if (wait > 0) return { kind: 'rate-limited', retryAfterMs: wait };
     const remembered = await this.rememberedKey(user, password);
+    // First: a blocked client learns nothing, not even that a password proven a moment ago is right.
+    const pair = `${client}\0${user.slice(0, 256)}`;
+    const wait = Math.max(this.failures.blockedFor(pair), this.addressFailures.blockedFor(client));
+    if (wait > 0) return { kind: 'rate-limited', retryAfterMs: wait };
     const until = this.verified.get(remembered);
     if (until !== undefined && until > this.now()) return { kind: 'ok', user };
-    const known = this.users.get(user);
-    const ok = (await verifyPassword(password, known?.hash ?? this.dummy)) && known !== undefined;
-    if (!ok) {
-      this.failures.record(client);
-      return { kind: 'bad' };
+    // The same (user, password) being checked already: one check, counted once (a client's
+    // parallel first requests with a new password are one login, and so is a repeated guess).
+    const pending = this.checking.get(remembered);
+    if (pending) return (await pending) ? { kind: 'ok', user } : { kind: 'bad' };
+    // Counted before the check and taken back if it succeeds: guesses sent in parallel all
+    // count, however long each check takes.
+    this.failures.record(pair);
+    this.addressFailures.record(client);
+    const check = this.check(user, password);
+    this.checking.set(remembered, check);
+    let ok: boolean;
+    try {
+      ok = await check;
+    } finally {
+      this.checking.delete(remembered);
     }
+    if (!ok) return { kind: 'bad' };
+    this.failures.forgive(pair);
+    this.addressFailures.forgive(client);
     if (this.verified.size >= MAX_VERIFIED) this.verified.clear();
     this.verified.set(remembered, this.now() + VERIFIED_TTL_MS);
     return { kind: 'ok', user };
+  }
+
+  /** The password check; a failure costs the work of the costliest configured hash. */
+  private async check(user: string, password: string): Promise<boolean> {
+    const known = this.users.get(user);
+    const hash = known?.hash ?? this.dummy;
+    const ok = (await verifyPassword(password, hash)) && known !== undefined;
+    if (!ok && hash.iterations < this.dummy.iterations) await verifyPassword(password, { ...this.dummy, iterations: this.dummy.iterations - hash.iterations });
+    return ok;
   }
 
   /** Who the credentials of a request prove. */
@@ -215,6 +254,10 @@ export class Auth {
     }
     return hex(new Uint8Array(await crypto.subtle.digest('SHA-256', joined)));
   }
+}
+
+function hexBytes(text: string): Uint8Array {
+  return Uint8Array.from(text.match(/../g) ?? [], (h) => parseInt(h, 16));
 }
 
 function hex(bytes: Uint8Array): string {

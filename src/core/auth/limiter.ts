@@ -45,6 +45,12 @@ export class WindowLimiter {
     this.windows.set(client, { count: 1, endsAt: this.now() + this.windowMs });
   }
 
+  /** Takes back one act of `client` (a login counted before its check, which then succeeded). */
+  forgive(client: string): void {
+    const w = this.current(client);
+    if (w && w.count > 0) w.count--;
+  }
+
   /** Counts one act when under the limit: 0, or how long until one is allowed (nothing counted). */
   take(client: string): number {
     if (this.limit === 0) return this.windowMs;

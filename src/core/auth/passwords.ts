@@ -56,9 +56,8 @@ export function formatPasswordHash(hash: PasswordHash): string {
   return `${PASSWORD_SCHEME}$${hash.iterations}$${toBase64(hash.salt)}$${toBase64(hash.key)}`;
 }
 
-/** A new hash of `password` with a fresh random salt. */
-export async function hashPassword(password: string, iterations: number = DEFAULT_ITERATIONS): Promise<PasswordHash> {
-  const salt = crypto.getRandomValues(new Uint8Array(SALT_BYTES));
+/** A new hash of `password`, with a fresh random salt unless one is given. */
+export async function hashPassword(password: string, iterations: number = DEFAULT_ITERATIONS, salt: Uint8Array = crypto.getRandomValues(new Uint8Array(SALT_BYTES))): Promise<PasswordHash> {
   return { iterations, salt, key: await derive(new TextEncoder().encode(password), salt, iterations) };
 }
 

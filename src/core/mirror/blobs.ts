@@ -63,8 +63,9 @@ export class MirrorBlobs {
     const { blobs, fills, metrics } = this.deps;
     const cached = await this.cached(target, digest, range);
     if (cached) return cached;
+    // One count for the fill and the HEAD that may precede it.
     target.admit?.();
-    const size = await this.vouched(target, digest);
+    const size = await this.vouched(target, digest, true);
     const limit = fillLimit(this.deps.ctx.options);
     // Refused before a fill starts: no lease, no part, no upstream download for bytes never kept.
     if (size > limit) throw tooLargeToFill(digest.value, limit);
@@ -102,10 +103,11 @@ export class MirrorBlobs {
   }
 
   /** The size the upstream vouched for in this repository; asks it (HEAD) when nothing did yet. */
-  private async vouched(target: Mirrored, digest: Digest): Promise<number> {
+  private async vouched(target: Mirrored, digest: Digest, admitted = false): Promise<number> {
     const { ctx, metrics } = this.deps;
     const vouch = await ctx.index.get<{ size: number }>(keys.vouch(target.name, digest.value));
     if (vouch) return vouch.value.size;
+    if (!admitted) target.admit?.();
     const upstream = this.upstreamOf(target);
     const answer = await upstream.blobHead(target.remote, digest.value);
     metrics.count('outpost_upstream_requests_total', { upstream: target.upstream.name, kind: 'blob-head', result: answer.kind });

@@ -135,6 +135,7 @@ export class Mirror {
     const key = `tags\n${target.name}\n${request.n ?? ''}\n${request.last ?? ''}`;
     const cached = this.listings.get(key);
     if (cached?.tags) return { tags: cached.tags, next: cached.next };
+    target.admit?.();
     const answer = await this.upstream(target.upstream.name).tags(target.remote, request.n, request.last);
     this.metrics.count('outpost_upstream_requests_total', { upstream: target.upstream.name, kind: 'tags', result: answer.kind });
     if (answer.kind !== 'ok') {
@@ -156,6 +157,7 @@ export class Mirror {
     const key = `referrers\n${target.name}\n${subject.value}\n${artifactType ?? ''}`;
     const cached = this.listings.get(key);
     if (cached?.bytes) return { bytes: cached.bytes, filtered: cached.filtered ?? false };
+    target.admit?.();
     const answer = await this.upstream(target.upstream.name).referrers(target.remote, subject.value, artifactType);
     this.metrics.count('outpost_upstream_requests_total', { upstream: target.upstream.name, kind: 'referrers', result: answer.kind });
     if (answer.kind === 'ok') {

@@ -28,9 +28,10 @@ export type Target =
       /** Where Outpost keeps it: `<namespace>/<remote>`. */
       name: string;
       /**
-       * Called before this request makes the mirror fetch what it does not hold (a blob fill
-       * started or joined, a manifest not cached); throws to refuse. The HTTP layer sets it for
-       * anonymous callers, whose cold fills are limited per client address.
+       * Called before this request makes the mirror ask the upstream for what it does not hold
+       * (a blob fill started or joined, a blob HEAD, a manifest, a tag list or referrers not
+       * cached); throws to refuse. The HTTP layer sets it for anonymous callers, whose upstream
+       * requests are limited per client address.
        */
       admit?: () => void;
     };

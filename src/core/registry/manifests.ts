@@ -272,7 +272,10 @@ export class Manifests {
     }
     await noteCandidate(ports, digest);
     if (!(await this.ctx.index.delete(keys.manifest(name, digest), item.version))) throw unknown(reference);
-    await this.tags.deletePointingAt(name, digest);
+    // An immutable tag that a push created since the check above stays: it then names a
+    // manifest whose record is gone (a miss) until that same manifest is pushed again, and it
+    // can never be moved to another.
+    await this.tags.deletePointingAt(name, digest, (tag) => immutableRule(rules, name, tag) !== undefined);
     if (item.value.subject) await this.ctx.index.delete(keys.referrer(name, item.value.subject, digest));
     await this.releaseRecord(name, item.value, named);
   }

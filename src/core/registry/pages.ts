@@ -27,14 +27,21 @@ export async function readPage<T extends Json>(
   pk: string,
   request: PageRequest,
   keep: (entry: { sk: string; item: Item<T> }) => boolean = () => true,
+  /**
+   * Entries examined at most, kept or not: past them the page ends at its last kept entry (its
+   * `next`), or, when it kept none, the listing ends. A cursor is always a kept entry's key.
+   */
+  maxExamined = Infinity,
 ): Promise<Page<T>> {
   const want = Math.min(request.n ?? MAX_PAGE_ENTRIES, MAX_PAGE_ENTRIES);
   const entries: Array<{ sk: string; item: Item<T> }> = [];
   if (want === 0) return { entries };
   let after = request.last;
+  let examined = 0;
   for (;;) {
     const batch = await index.list<T>(pk, { after, limit: MAX_LIST_LIMIT });
     for (const entry of batch) {
+      if (++examined > maxExamined) return { entries, next: entries.at(-1)?.sk };
       if (!keep(entry)) continue;
       if (entries.length === want) return { entries, next: entries[entries.length - 1]!.sk };
       entries.push(entry);

@@ -49,14 +49,14 @@ export class Tags {
     }
   }
 
-  /** Removes every tag that points at `digest` (a manifest being deleted). */
-  async deletePointingAt(name: string, digest: string): Promise<void> {
+  /** Removes every tag that points at `digest` (a manifest being deleted), but those `keep` names. */
+  async deletePointingAt(name: string, digest: string, keep: (tag: string) => boolean = () => false): Promise<void> {
     let after: string | undefined;
     for (;;) {
       const batch = await this.ctx.index.list<{ digest: string }>(keys.tagPartition(name), { after, limit: MAX_LIST_LIMIT });
       for (const { sk, item } of batch) {
         // Only if still pointing there: a concurrent re-tag wins.
-        if (item.value.digest === digest) await this.ctx.index.delete(keys.tag(name, sk), item.version);
+        if (item.value.digest === digest && !keep(sk)) await this.ctx.index.delete(keys.tag(name, sk), item.version);
       }
       if (batch.length < MAX_LIST_LIMIT) return;
       after = batch[batch.length - 1]!.sk;

@@ -21,12 +21,10 @@ export async function tagsRoute(c: Context, registry: Registry, name: string): P
 export async function catalogRoute(c: Context, registry: Registry, visible?: (name: string) => boolean): Promise<Response> {
   onlyGet(c);
   const request = pageRequest(c);
-  const page = await registry.catalog.list(request);
+  const page = await registry.catalog.list(request, visible);
   const headers: Record<string, string> = {};
-  // Filtered after paging: a page may hold fewer than n (even none) and still link to the next.
   if (page.next) headers.Link = nextLink('/v2/_catalog', { n: request.n?.toString(), last: page.next });
-  const repositories = visible ? page.repositories.filter(visible) : page.repositories;
-  return jsonResponse(200, { repositories }, { contentType: 'application/json', headers, head: c.req.method === 'HEAD' });
+  return jsonResponse(200, { repositories: page.repositories }, { contentType: 'application/json', headers, head: c.req.method === 'HEAD' });
 }
 
 /** GET /v2/<name>/referrers/<digest>[?artifactType=] (spec.md#listing-referrers). */

@@ -58,7 +58,8 @@ async function postToken(c: Context, auth: Auth, client: string, qualify: Qualif
   checkService(auth, form.get('service') ?? undefined);
   const scopes = scopesOf(form.getAll('scope'));
   let user: string;
-  switch (form.get('grant_type')) {
+  const grant = form.get('grant_type');
+  switch (grant) {
     case 'password': {
       const username = form.get('username') ?? '';
       const login = await auth.login(username, form.get('password') ?? '', client);
@@ -89,7 +90,8 @@ async function postToken(c: Context, auth: Auth, client: string, qualify: Qualif
     issued_at: issued.issuedAt,
     scope: granted.map((g) => `${g.type}:${g.name}:${g.actions.join(',')}`).join(' '),
   };
-  if (form.get('access_type') === 'offline') answer.refresh_token = await refreshFor(auth, user);
+  // A refresh token is issued for a password only: one that renewed itself would live forever.
+  if (form.get('access_type') === 'offline' && grant === 'password') answer.refresh_token = await refreshFor(auth, user);
   return noStore(jsonResponse(200, answer));
 }
 

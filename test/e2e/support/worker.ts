@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { cloudEnv, type CloudStore } from './cloud-store.js';
-import { baseEnv, launch, type OutpostProcess } from './server.js';
+import { baseEnv, launch, type OutpostProcess, type StartOptions } from './server.js';
 
 /**
  * Outpost on workerd, the Workers runtime: `wrangler dev` (the project's wrangler, as
@@ -48,8 +48,19 @@ export function offlineWranglerEnv(logDir: string): NodeJS.ProcessEnv {
   };
 }
 
-/** `extra` adds settings (OUTPOST_CONFIG, the secrets it names); they arrive as secrets do. */
-export async function startWorker(store: CloudStore, extra: Record<string, string> = {}): Promise<OutpostProcess> {
+export interface WorkerOptions extends StartOptions {
+  /**
+   * wrangler's --log-level: at `info` (the default) wrangler drops what the worker writes with
+   * console.log (Outpost's access, audit and metrics lines); `log` keeps it in `logs()`.
+   */
+  logLevel?: 'info' | 'log';
+}
+
+/**
+ * `extra` adds settings (OUTPOST_CONFIG, the secrets it names); they arrive as secrets do.
+ * `options.authorization` signs in the start-up check, for a worker with `auth:` configured.
+ */
+export async function startWorker(store: CloudStore, extra: Record<string, string> = {}, options: WorkerOptions = {}): Promise<OutpostProcess> {
   const dir = mkdtempSync(join(tmpdir(), 'outpost-e2e-wrangler-'));
   const envFile = join(dir, 'outpost.env');
   const settings = Object.entries({ ...cloudEnv(store), ...extra }).map(([k, v]) => `${k}=${dotenvQuote(v)}`);
@@ -58,6 +69,7 @@ export async function startWorker(store: CloudStore, extra: Record<string, strin
   let worker: OutpostProcess | undefined;
   try {
     worker = await launch({
+      authorization: options.authorization,
       label: 'wrangler dev',
       command: process.execPath,
       args: [
@@ -75,7 +87,7 @@ export async function startWorker(store: CloudStore, extra: Record<string, strin
         join(dir, 'state'),
         '--show-interactive-dev-session=false',
         '--log-level',
-        'info',
+        options.logLevel ?? 'info',
       ],
       env: offlineWranglerEnv(join(dir, 'logs')),
       cwd: ROOT,
@@ -109,12 +121,16 @@ export async function startWorker(store: CloudStore, extra: Record<string, strin
 
 /**
  * A value as a .env line holds it: double-quoted (JSON escapes) unless it holds a double quote,
- * which dotenv does not unescape; then single-quoted, which dotenv takes literally.
+ * which dotenv does not unescape; then single-quoted, which dotenv takes literally. Either way
+ * every `$` is written `\$`: wrangler runs dotenv-expand over the parsed values, quoted or not,
+ * which would replace `$name` (the salt of a `pbkdf2-sha256$100000$<salt>$<key>` hash, say)
+ * by a variable's value or nothing, and turns `\$` back into `$`.
  */
 function dotenvQuote(value: string): string {
-  if (!value.includes('"')) return JSON.stringify(value);
+  const noExpansion = (quoted: string) => quoted.replaceAll('$', () => '\\$');
+  if (!value.includes('"')) return noExpansion(JSON.stringify(value));
   if (value.includes("'") || value.includes('\n')) throw new Error('a .env value with both quote kinds or a newline cannot be written');
-  return `'${value}'`;
+  return noExpansion(`'${value}'`);
 }
 
 /** TLS records start with content type 22 (handshake); no HTTP method does. */
