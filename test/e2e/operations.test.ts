@@ -7,7 +7,8 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { randomBlob } from '../support/images.js';
-import { baseEnv, CLI, startOutpost, type OutpostProcess } from './support/server.js';
+import { outpostCli } from './support/cli.js';
+import { baseEnv, startOutpost, type OutpostProcess } from './support/server.js';
 
 /**
  * Outpost started and stopped as an operator does: `outpost serve` (dist/entry/cli.js) with
@@ -44,24 +45,7 @@ async function serve(data: string, env: Record<string, string> = {}): Promise<Ou
 }
 
 /** Runs the command to its end (for commands that must not start): status and output. */
-function run(args: string[], env: Record<string, string> = {}): Promise<{ status: number | null; stdout: string; stderr: string }> {
-  return new Promise((done, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...baseEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.setEncoding('utf8').on('data', (s: string) => (stdout += s));
-    child.stderr.setEncoding('utf8').on('data', (s: string) => (stderr += s));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`outpost ${args.join(' ')} did not exit within 15 s; output:\n${stdout}${stderr}`));
-    }, 15_000);
-    child.on('error', reject);
-    child.on('exit', (status) => {
-      clearTimeout(timer);
-      done({ status, stdout, stderr });
-    });
-  });
-}
+const run = (args: string[], env: Record<string, string> = {}) => outpostCli(args, { env, timeoutMs: 15_000 });
 
 /** A request whose body the test sends piece by piece; `answer` settles with the response. */
 function openPut(url: string, length: number): { req: ClientRequest; answer: Promise<{ res: IncomingMessage; body: string }> } {

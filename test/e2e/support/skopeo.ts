@@ -22,3 +22,13 @@ export function skopeoBytes(...args: string[]): Promise<Buffer> {
 export async function skopeo(...args: string[]): Promise<string> {
   return (await skopeoBytes(...args)).toString('utf8');
 }
+
+/** A skopeo run that must fail: its error text. */
+export function skopeoRefused(...args: string[]): Promise<string> {
+  return skopeo(...args).then(
+    () => {
+      throw new Error(`skopeo ${args.join(' ')} succeeded`);
+    },
+    (err: Error) => err.message,
+  );
+}
