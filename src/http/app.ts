@@ -116,6 +116,8 @@ async function dispatch(c: Context, registry: Registry, connection: ConnectionIn
     const m = pattern.exec(path);
     if (!m) continue;
     const name = parseName(m[1]!);
+    // A refusal by routing (an unknown ?ns=, the mirror's content rules) is of this repository.
+    if (auth) c.set('audit', { action: actionOf(kind, c.req.method), repository: name });
     let target = registry.mirror.route(name, c.req.query('ns'));
     const arg = decodeSegment(m[2] ?? '', malformed);
     if (auth) target = authorise(c, auth, identity!, kind, name, target, arg, clientOf(c, connection));
