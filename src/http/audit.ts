@@ -2,13 +2,13 @@ import type { Context } from 'hono';
 
 /**
  * The audit log: one record per change (a manifest or blob stored, a blob mounted, a manifest
- * or blob deleted) and per request refused for who sent it (401, 403, and the 429 of too many
- * failed logins), handed to its own sink, apart from the access log. Routine requests (pulls,
+ * or blob deleted), per token issued to a user (a login, with what it grants), and per request
+ * refused for who sent it (401, 403, and the 429 of too many failed logins), handed to its own sink, apart from the access log. Routine requests (pulls,
  * upload chunks) write none. A record says who, what, where, the result, the client's address
  * and the request id; never a credential, a header or a query value.
  *
  *   {"msg":"audit","requestId","who","action","repository","reference","digest","from",
- *    "result","status","code","client"}
+ *    "scope","result","status","code","client"}
  *
  * result: ok (a change was made), denied (refused: bad credentials, no permission, an
  * immutable tag, too many logins), unauthenticated (no credentials were sent where they are
@@ -26,6 +26,8 @@ export interface AuditRecord {
   digest?: string;
   /** The source repository of a mount. */
   from?: string;
+  /** What a token issued to a user grants (`repository:team/app:pull,push ...`). */
+  scope?: string;
   result: 'ok' | 'denied' | 'unauthenticated';
   status: number;
   /** The OCI error code of a refusal. */
@@ -41,6 +43,8 @@ export interface AuditTarget {
   repository?: string;
   reference?: string;
   from?: string;
+  /** Set by the token endpoint when it issued a token to a user: what the token grants. */
+  granted?: string;
 }
 
 declare module 'hono' {
@@ -66,7 +70,7 @@ export function audit(c: Context, sink: AuditSink | undefined, client: string | 
     result = status === 401 && !sentCredentials && identity?.caller.kind !== 'user' ? 'unauthenticated' : 'denied';
     // A client's first anonymous try at the base route is how it finds the token endpoint.
     if (result === 'unauthenticated' && target.action === 'login') return;
-  } else if (status >= 200 && status < 300 && isChange(method, status, target)) {
+  } else if (status >= 200 && status < 300 && (isChange(method, status, target) || target.granted !== undefined)) {
     result = 'ok';
   } else {
     return;
@@ -82,6 +86,7 @@ export function audit(c: Context, sink: AuditSink | undefined, client: string | 
     reference: target.reference && cut(target.reference),
     digest: digest && cut(digest),
     from: target.from && cut(target.from),
+    scope: target.granted && cut(target.granted),
     result,
     status,
     code: result === 'ok' ? undefined : c.get('errorCode'),

@@ -118,6 +118,20 @@ describe('audit records', () => {
     ]);
   });
 
+  it('a token issued to a user is a login, with what it grants; an anonymous token and a Basic request are not', async () => {
+    const { request, records } = await setup();
+    expect((await request('/auth/token?service=outpost&scope=repository:team/app:pull,push&scope=repository:other/x:pull', { headers: READER })).status).toBe(200);
+    const form = 'grant_type=password&username=writer&password=' + PASSWORDS.writer + '&service=outpost&scope=repository:team/app:pull,push';
+    expect((await request('/auth/token', { method: 'POST', body: form, headers: { 'Content-Type': 'application/x-www-form-urlencoded' } })).status).toBe(200);
+    expect((await request('/auth/token?scope=repository:team/app:pull')).status).toBe(200);
+    expect((await request('/v2/team/app/tags/list', { headers: READER })).status).not.toBe(401);
+    const login = { msg: 'audit', action: 'login', result: 'ok', status: 200, client: CLIENT };
+    expect(records.map(strip)).toEqual([
+      { ...login, who: 'reader', scope: 'repository:team/app:pull' },
+      { ...login, who: 'writer', scope: 'repository:team/app:pull,push' },
+    ]);
+  });
+
   it('an anonymous client finding the token endpoint at /v2/ is not recorded', async () => {
     const { request, records } = await setup();
     expect((await request('/v2/')).status).toBe(401);

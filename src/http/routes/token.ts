@@ -1,7 +1,7 @@
 import type { Context } from 'hono';
 import type { Auth } from '../../core/auth/auth.js';
 import type { Caller } from '../../core/auth/access.js';
-import { parseScopes, type Scope } from '../../core/auth/scopes.js';
+import { parseScopes, type AccessEntry, type Scope } from '../../core/auth/scopes.js';
 import { OciError } from '../../core/errors.js';
 import { readCapped } from '../../core/streams.js';
 import { identify, tooManyLogins } from '../auth.js';
@@ -42,7 +42,9 @@ async function getToken(c: Context, auth: Auth, client: string, qualify: Qualify
   // A Bearer token is no credential here: tokens are got with a password or a refresh token.
   if (/^\s*bearer\s/i.test(c.req.header('authorization') ?? '')) throw badCredentials('send Basic credentials (or none) to get a token');
   const { caller } = await identify(c, auth, client);
-  const issued = await auth.tokens.issueAccess(subject(caller), auth.grant(caller, scopes, qualify));
+  const granted = auth.grant(caller, scopes, qualify);
+  const issued = await auth.tokens.issueAccess(subject(caller), granted);
+  if (caller.kind === 'user') c.set('audit', { action: 'login', granted: scopeText(granted) });
   const answer: Record<string, unknown> = { token: issued.token, access_token: issued.token, expires_in: issued.expiresIn, issued_at: issued.issuedAt };
   if (c.req.query('offline_token') === 'true' && caller.kind === 'user') answer.refresh_token = await refreshFor(auth, caller.name);
   return noStore(jsonResponse(200, answer));
@@ -83,16 +85,21 @@ async function postToken(c: Context, auth: Auth, client: string, qualify: Qualif
   c.set('identity', { caller });
   const granted = auth.grant(caller, scopes, qualify);
   const issued = await auth.tokens.issueAccess(user, granted);
+  c.set('audit', { action: 'login', granted: scopeText(granted) });
   const answer: Record<string, unknown> = {
     access_token: issued.token,
     token_type: 'Bearer',
     expires_in: issued.expiresIn,
     issued_at: issued.issuedAt,
-    scope: granted.map((g) => `${g.type}:${g.name}:${g.actions.join(',')}`).join(' '),
+    scope: scopeText(granted),
   };
   // A refresh token is issued for a password only: one that renewed itself would live forever.
   if (form.get('access_type') === 'offline' && grant === 'password') answer.refresh_token = await refreshFor(auth, user);
   return noStore(jsonResponse(200, answer));
+}
+
+function scopeText(granted: AccessEntry[]): string {
+  return granted.map((g) => `${g.type}:${g.name}:${g.actions.join(',')}`).join(' ');
 }
 
 function scopesOf(values: string[]): Scope[] {
