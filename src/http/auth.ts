@@ -63,7 +63,8 @@ function decodeBasic(value: string): { user: string; password: string } | undefi
 export function realmOf(c: Context, auth: Auth): string {
   if (auth.config.realm) return auth.config.realm;
   const url = new URL(c.req.url);
-  return `${url.origin}${TOKEN_PATH}`;
+  // The origin comes from the client's Host: Node takes `x",error="y` as a host, which must not end the quoted realm.
+  return `${url.origin}${TOKEN_PATH}`.replace(/["\\]/g, encodeURIComponent);
 }
 
 /** `Bearer realm="...",service="..."[,scope="..."][,error="..."]`; every value is ours or a validated name. */

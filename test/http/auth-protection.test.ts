@@ -363,3 +363,26 @@ describe('paths that could name one repository as another', () => {
     expectChallenge(team, { scope: 'repository:team/app:pull', error: 'insufficient_scope' });
   });
 });
+
+describe('challenges', () => {
+  it('a Host with a quote cannot add parameters to the challenge: the realm taken from it is percent-encoded', async () => {
+    const t = app();
+    const res = await t.app.request('http://x",error="y/v2/other/private/manifests/v1');
+    expect(res.status).toBe(401);
+    const header = res.headers.get('www-authenticate')!;
+    expect(header).toBe('Bearer realm="http://x%22,error=%22y/auth/token",service="outpost",scope="repository:other/private:pull"');
+  });
+
+  it('every 401 of the token endpoint carries a challenge (a Bearer credential, a wrong password, a bad refresh token)', async () => {
+    const t = app();
+    const form = (body: string) => t.request('/auth/token', { method: 'POST', body, headers: { 'Content-Type': 'application/x-www-form-urlencoded' } });
+    for (const res of [
+      await t.request('/auth/token', { headers: { Authorization: 'Bearer x' } }),
+      await form('grant_type=password&username=reader&password=wrong'),
+      await form('grant_type=refresh_token&refresh_token=not-a-token'),
+    ]) {
+      expect(res.status).toBe(401);
+      expect(res.headers.get('www-authenticate')).toMatch(/^Bearer realm="http:\/\/localhost\/auth\/token",service="outpost"$/);
+    }
+  });
+});

@@ -18,7 +18,7 @@ const HANG_MS = 5_000;
 
 const WIRE_CODES = new Set<string>(Object.values(ERRORS).map((e) => e.code));
 /** What a client's fault may be answered with (403: a write into a mirrored namespace). */
-const CLIENT_STATUSES = new Set([400, 403, 404, 405, 413, 415, 416]);
+export const CLIENT_STATUSES: ReadonlySet<number> = new Set([400, 403, 404, 405, 413, 415, 416]);
 
 export interface FuzzSubject {
   index: MetaIndex;
@@ -32,26 +32,34 @@ export interface FuzzSubject {
   close?: () => void;
 }
 
+/**
+ * Sends a fuzz request to `app` as a client would: undefined for a request no client could
+ * send (a target that does not parse, a method or header bytes the fetch API refuses).
+ */
+export function sender(app: Hono): (r: FuzzRequest) => Promise<Response | undefined> {
+  return async (r) => {
+    let url: URL;
+    try {
+      url = new URL(r.target, 'http://outpost');
+    } catch {
+      return undefined; // a target no client could send
+    }
+    let request: Request;
+    try {
+      request = new Request(url, { method: r.method, headers: r.headers, body: r.body as BodyInit | undefined });
+    } catch {
+      return undefined; // a request the fetch API refuses to build (a forbidden method, bad header bytes)
+    }
+    // As @hono/node-server passes it: the target as sent, beside the resolved URL.
+    return app.request(request, undefined, { incoming: { url: r.target } });
+  };
+}
+
 export async function runFuzz(subject: FuzzSubject, iterations: number): Promise<void> {
 
     const journal = new Journal(subject.index, subject.store, subject.coordination);
     const app = subject.app(journal.journalled());
-    const send = async (r: FuzzRequest): Promise<Response | undefined> => {
-      let url: URL;
-      try {
-        url = new URL(r.target, 'http://outpost');
-      } catch {
-        return undefined; // a target no client could send
-      }
-      let request: Request;
-      try {
-        request = new Request(url, { method: r.method, headers: r.headers, body: r.body as BodyInit | undefined });
-      } catch {
-        return undefined; // a request the fetch API refuses to build (a forbidden method, bad header bytes)
-      }
-      // As @hono/node-server passes it: the target as sent, beside the resolved URL.
-      return app.request(request, undefined, { incoming: { url: r.target } });
-    };
+    const send = sender(app);
 
     const known = await seed(send);
     known.names.push(...(subject.names ?? []));
@@ -162,12 +170,12 @@ async function startUpload(send: (r: FuzzRequest) => Promise<Response | undefine
   return location.split('/').pop()!;
 }
 
-/** What is wrong with an answer, if anything. */
-function checkAnswer(r: FuzzRequest, res: Response, text: string): string | undefined {
+/** What is wrong with an answer, if anything; `statuses` are the refusals a client's fault may get. */
+export function checkAnswer(r: FuzzRequest, res: Response, text: string, statuses: ReadonlySet<number> = CLIENT_STATUSES): string | undefined {
   if (res.status >= 500) return `answered ${res.status}: ${text.slice(0, 300)}`;
   if (r.method === 'HEAD' && text !== '') return 'a HEAD answer has a body';
   if (res.status < 400) return undefined;
-  if (!CLIENT_STATUSES.has(res.status)) return `answered ${res.status}, not a client-fault status`;
+  if (!statuses.has(res.status)) return `answered ${res.status}, not a client-fault status`;
   if (r.method === 'HEAD') return undefined;
   if (!/^application\/json\b/.test(res.headers.get('content-type') ?? '')) return `error Content-Type ${res.headers.get('content-type')}`;
   if (res.headers.get('content-length') !== String(Buffer.byteLength(text))) return 'error Content-Length does not match its body';
@@ -203,7 +211,7 @@ async function expectKnownIntact(send: (r: FuzzRequest) => Promise<Response | un
   }
 }
 
-function withDeadline<T>(work: Promise<T>): Promise<T | 'hang'> {
+export function withDeadline<T>(work: Promise<T>): Promise<T | 'hang'> {
   let timer: NodeJS.Timeout;
   const deadline = new Promise<'hang'>((resolve) => (timer = setTimeout(() => resolve('hang'), HANG_MS)));
   return Promise.race([work, deadline]).finally(() => clearTimeout(timer));

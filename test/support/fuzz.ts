@@ -43,6 +43,18 @@ export class Rng {
   }
 }
 
+/** Characters that break quoting, parsing or decoding somewhere: quotes, separators, controls, non-ASCII. */
+const HOSTILE = ['"', "'", '\\', ',', ';', '=', ':', ' ', '\t', '\u0000', '\u0001', '\u001f', '\u007f', '\r\n', '%', '%zz', '%00', '%0d%0a', '%22', '+', '&', '#', '?', '/', '..', 'é', '\u{1F600}', '\ud800', '\u00ff'];
+/** Keys that mean something to a JavaScript object. */
+export const PROTO_KEYS = ['__proto__', 'constructor', 'prototype', 'toString', 'hasOwnProperty', 'valueOf'];
+
+/** A random string of `n` pieces from printable ASCII and the hostile characters. */
+export function text(rng: Rng, n: number): string {
+  let out = '';
+  for (let i = 0; i < n; i++) out += rng.chance(0.2) ? rng.pick(HOSTILE) : String.fromCharCode(33 + rng.int(94));
+  return out;
+}
+
 /** What the fuzzer knows of the registry's contents, to aim requests at real things. */
 export interface Known {
   names: string[];

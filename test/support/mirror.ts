@@ -6,7 +6,7 @@ import type { MirrorConfig, UpstreamConfig } from '../../src/core/mirror/config.
 import { Metrics } from '../../src/core/metrics.js';
 import { createRegistry, type GateOptions, type RegistryOptions } from '../../src/core/registry/registry.js';
 import type { Auth } from '../../src/core/auth/auth.js';
-import type { ConnectionInfo } from '../../src/http/access-log.js';
+import type { AccessLogSink, ConnectionInfo } from '../../src/http/access-log.js';
 import type { AuditSink } from '../../src/http/audit.js';
 import { createApp } from '../../src/http/app.js';
 import type { BlobStore } from '../../src/ports/blob-store.js';
@@ -51,6 +51,7 @@ export interface MirrorTestOptions {
   /** Authentication and authorisation (src/core/auth), and where audit records go. */
   auth?: Promise<Auth>;
   audit?: AuditSink;
+  accessLog?: AccessLogSink;
 }
 
 export function mirrorTest(options: MirrorTestOptions = {}) {
@@ -78,7 +79,7 @@ export function mirrorTest(options: MirrorTestOptions = {}) {
       mirror: { config, upstreams: new Map([[upstream.name, client]]), metrics, instance: `i${i}`, sleep: (ms) => new Promise((r) => setTimeout(r, Math.min(ms, 5))) },
       gate: options.gate,
     });
-    const app = createApp({ registry, metrics: true, connection: options.connection, auth: options.auth, audit: options.audit });
+    const app = createApp({ registry, metrics: true, connection: options.connection, auth: options.auth, audit: options.audit, accessLog: options.accessLog });
     return { registry, app, metrics, request: (path: string, init?: RequestInit) => app.request(path, init) };
   });
   const first = instances[0]!;

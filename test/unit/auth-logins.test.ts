@@ -251,6 +251,12 @@ describe('password hashes', () => {
     for (const wrong of ['correct horse ', 'Correct horse', '', 'correct hors']) expect(await verifyPassword(wrong, hash)).toBe(false);
   });
 
+  it('refuse the password with NUL bytes added (HMAC pads its key with zeros, so PBKDF2 alone would take it)', async () => {
+    const hash = await hashPassword('pw', MIN_ITERATIONS);
+    expect(await verifyPassword('pw', hash)).toBe(true);
+    for (const padded of ['pw\0', 'pw\0\0\0', 'p\0w']) expect(await verifyPassword(padded, hash), JSON.stringify(padded)).toBe(false);
+  });
+
   it('are PBKDF2-HMAC-SHA-256 (RFC 7914 section 11 vector, first 32 bytes)', async () => {
     const key = Buffer.from('55ac046e56e3089fec1691c22544b605f94185216dde0465e68b9d57c20dacbc', 'hex');
     const hash = { iterations: 1, salt: new TextEncoder().encode('salt'), key: new Uint8Array(key) };

@@ -65,7 +65,8 @@ export async function hashPassword(password: string, iterations: number = DEFAUL
 export async function verifyPassword(password: string, hash: PasswordHash): Promise<boolean> {
   const bytes = new TextEncoder().encode(password);
   // Still derive, so that an over-long password is not told apart by its speed.
-  const tooLong = bytes.byteLength > MAX_PASSWORD_BYTES;
+  // A NUL is refused too: HMAC pads its key with zeros, so `pw` and `pw\0` derive the same key.
+  const tooLong = bytes.byteLength > MAX_PASSWORD_BYTES || bytes.includes(0);
   const derived = await derive(tooLong ? new Uint8Array(0) : bytes, hash.salt, hash.iterations);
   return constantTimeEqual(derived, hash.key) && !tooLong;
 }

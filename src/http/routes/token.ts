@@ -4,7 +4,7 @@ import type { Caller } from '../../core/auth/access.js';
 import { parseScopes, type AccessEntry, type Scope } from '../../core/auth/scopes.js';
 import { OciError } from '../../core/errors.js';
 import { readCapped } from '../../core/streams.js';
-import { identify, tooManyLogins } from '../auth.js';
+import { challenge, identify, tooManyLogins } from '../auth.js';
 import { methodNotAllowed } from '../errors.js';
 import { jsonResponse } from '../json.js';
 import { body } from '../request.js';
@@ -40,7 +40,7 @@ async function getToken(c: Context, auth: Auth, client: string, qualify: Qualify
   checkService(auth, c.req.query('service'));
   const scopes = scopesOf(c.req.queries('scope') ?? []);
   // A Bearer token is no credential here: tokens are got with a password or a refresh token.
-  if (/^\s*bearer\s/i.test(c.req.header('authorization') ?? '')) throw badCredentials('send Basic credentials (or none) to get a token');
+  if (/^\s*bearer\s/i.test(c.req.header('authorization') ?? '')) throw badCredentials(c, auth, 'send Basic credentials (or none) to get a token');
   const { caller } = await identify(c, auth, client);
   const granted = auth.grant(caller, scopes, qualify);
   const issued = await auth.tokens.issueAccess(subject(caller), granted);
@@ -67,13 +67,13 @@ async function postToken(c: Context, auth: Auth, client: string, qualify: Qualif
       const login = await auth.login(username, form.get('password') ?? '', client);
       c.set('identity', { caller: { kind: 'user', name: username.slice(0, 64) } });
       if (login.kind === 'rate-limited') throw tooManyLogins(login.retryAfterMs);
-      if (login.kind === 'bad') throw badCredentials('the user name or password is wrong');
+      if (login.kind === 'bad') throw badCredentials(c, auth, 'the user name or password is wrong');
       user = login.user;
       break;
     }
     case 'refresh_token': {
       const refreshed = await auth.tokens.verifyRefresh(form.get('refresh_token') ?? '').catch(() => undefined);
-      if (!refreshed || !(await auth.currentVersion(refreshed.sub, refreshed.ver))) throw badCredentials('the refresh token is not valid; sign in again');
+      if (!refreshed || !(await auth.currentVersion(refreshed.sub, refreshed.ver))) throw badCredentials(c, auth, 'the refresh token is not valid; sign in again');
       user = refreshed.sub;
       c.set('identity', { caller: { kind: 'user', name: user } });
       break;
@@ -123,8 +123,9 @@ async function refreshFor(auth: Auth, user: string): Promise<string> {
   return auth.tokens.issueRefresh(user, (await auth.passwordVersion(user))!);
 }
 
-function badCredentials(message: string): OciError {
-  return new OciError('UNAUTHORIZED', message);
+/** Every 401 names how to authenticate (RFC 9110 section 15.5.2). */
+function badCredentials(c: Context, auth: Auth, message: string): OciError {
+  return new OciError('UNAUTHORIZED', message, undefined, { 'WWW-Authenticate': challenge(c, auth) });
 }
 
 /** Tokens are credentials: no cache keeps them. */
