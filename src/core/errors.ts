@@ -34,6 +34,8 @@ export const ERRORS = {
   RANGE_NOT_SATISFIABLE: { code: 'SIZE_INVALID', status: 416, message: 'requested range not satisfiable' },
   UNAUTHORIZED: { code: 'UNAUTHORIZED', status: 401, message: 'authentication required' },
   DENIED: { code: 'DENIED', status: 403, message: 'requested access to the resource is denied' },
+  // An immutable tag that a push would move or a DELETE remove (core/registry/immutable-tags.ts).
+  TAG_IMMUTABLE: { code: 'DENIED', status: 403, message: 'the tag is immutable' },
   UNSUPPORTED: { code: 'UNSUPPORTED', status: 415, message: 'the operation is unsupported' },
   METHOD_NOT_ALLOWED: { code: 'UNSUPPORTED', status: 405, message: 'method not allowed for this route' },
   // A request the HTTP layer cannot even turn into a URL (a target of "*", a backslash, no Host).

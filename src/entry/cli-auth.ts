@@ -51,6 +51,10 @@ export async function hashPasswordCommand(args: string[], io: CredentialIo): Pro
     io.err('outpost hash-password: the password is empty\n');
     return 2;
   }
+  if (password.includes('\0')) {
+    io.err('outpost hash-password: the password holds a NUL character, which no login can send\n');
+    return 2;
+  }
   if (new TextEncoder().encode(password).byteLength > MAX_PASSWORD_BYTES) {
     io.err(`outpost hash-password: the password is longer than ${MAX_PASSWORD_BYTES} bytes\n`);
     return 2;

@@ -147,6 +147,9 @@ async function checkAuth(auth: Promise<Auth> | undefined): Promise<void> {
     if (err instanceof KeyImportError || err instanceof PasswordHashError) throw new StartupError(`auth: ${err.message}`);
     throw err;
   }
+  if (ready.config.rules.length === 0) {
+    console.error('outpost: WARNING: auth has no rules: every request is refused (README "Users, access rules and immutable tags")');
+  }
   if (ready.tokens.ephemeral) {
     console.error('outpost: note: auth.tokenKeys is not set: this process signs tokens with a key of its own, which other instances refuse (set tokenKeys when running more than one; outpost token-key makes one)');
   }

@@ -63,6 +63,7 @@ function build(env: Env) {
   if (config.store.kind !== 'cloud') throw new ConfigError(['OUTPOST_STORE must be "cloud" on Workers']);
   const log = createLog(config.logLevel, (line) => console.log(line));
   // A Worker faces the internet: without auth anyone who finds its URL can push and delete.
+  if (config.auth?.rules.length === 0) console.warn('outpost: WARNING: auth has no rules: every request is refused');
   if (!config.auth) console.warn('outpost: WARNING: no auth section in OUTPOST_CONFIG: anyone who reaches this Worker can pull, push, overwrite and delete (README "Authentication")');
   return { ...outpostApp(config, cloudAdapters(config.store, systemClock), { metricsRoute: false, log, connection: workersConnection }), log, gc: config.gc };
 }

@@ -163,6 +163,11 @@ function authorise(c: Context, auth: Auth, identity: Identity, kind: MirrorRoute
     ...target,
     admit: () => {
       const wait = auth.admitAnonymousFill(client);
+      if (wait > 0 && auth.config.anonymousFills.limit === 0) {
+        throw new OciError('UNAUTHORIZED', 'anonymous callers get only what this mirror holds; sign in to fetch from the upstream', undefined, {
+          'WWW-Authenticate': challenge(c, auth, scopeFor(name, 'pull')),
+        });
+      }
       if (wait > 0) {
         const seconds = String(Math.max(1, Math.ceil(wait / 1000)));
         throw new OciError('TOO_MANY_REQUESTS', `anonymous callers of this address started too many mirror fills; sign in, or try again in ${seconds} s`, undefined, {
@@ -198,8 +203,9 @@ function qualifications(registry: Registry, name: string): string[] {
   for (const ns of [undefined, ...registry.mirror.namespaces()]) {
     try {
       out.add(registry.mirror.route(name, ns).name);
-    } catch {
-      // Not routable that way.
+    } catch (err) {
+      // Not routable that way (an upstream's content rules refuse the name).
+      if (!(err instanceof OciError)) throw err;
     }
   }
   return [...out];

@@ -1,4 +1,5 @@
 import type { Context } from 'hono';
+import type { ErrorKind } from '../core/errors.js';
 
 /**
  * The audit log: one record per change (a manifest or blob stored, a blob mounted, a manifest
@@ -52,9 +53,19 @@ declare module 'hono' {
     audit: AuditTarget;
     /** The OCI code of the error answered (http/errors.ts), for the audit record. */
     errorCode: string;
+    /** Its kind in the one table (core/errors.ts): what decides whether a refusal is audited. */
+    errorKind: ErrorKind;
   }
 }
 
+/**
+ * The refusals of who asked: bad or missing credentials, no permission, an immutable tag, and
+ * (for a login) too many failed logins. An upstream's refusal (UPSTREAM_DENIED) or rate limit,
+ * and the anonymous fill limit, are not about the caller's rights: the access log has them.
+ */
+const REFUSALS: ReadonlySet<ErrorKind> = new Set(['UNAUTHORIZED', 'DENIED', 'TAG_IMMUTABLE', 'TOO_MANY_REQUESTS']);
+
+/** A repository name is at most 255 characters; a reference, a digest or a scope list is cut here. */
 const MAX_FIELD_CHARS = 256;
 
 /** Writes the audit record of a request that has one (after its response is made). */
@@ -64,7 +75,8 @@ export function audit(c: Context, sink: AuditSink | undefined, client: string | 
   const status = c.res.status;
   const method = c.req.method;
   let result: AuditRecord['result'];
-  if (status === 401 || status === 403 || (status === 429 && c.get('errorCode') === 'TOOMANYREQUESTS' && target.action === 'login')) {
+  const kind = c.get('errorKind');
+  if (kind !== undefined && REFUSALS.has(kind) && (kind !== 'TOO_MANY_REQUESTS' || target.action === 'login')) {
     const identity = c.get('identity');
     const sentCredentials = c.req.header('authorization') !== undefined;
     result = status === 401 && !sentCredentials && identity?.caller.kind !== 'user' ? 'unauthenticated' : 'denied';

@@ -11,6 +11,7 @@ import { jsonResponse } from './json.js';
 export function errorResponse(err: unknown, c: Context): Response {
   if (isOciError(err)) {
     c.set('errorCode', err.code);
+    c.set('errorKind', err.kind);
     // A 5xx is ours or an upstream's, never the client's: the operator needs to see it.
     if (err.status >= 500) console.error(`outpost: ${c.req.method} ${c.req.path.slice(0, 300)} answered ${err.status}${requestOf(c)}: ${err.message}`);
     return ociErrorResponse(err, c.req.method === 'HEAD');

@@ -255,7 +255,7 @@ describe('cold fills of anonymous callers', () => {
 describe('upstream requests of anonymous callers', () => {
   // Not only blob fills and manifests: every listing or check the mirror would ask the upstream
   // for counts against anonymousFills. With a limit of 0, an anonymous caller makes none.
-  it('with anonymousFills.limit 0: a HEAD of an uncached blob, tags/list and referrers are 429 and ask the upstream nothing', async () => {
+  it('with anonymousFills.limit 0: a HEAD of an uncached blob, tags/list and referrers are 401 (sign in to fetch) and ask the upstream nothing', async () => {
     const m = mirrorTest({ auth: Auth.create(config({ anonymousFills: { limit: 0, windowMs: 60_000 } })), connection: testConnection });
     const img = image({ layers: [100] });
     m.up.addImage('library/pub', 'latest', img);
@@ -270,7 +270,7 @@ describe('upstream requests of anonymous callers', () => {
     ];
     for (const [method, path] of paths) {
       const res = await m.request(path, { method });
-      await expectOciError(res, { status: 429, code: 'TOOMANYREQUESTS', head: method === 'HEAD' });
+      await expectOciError(res, { status: 401, code: 'UNAUTHORIZED', head: method === 'HEAD' });
       expectChallenge(res, { scope: 'repository:up/library/pub:pull' });
     }
     expect(m.up.requests, 'no upstream request for an anonymous caller').toEqual([]);

@@ -24,6 +24,20 @@ const stored = (t: T, b: Blob) => t.store.objects.has(objects.content(parseDiges
 const has = async (t: T, name: string, ref: string) => (await t.request(`/v2/${name}/manifests/${ref}`, { method: 'HEAD' })).status === 200;
 
 describe('hosted retention policies', () => {
+  it('never prune an immutable tag, however many newer tags there are', async () => {
+    const t = testApp({ immutableTags: [{ repositories: [compileGlob('team/**')], tags: /^v\d+$/, label: 'immutableTags[0]' }] });
+    const images = [image({ layers: [10] }), image({ layers: [20] }), image({ layers: [30] })];
+    for (const [i, img] of images.entries()) {
+      await t.pushImage('team/app', img, i === 2 ? 'latest' : `v${i + 1}`);
+      t.clock.advance(1000);
+    }
+    await t.pushImage('team/app', images[2]!, 'edge');
+    const report = await t.registry.gc({ graceMs: 0, hosted: [policy({ keepTags: 1, untaggedAfterMs: HOUR })] });
+    // Only latest and edge are counted (v1 and v2 are immutable): the older of the two goes.
+    expect(report.hosted?.tagsDeleted).toBe(1);
+    expect((await tags(t, 'team/app')).sort()).toEqual(['edge', 'v1', 'v2']);
+  });
+
   it('keeps the newest tags, deletes older ones, then their untagged manifests after the age, then their bytes', async () => {
     const t = testApp();
     const images = [image({ layers: [10] }), image({ layers: [20] }), image({ layers: [30] })];

@@ -1,3 +1,4 @@
+import { compileGlob } from '../../src/core/glob.js';
 import { describe, expect, it } from 'vitest';
 import { TOUCH_INTERVAL_MS } from '../../src/core/mirror/retention.js';
 import { parseDigest } from '../../src/core/oci/digest.js';
@@ -40,6 +41,16 @@ async function cachedImage(t: T, repo: string, layers: number[]) {
 const registry = (t: T) => t.instances[0]!.registry;
 
 describe('retention of mirrored content', () => {
+  it('is not stopped by immutable tags whose globs match mirrored names too (they cover hosted repositories only)', async () => {
+    const t = mirrorTest({ options: { immutableTags: [{ repositories: [compileGlob('**')], label: 'immutableTags[0]' }] } });
+    const img = await cachedImage(t, 'library/app', [50_000]);
+    await registry(t).gc({ graceMs: 0, retention: { maxAgeMs: 2 * HOUR } });
+    t.clock.advance(2 * HOUR + 1);
+    const report = await registry(t).gc({ graceMs: 0, retention: { maxAgeMs: 2 * HOUR } });
+    expect(report.retention?.evicted.age).toBe(3);
+    for (const b of [img.manifest, img.config, ...img.layers]) expect(await stored(t, b)).toBe(false);
+  });
+
   it('evicts what nobody pulled within maxAge, then collects its bytes; the next pull fills again', async () => {
     const t = mirrorTest();
     const img = await cachedImage(t, 'library/app', [50_000, 60_000]);

@@ -265,7 +265,7 @@ describe('the auth section', () => {
 
 describe('the immutableTags section', () => {
   it('reads its rules, labelled by where they are written', () => {
-    const config = read(`${HUB}immutableTags:\n  - repositories: ["team/**", "docker.io/library/*"]\n    tags: "v[0-9]+(\\\\.[0-9]+)*"\n  - repositories: ["release/*"]\n`);
+    const config = read(`${HUB}immutableTags:\n  - repositories: ["team/**", "base/*"]\n    tags: "v[0-9]+(\\\\.[0-9]+)*"\n  - repositories: ["release/*"]\n`);
     const [versions, all] = config.immutableTags;
     expect(versions).toMatchObject({ label: 'immutableTags[0]' });
     expect(['v1', 'v1.2.3', 'latest', 'xv1'].filter((t) => versions!.tags!.test(t))).toEqual(['v1', 'v1.2.3']);
@@ -275,6 +275,7 @@ describe('the immutableTags section', () => {
   });
 
   it.each([
+    ['a glob of mirrored repositories', `${HUB}immutableTags: [{ repositories: ["docker.io/library/*"] }]`, 'immutableTags[0].repositories[0]: names repositories mirrored from upstream "hub"; immutable tags apply to hosted repositories only'],
     ['a bad regular expression', 'immutableTags: [{ repositories: ["a/*"], tags: "v(" }]', 'immutableTags[0].tags: is not a valid regular expression'],
     ['no repositories', 'immutableTags: [{ tags: "v.*" }]', 'immutableTags[0].repositories: is required: the repository globs whose tags never move'],
     ['an unknown key', 'immutableTags: [{ repositories: ["a/*"], tag: "v.*" }]', 'immutableTags[0].tag: unknown key; the known keys are repositories, tags'],

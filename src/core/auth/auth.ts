@@ -18,7 +18,8 @@
  * Passwords: plaintext from secrets is hashed at start-up; a proven (user, password) pair is
  * remembered for VERIFIED_TTL_MS under a keyed digest (the plaintext is not kept), so Basic
  * on every blob request does not pay PBKDF2 each time. Failed logins are counted per client
- * address (limiter.ts) and answered 429 past the limit, without checking the password.
+ * address and user name, and per address (limiter.ts), and answered 429 past a limit, without
+ * checking the password.
  */
 import { AccessRules, ANONYMOUS, type Caller } from './access.js';
 import type { Action, AuthConfig } from './config.js';
@@ -111,7 +112,8 @@ export class Auth {
     // Every failed login costs the work of the costliest hash: a wrong user name, or a user with
     // a cheaper hash, is not told apart by its speed.
     const most = users.size > 0 ? Math.max(...[...users.values()].map((u) => u.hash.iterations)) : DEFAULT_ITERATIONS;
-    const dummy = await hashPassword(crypto.getRandomValues(new Uint8Array(16)).join(','), most);
+    // Random salt and key: nothing derives to it, and it costs nothing to make.
+    const dummy: PasswordHash = { iterations: most, salt: crypto.getRandomValues(new Uint8Array(16)), key: crypto.getRandomValues(new Uint8Array(32)) };
     return new Auth(config, tokens, users, dummy, crypto.getRandomValues(new Uint8Array(32)), now);
   }
 

@@ -53,6 +53,11 @@ export interface IssuedToken {
 
 /** Access tokens remembered as verified at once (each at most MAX_TOKEN_CHARS; ours are about 600 bytes). */
 const MAX_VERIFIED_TOKENS = 4096;
+/**
+ * Only tokens this short are remembered, so that the table holds at most 4096 x 4 KiB: anyone
+ * may get anonymous tokens, and one asking for 32 long scopes is about 10 KiB (checked each time).
+ */
+const MAX_REMEMBERED_TOKEN_CHARS = 4096;
 
 export class Tokens {
   private readonly verified = new Map<string, AccessClaims>();
@@ -137,8 +142,10 @@ export class Tokens {
     const access = payload.access;
     if (!Array.isArray(access) || !access.every(isAccessEntry)) throw new TokenError('the access claim is malformed');
     const claims = { sub: typeof payload.sub === 'string' ? payload.sub : '', access, exp: payload.exp! };
-    if (this.verified.size >= MAX_VERIFIED_TOKENS) this.verified.clear();
-    this.verified.set(token, claims);
+    if (token.length <= MAX_REMEMBERED_TOKEN_CHARS) {
+      if (this.verified.size >= MAX_VERIFIED_TOKENS) this.verified.clear();
+      this.verified.set(token, claims);
+    }
     return claims;
   }
 
@@ -199,7 +206,7 @@ async function importKey(configured: TokenKeyConfig): Promise<Key> {
   throw new KeyImportError(`token key "${kid}" is not an ES256 (P-256) or EdDSA (Ed25519) ${configured.privateKeyPem ? 'PKCS#8 private' : 'SPKI public'} key`);
 }
 
-/** A new ES256 key pair as PEM, for `outpost token-key`. */
+/** A new key pair (ES256 by default, or EdDSA) as PEM, for `outpost token-key`. */
 export async function generateTokenKey(alg: Algorithm = 'ES256'): Promise<{ privateKeyPem: string; publicKeyPem: string }> {
   const pair = await generateKeyPair(alg, { extractable: true, ...(alg === 'EdDSA' ? { crv: 'Ed25519' } : {}) });
   return { privateKeyPem: await exportPKCS8(pair.privateKey), publicKeyPem: await exportSPKI(pair.publicKey) };

@@ -1,4 +1,5 @@
 import type { ImmutableTagRule } from '../auth/config.js';
+import type { ImmutableTags } from './immutable-tags.js';
 import type { BlobStore } from '../../ports/blob-store.js';
 import type { Clock } from '../../ports/clock.js';
 import type { HashFactory } from '../../ports/hash.js';
@@ -59,4 +60,6 @@ export const DEFAULT_OPTIONS: RegistryOptions = {
 
 export interface Ctx extends Omit<RegistryDeps, 'options'> {
   options: RegistryOptions;
+  /** options.immutableTags over hosted repositories (immutable-tags.ts). */
+  immutable: ImmutableTags;
 }

@@ -12,7 +12,7 @@ import type { Ctx } from './context.js';
 import { keys, objects } from './keys.js';
 import { indexedAnnotations, type ReferrerEntry } from './referrers.js';
 import type { Tags } from './tags.js';
-import { hasImmutableTags, immutableRule, immutableTagError } from './immutable-tags.js';
+import { immutableTagError } from './immutable-tags.js';
 
 /**
  * Manifests of a repository (spec.md#pushing-manifests, #pulling-manifests, #deleting-manifests).
@@ -102,7 +102,7 @@ export class Manifests {
     if (!parsed.ok) throw manifestError(parsed);
     const manifest = parsed.manifest;
     const digest = this.digestFor(reference, bytes);
-    const immutable = reference.kind === 'tag' ? immutableRule(this.ctx.options.immutableTags ?? [], name, reference.tag) : undefined;
+    const immutable = reference.kind === 'tag' ? this.ctx.immutable.rule(name, reference.tag) : undefined;
     // Refused before anything is stored when the tag already names another manifest.
     if (immutable && reference.kind === 'tag') {
       const current = await this.tags.resolve(name, reference.tag);
@@ -243,19 +243,20 @@ export class Manifests {
    * With `version`, by digest only if the record is still the one at that version (retention).
    */
   async delete(name: string, reference: Reference, version?: number): Promise<void> {
-    const rules = this.ctx.options.immutableTags ?? [];
+    const { immutable } = this.ctx;
     if (reference.kind === 'tag') {
-      const immutable = immutableRule(rules, name, reference.tag);
-      if (immutable && (await this.tags.resolve(name, reference.tag)) !== undefined) throw immutableTagError(immutable, name, reference.tag, 'deleted');
+      const rule = immutable.rule(name, reference.tag);
+      // A covered tag is never deleted: not even one a push creates between a check and a delete.
+      if (rule) throw (await this.tags.resolve(name, reference.tag)) !== undefined ? immutableTagError(rule, name, reference.tag, 'deleted') : unknown(reference);
       if (!(await this.tags.delete(name, reference.tag))) throw unknown(reference);
       return;
     }
     const digest = reference.digest.value;
-    if (hasImmutableTags(rules, name)) {
+    if (immutable.covers(name)) {
       // Deleting by digest takes the manifest's tags with it.
       for (const tag of await this.tags.pointingAt(name, digest)) {
-        const immutable = immutableRule(rules, name, tag);
-        if (immutable) throw immutableTagError(immutable, name, tag, 'deleted');
+        const rule = immutable.rule(name, tag);
+        if (rule) throw immutableTagError(rule, name, tag, 'deleted');
       }
     }
     const item = await this.ctx.index.get<ManifestRecord & Json>(keys.manifest(name, digest));
@@ -272,10 +273,8 @@ export class Manifests {
     }
     await noteCandidate(ports, digest);
     if (!(await this.ctx.index.delete(keys.manifest(name, digest), item.version))) throw unknown(reference);
-    // An immutable tag that a push created since the check above stays: it then names a
-    // manifest whose record is gone (a miss) until that same manifest is pushed again, and it
-    // can never be moved to another.
-    await this.tags.deletePointingAt(name, digest, (tag) => immutableRule(rules, name, tag) !== undefined);
+    // An immutable tag that a push created since the check above stays (immutable-tags.ts).
+    await this.tags.deletePointingAt(name, digest, (tag) => immutable.rule(name, tag) !== undefined);
     if (item.value.subject) await this.ctx.index.delete(keys.referrer(name, item.value.subject, digest));
     await this.releaseRecord(name, item.value, named);
   }

@@ -14,6 +14,8 @@ import { runGc, type GcReport, type GcRunOptions } from '../gc/run.js';
 import { DEFAULT_OPTIONS, type Ctx, type RegistryDeps } from './context.js';
 import { reclaimLeftovers, type LeftoversReport, type ReclaimOptions } from './leftovers.js';
 import { Manifests } from './manifests.js';
+import { immutableTags } from './immutable-tags.js';
+import { isMirrored } from '../mirror/retention.js';
 import { Referrers } from './referrers.js';
 import { Tags } from './tags.js';
 import { Uploads } from './uploads.js';
@@ -75,7 +77,9 @@ export interface GateOptions {
 
 export function createRegistry(deps: RegistryDeps & { mirror?: MirrorDeps; gate?: GateOptions }): Registry {
   const { mirror, gate: gateOptions, ...rest } = deps;
-  const ctx: Ctx = { ...rest, options: { ...DEFAULT_OPTIONS, ...deps.options } };
+  const options = { ...DEFAULT_OPTIONS, ...deps.options };
+  const mirrorConfig = (mirror ?? NO_MIRROR).config;
+  const ctx: Ctx = { ...rest, options, immutable: immutableTags(options.immutableTags ?? [], (name) => isMirrored(mirrorConfig, name)) };
   const blobs = new Blobs(ctx);
   const tags = new Tags(ctx);
   const manifests = new Manifests(ctx, blobs, tags);
@@ -102,7 +106,7 @@ export function createRegistry(deps: RegistryDeps & { mirror?: MirrorDeps; gate?
       // Evicted first, so that a run without grace deletes what it evicted at once.
       const retention = options.retention ? await theMirror.retain(options.retention, { dryRun: options.dryRun, onEvict: options.onEvict }) : undefined;
       const hosted = options.hosted?.length
-        ? await retainHosted({ index: ctx.index, clock: ctx.clock, manifests, mirror: (mirror ?? NO_MIRROR).config, immutableTags: ctx.options.immutableTags }, options.hosted, { dryRun: options.dryRun, onEvict: options.onHostedEvict })
+        ? await retainHosted({ index: ctx.index, clock: ctx.clock, manifests, mirror: (mirror ?? NO_MIRROR).config, immutable: ctx.immutable }, options.hosted, { dryRun: options.dryRun, onEvict: options.onHostedEvict })
         : undefined;
       const report: RegistryGcReport = await runGc(gcPorts(ctx), { ...options, check: referenceCheck(ctx) });
       if (retention) report.retention = retention;

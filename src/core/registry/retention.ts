@@ -6,8 +6,7 @@ import { matchesAny } from '../glob.js';
 import { parseDigest } from '../oci/digest.js';
 import type { MirrorConfig } from '../mirror/config.js';
 import { isMirrored } from '../mirror/retention.js';
-import type { ImmutableTagRule } from '../auth/config.js';
-import { immutableRule } from './immutable-tags.js';
+import { NO_IMMUTABLE_TAGS, type ImmutableTags } from './immutable-tags.js';
 import { keys } from './keys.js';
 import type { ManifestRecord, Manifests } from './manifests.js';
 import { allItems } from './pages.js';
@@ -60,7 +59,7 @@ export interface HostedRetentionDeps {
   manifests: Manifests;
   mirror: MirrorConfig;
   /** Immutable tags are never pruned (immutable-tags.ts). */
-  immutableTags?: readonly ImmutableTagRule[];
+  immutable?: ImmutableTags;
 }
 
 const untaggedKey = (name: string, digest: string) => ({ pk: `untagged#${name}`, sk: digest });
@@ -74,7 +73,7 @@ export async function retainHosted(
   const report: HostedRetentionReport = { repositories: 0, tagsDeleted: 0, manifestsDeleted: 0 };
   if (policies.length === 0) return report;
   const dryRun = options.dryRun ?? false;
-  const immutableTags = deps.immutableTags ?? [];
+  const immutable = deps.immutable ?? NO_IMMUTABLE_TAGS;
   for await (const repo of allItems<Json>(deps.index, keys.reposPartition)) {
     const name = repo.sk;
     if (isMirrored(deps.mirror, name)) continue;
@@ -104,7 +103,7 @@ export async function retainHosted(
       // Cosign's tags (signatures, attestations, SBOMs, the referrers tag schema) are not releases:
       // never counted, never pruned; they go with their image (untaggedAfter, or a DELETE).
       const counted = tags
-        .filter((t) => !COSIGN_TAG.test(t.tag) && (!policy.tags || policy.tags.test(t.tag)) && !immutableRule(immutableTags, name, t.tag))
+        .filter((t) => !COSIGN_TAG.test(t.tag) && (!policy.tags || policy.tags.test(t.tag)) && !immutable.rule(name, t.tag))
         .sort((a, b) => b.at - a.at || (a.tag < b.tag ? -1 : 1));
       for (const t of counted.slice(policy.keepTags)) {
         options.onEvict?.({ name, what: t.tag, reason: 'keepTags' });
@@ -138,7 +137,8 @@ export async function retainHosted(
         // At the version read: a manifest pushed again since (a new tag with it) stays.
         await deps.manifests.delete(name, { kind: 'digest', digest: parseDigest(digest) }, version);
       } catch (err) {
-        if (!(err instanceof OciError && err.kind === 'MANIFEST_UNKNOWN')) throw err;
+        // Pushed again since, or tagged immutably since: either way it stays.
+        if (!(err instanceof OciError && (err.kind === 'MANIFEST_UNKNOWN' || err.kind === 'TAG_IMMUTABLE'))) throw err;
       }
       await deps.index.delete(untaggedKey(name, digest));
     }

@@ -104,6 +104,12 @@ export function readImmutableTags(value: unknown, path: string, ctx: SectionCont
   for (const { entries, at } of entriesOf(value, path, ctx.problems, MAX_IMMUTABLE_TAG_RULES, 'rules', IMMUTABLE_TAG_KEYS)) {
     if (field(entries, 'repositories') === undefined) ctx.problems.at(child(at, 'repositories'), 'is required: the repository globs whose tags never move');
     const repositories = qualifiedGlobs(field(entries, 'repositories'), child(at, 'repositories'), ctx.problems, upstreams);
+    // Mirrored tags are the upstream's (core/registry/immutable-tags.ts): a glob that can only
+    // name them would protect nothing.
+    stringList(field(entries, 'repositories'), child(at, 'repositories'), new Problems('')).forEach(({ value: glob, path: globPath }) => {
+      const upstream = upstreams.find((u) => glob.split('/')[0] === u.namespace);
+      if (upstream) ctx.problems.at(globPath, `names repositories mirrored from upstream "${upstream.name}"; immutable tags apply to hosted repositories only (mirrored tags follow the upstream)`);
+    });
     const tags = anchoredRegExp(field(entries, 'tags'), child(at, 'tags'), ctx.problems);
     rules.push({ repositories, ...(tags ? { tags } : {}), label: at });
   }
@@ -231,6 +237,10 @@ function readPassword(entries: Mapping, path: string, ctx: SectionContext, name:
     const at = child(path, 'passwordEnv');
     const plaintext = fromVariable(fromEnv, at, ctx, name === undefined ? 'a password' : `the password of ${quote(name)}`);
     if (plaintext === undefined) return undefined;
+    if (plaintext.includes('\0')) {
+      problems.at(at, `the ${variableKind(ctx)} ${String(fromEnv)} holds a NUL character, which no login can send`);
+      return undefined;
+    }
     if (new TextEncoder().encode(plaintext).byteLength > MAX_PASSWORD_BYTES) {
       problems.at(at, `the ${variableKind(ctx)} ${String(fromEnv)} holds more than ${MAX_PASSWORD_BYTES} bytes, the longest password Outpost checks`);
       return undefined;

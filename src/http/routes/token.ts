@@ -2,6 +2,7 @@ import type { Context } from 'hono';
 import type { Auth } from '../../core/auth/auth.js';
 import type { Caller } from '../../core/auth/access.js';
 import { parseScopes, type AccessEntry, type Scope } from '../../core/auth/scopes.js';
+import { TokenError } from '../../core/auth/tokens.js';
 import { OciError } from '../../core/errors.js';
 import { readCapped } from '../../core/streams.js';
 import { challenge, identify, tooManyLogins } from '../auth.js';
@@ -72,7 +73,10 @@ async function postToken(c: Context, auth: Auth, client: string, qualify: Qualif
       break;
     }
     case 'refresh_token': {
-      const refreshed = await auth.tokens.verifyRefresh(form.get('refresh_token') ?? '').catch(() => undefined);
+      const refreshed = await auth.tokens.verifyRefresh(form.get('refresh_token') ?? '').catch((err: unknown) => {
+        if (err instanceof TokenError) return undefined;
+        throw err;
+      });
       if (!refreshed || !(await auth.currentVersion(refreshed.sub, refreshed.ver))) throw badCredentials(c, auth, 'the refresh token is not valid; sign in again');
       user = refreshed.sub;
       c.set('identity', { caller: { kind: 'user', name: user } });
