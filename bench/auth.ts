@@ -21,6 +21,7 @@ import { compileGlob } from '../src/core/glob.js';
 import { createRegistry } from '../src/core/registry/registry.js';
 import { createApp } from '../src/http/app.js';
 import { systemClock } from '../src/ports/clock.js';
+import { median } from './harness.js';
 import { image } from '../test/support/images.js';
 
 const WARM = Number(process.env.BENCH_AUTH_REQUESTS ?? 2000);
@@ -104,11 +105,6 @@ async function main(): Promise<void> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
 }
 
 await main();

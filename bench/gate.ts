@@ -20,6 +20,7 @@ import { MediaType } from '../src/core/oci/media-types.js';
 import { createRegistry } from '../src/core/registry/registry.js';
 import { createApp } from '../src/http/app.js';
 import { systemClock } from '../src/ports/clock.js';
+import { median } from './harness.js';
 import { cosignPayload, generateSigner, signatureLayer, type TestAlgorithm, type TestSigner } from '../test/support/cosign-sign.js';
 import { blob, image } from '../test/support/images.js';
 
@@ -107,11 +108,6 @@ async function main(): Promise<void> {
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
-}
-
-function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  return s[Math.floor(s.length / 2)]!;
 }
 
 function p99(xs: number[]): number {

@@ -13,6 +13,13 @@ import { createServer } from 'node:net';
 export const MiB = 1024 * 1024;
 export const GiB = 1024 * MiB;
 
+/** The median of the samples (the mean of the two middle ones for an even count). */
+export function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+}
+
 /**
  * `size` bytes of incompressible content, produced chunk by chunk: one random MiB with its
  * chunk number stamped in front, so no two chunks are equal and nothing bigger than 1 MiB exists.

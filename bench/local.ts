@@ -1,7 +1,7 @@
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
-import { Content, GiB, drain, freePort, report, rss, send, start, timed, type Row, type Server } from './harness.js';
+import { Content, GiB, drain, freePort, median, report, rss, send, start, timed, type Row, type Server } from './harness.js';
 
 /**
  * Outpost on its embedded store against Docker Distribution 2.8 (Debian's docker-registry,
@@ -39,7 +39,6 @@ async function measure(server: Server, rounds: Content[]) {
     pushes.push((await timed(() => push(server, content))).seconds);
     pulls.push((await timed(() => pull(server, content))).seconds);
   }
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
   return { push: median(pushes), pull: median(pulls), rssGrowth: rss(server.pid).peak - idle };
 }
 

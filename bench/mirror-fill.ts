@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBlob, type Blob } from '../test/support/images.js';
 import { seedBlob, startUpstreamRegistry, type UpstreamRegistry } from '../test/e2e/support/upstream-registry.js';
-import { MiB, getHashed, table, type HashedGet } from './harness.js';
+import { MiB, getHashed, median, table, type HashedGet } from './harness.js';
 import { killOnExit, startOutpost, type Instance } from './mirror-peers.js';
 
 /**
@@ -32,12 +32,6 @@ const WARM_UP_BYTES = 16 * MiB;
 /** Clock ticks a second of /proc/<pid>/stat's utime and stime (USER_HZ, 100 on Linux). */
 const TICKS_PER_SECOND = 100;
 const REPOSITORY = 'library/fill';
-
-const median = (xs: number[]) => {
-  const s = [...xs].sort((a, b) => a - b);
-  const m = s.length >> 1;
-  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
-};
 
 /** CPU seconds (user + system, every thread) the process has used so far. */
 function cpuSeconds(pid: number): number {

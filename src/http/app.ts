@@ -8,7 +8,7 @@ import { parseName } from '../core/oci/reference.js';
 import type { Registry } from '../core/registry/registry.js';
 import { requestLog, type AccessLogSink, type ConnectionInfo } from './access-log.js';
 import { audit, type AuditSink } from './audit.js';
-import { actionOf, challenge, enforce, identify, scopeFor } from './auth.js';
+import { actionOf, challenge, enforce, identify, retryAfterSeconds, scopeFor } from './auth.js';
 import { errorResponse, methodNotAllowed } from './errors.js';
 import { hasDotSegment } from './request.js';
 import { blobRoute } from './routes/blobs.js';
@@ -169,7 +169,7 @@ function authorise(c: Context, auth: Auth, identity: Identity, kind: MirrorRoute
         });
       }
       if (wait > 0) {
-        const seconds = String(Math.max(1, Math.ceil(wait / 1000)));
+        const seconds = String(retryAfterSeconds(wait));
         throw new OciError('TOO_MANY_REQUESTS', `anonymous callers of this address started too many mirror fills; sign in, or try again in ${seconds} s`, undefined, {
           'Retry-After': seconds,
           'WWW-Authenticate': challenge(c, auth, scopeFor(name, 'pull')),
@@ -179,12 +179,16 @@ function authorise(c: Context, auth: Auth, identity: Identity, kind: MirrorRoute
   };
 }
 
-/** Authentication that could not start (a token key that does not import) refuses every request, saying so. */
+/**
+ * Authentication that could not start (a token key that does not import) refuses every
+ * request: why goes to the log (the entry point's start-up check says it on Node), not to clients.
+ */
 async function started(auth: Promise<Auth>): Promise<Auth> {
   try {
     return await auth;
   } catch (err) {
-    throw new OciError('MISCONFIGURED', `authentication could not start: ${String((err as Error).message).slice(0, 200)}`);
+    console.error(`outpost: authentication could not start: ${String((err as Error).message).slice(0, 200)}`);
+    throw new OciError('MISCONFIGURED', 'authentication could not start; the operator finds why in the log');
   }
 }
 

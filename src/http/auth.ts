@@ -100,8 +100,13 @@ export async function identify(c: Context, auth: Auth, client: string): Promise<
   }
 }
 
+/** Whole seconds for Retry-After: at least 1, rounded up. */
+export function retryAfterSeconds(ms: number): number {
+  return Math.max(1, Math.ceil(ms / 1000));
+}
+
 export function tooManyLogins(retryAfterMs: number): OciError {
-  const seconds = Math.max(1, Math.ceil(retryAfterMs / 1000));
+  const seconds = retryAfterSeconds(retryAfterMs);
   return new OciError('TOO_MANY_REQUESTS', `too many failed logins from this address; try again in ${seconds} s`, undefined, { 'Retry-After': String(seconds) });
 }
 
