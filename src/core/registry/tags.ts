@@ -1,8 +1,8 @@
-import { MAX_LIST_LIMIT, type Json } from '../../ports/meta-index.js';
+import type { Json } from '../../ports/meta-index.js';
 import { OciError } from '../errors.js';
 import type { Ctx } from './context.js';
 import { keys } from './keys.js';
-import { readPage, type PageRequest } from './pages.js';
+import { allItems, readPage, type PageRequest } from './pages.js';
 
 /** A hosted tag: the manifest it points at, and when it was last pushed (hosted retention). Absent on tags from before. */
 export interface TagItem {
@@ -40,26 +40,15 @@ export class Tags {
   /** The tags that point at `digest`. */
   async pointingAt(name: string, digest: string): Promise<string[]> {
     const out: string[] = [];
-    let after: string | undefined;
-    for (;;) {
-      const batch = await this.ctx.index.list<{ digest: string }>(keys.tagPartition(name), { after, limit: MAX_LIST_LIMIT });
-      for (const { sk, item } of batch) if (item.value.digest === digest) out.push(sk);
-      if (batch.length < MAX_LIST_LIMIT) return out;
-      after = batch[batch.length - 1]!.sk;
-    }
+    for await (const { sk, item } of allItems<{ digest: string }>(this.ctx.index, keys.tagPartition(name))) if (item.value.digest === digest) out.push(sk);
+    return out;
   }
 
   /** Removes every tag that points at `digest` (a manifest being deleted), but those `keep` names. */
   async deletePointingAt(name: string, digest: string, keep: (tag: string) => boolean = () => false): Promise<void> {
-    let after: string | undefined;
-    for (;;) {
-      const batch = await this.ctx.index.list<{ digest: string }>(keys.tagPartition(name), { after, limit: MAX_LIST_LIMIT });
-      for (const { sk, item } of batch) {
-        // Only if still pointing there: a concurrent re-tag wins.
-        if (item.value.digest === digest && !keep(sk)) await this.ctx.index.delete(keys.tag(name, sk), item.version);
-      }
-      if (batch.length < MAX_LIST_LIMIT) return;
-      after = batch[batch.length - 1]!.sk;
+    for await (const { sk, item } of allItems<{ digest: string }>(this.ctx.index, keys.tagPartition(name))) {
+      // Only if still pointing there: a concurrent re-tag wins.
+      if (item.value.digest === digest && !keep(sk)) await this.ctx.index.delete(keys.tag(name, sk), item.version);
     }
   }
 }

@@ -1,7 +1,7 @@
 /**
  * The configuration document: one YAML (or JSON, which is YAML) document for everything that is
  * more than a flat OUTPOST_* setting. This module parses it with limits and hands each
- * top-level section to its own parser; a section that a later version will read is refused,
+ * top-level section to its own parser; an unknown section (misspelt, or of a later version) is refused,
  * never ignored. Runtime-agnostic: the entry point passes the text in.
  */
 import { LineCounter, parseDocument, type YAMLError } from 'yaml';
@@ -44,12 +44,6 @@ export function defaultDocument(runtime: 'node' | 'workers'): ConfigDocument {
 }
 
 const SECTIONS = ['upstreams', 'hosted', 'mirror', 'gc', 'policies', 'auth', 'immutableTags'] as const;
-
-/**
- * Sections that later versions of Outpost read. An operator who writes one must not believe a
- * gate is on when it is not, so they are refused with what would not happen.
- */
-const LATER_SECTIONS: Readonly<Record<string, string>> = {};
 
 export interface DocumentInput {
   text: string;
@@ -132,7 +126,8 @@ function readSections(value: unknown, ctx: SectionContext): ConfigDocument {
   const document = defaultDocument(ctx.runtime);
   // An empty document (or one of comments only) configures nothing.
   if (value === null || value === undefined) return document;
-  const sections = mapping(value, '', ctx.problems, { known: SECTIONS, refused: LATER_SECTIONS });
+  // An unknown section (a misspelt one, or one of a later version) is refused, never ignored.
+  const sections = mapping(value, '', ctx.problems, { known: SECTIONS });
   if (!sections) return document;
   // `mirror:` with nothing under it is the section left empty, not a mistake.
   const section = (key: (typeof SECTIONS)[number]) => field(sections, key) ?? undefined;
