@@ -39,8 +39,10 @@ export async function hashPasswordCommand(args: string[], io: CredentialIo): Pro
       io.out(HASH_PASSWORD_USAGE);
       return 0;
     }
-    const value = arg === '--iterations' ? args[++i] : arg.startsWith('--iterations=') ? arg.slice('--iterations='.length) : undefined;
-    if (value === undefined) return usage(io, 'hash-password', `unknown argument "${arg.slice(0, 80)}"`, HASH_PASSWORD_USAGE);
+    const found = option(args, i, '--iterations');
+    if (!found) return usage(io, 'hash-password', `unknown argument "${arg.slice(0, 80)}"`, HASH_PASSWORD_USAGE);
+    i = found.last;
+    const value = found.value ?? '';
     if (!/^\d{1,9}$/.test(value) || Number(value) < MIN_ITERATIONS || Number(value) > NODE_MAX_ITERATIONS) {
       return usage(io, 'hash-password', `--iterations must be an integer from ${MIN_ITERATIONS} to ${NODE_MAX_ITERATIONS}`, HASH_PASSWORD_USAGE);
     }
@@ -71,12 +73,25 @@ export async function tokenKeyCommand(args: string[], io: CredentialIo): Promise
       io.out(TOKEN_KEY_USAGE);
       return 0;
     }
-    const value = arg === '--alg' ? args[++i] : arg.startsWith('--alg=') ? arg.slice('--alg='.length) : undefined;
-    if (value !== 'ES256' && value !== 'EdDSA') return usage(io, 'token-key', value === undefined ? `unknown argument "${arg.slice(0, 80)}"` : '--alg must be ES256 or EdDSA', TOKEN_KEY_USAGE);
-    alg = value;
+    const found = option(args, i, '--alg');
+    if (!found) return usage(io, 'token-key', `unknown argument "${arg.slice(0, 80)}"`, TOKEN_KEY_USAGE);
+    i = found.last;
+    if (found.value !== 'ES256' && found.value !== 'EdDSA') return usage(io, 'token-key', '--alg must be ES256 or EdDSA', TOKEN_KEY_USAGE);
+    alg = found.value;
   }
   io.out((await generateTokenKey(alg)).privateKeyPem.trimEnd() + '\n');
   return 0;
+}
+
+/**
+ * `--name value` or `--name=value` at args[i]: its value (undefined when the value is missing)
+ * and the index of the last argument it took; undefined when args[i] is another argument.
+ */
+export function option(args: string[], i: number, name: string): { value: string | undefined; last: number } | undefined {
+  const arg = args[i]!;
+  if (arg === name) return { value: args[i + 1], last: i + 1 };
+  if (arg.startsWith(`${name}=`)) return { value: arg.slice(name.length + 1), last: i };
+  return undefined;
 }
 
 function usage(io: CredentialIo, command: string, message: string, text: string): number {

@@ -31,7 +31,7 @@
 import { readFileSync, realpathSync, writeSync } from 'node:fs';
 import { constants } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import { hashPasswordCommand, readStdinSecret, tokenKeyCommand, type CredentialIo } from './cli-auth.js';
+import { hashPasswordCommand, option, readStdinSecret, tokenKeyCommand, type CredentialIo } from './cli-auth.js';
 import { ConfigError, type Config } from './config.js';
 import { createLog } from './log.js';
 import { DEFAULT_RECLAIM_AGE_MS } from '../ports/blob-store.js';
@@ -176,9 +176,11 @@ async function gc(args: string[], io: Io): Promise<number> {
       io.out(GC_USAGE);
       return 0;
     }
+    const found = option(args, i, '--grace');
     if (arg === '--dry-run') dryRun = true;
-    else if (arg === '--grace' || arg.startsWith('--grace=')) {
-      grace = arg === '--grace' ? args[++i] : arg.slice('--grace='.length);
+    else if (found) {
+      i = found.last;
+      grace = found.value;
       if (grace === undefined) return usageError(io, 'gc', '--grace needs a duration, like 0s, 30m, 24h');
     } else return usageError(io, 'gc', `unknown argument "${arg.slice(0, 80)}"`);
   }

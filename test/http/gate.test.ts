@@ -9,7 +9,7 @@ import { createApp } from '../../src/http/app.js';
 import type { AccessRecord } from '../../src/http/access-log.js';
 import { testApp } from '../support/app.js';
 import { cosignPayload, generateSigner, signatureLayer, type TestSigner } from '../support/cosign-sign.js';
-import { blob, image, index, sha256, type Blob, type Image } from '../support/images.js';
+import { blob, image, sha256, type Blob, type Image } from '../support/images.js';
 import { mirrorTest } from '../support/mirror.js';
 
 /**
@@ -189,15 +189,7 @@ describe('the signature gate on hosted repositories', () => {
     const signer = await generateSigner('ecdsa-p256');
     const other = await generateSigner('ecdsa-p256');
     const t = testApp({}, { gate: { policies: [policy([signer])] } });
-    const amd = image({ layers: [17] });
-    const arm = image({ layers: [18] });
-    await t.pushImage('team/multi', amd, amd.manifest.digest);
-    await t.pushImage('team/multi', arm, arm.manifest.digest);
-    const list = index([
-      { manifest: amd.manifest, arch: 'amd64' },
-      { manifest: arm.manifest, arch: 'arm64' },
-    ]);
-    expect((await t.pushManifest('team/multi', 'v1', list)).status).toBe(201);
+    const { amd, arm, list } = await t.pushIndex('team/multi', [17, 18]);
     await pushSignature(t, 'team/multi', await signature(signer, list.digest));
     // A child asked first is refused (it has no signature of its own); after its index, served.
     await denied(await t.request(`/v2/team/multi/manifests/${amd.manifest.digest}`), 'release-signed');

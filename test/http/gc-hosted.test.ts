@@ -85,15 +85,7 @@ describe('hosted retention policies', () => {
 
   it("never deletes an index's children or a present manifest's referrers, and deletes a manifest pushed by digest and never tagged", async () => {
     const t = testApp();
-    const amd = image({ layers: [11] });
-    const arm = image({ layers: [12] });
-    await t.pushImage('team/multi', amd, amd.manifest.digest);
-    await t.pushImage('team/multi', arm, arm.manifest.digest);
-    const list = index([
-      { manifest: amd.manifest, arch: 'amd64' },
-      { manifest: arm.manifest, arch: 'arm64' },
-    ]);
-    expect((await t.pushManifest('team/multi', 'v1', list)).status).toBe(201);
+    const { amd, arm, list } = await t.pushIndex('team/multi', [11, 12]);
     const sig = artifact(list, 'application/vnd.example.signature');
     await t.pushImage('team/multi', sig, sig.manifest.digest);
     const loose = image({ layers: [13] });

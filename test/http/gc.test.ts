@@ -4,7 +4,7 @@ import { parseDigest } from '../../src/core/oci/digest.js';
 import { keys, objects } from '../../src/core/registry/keys.js';
 import { streamOf } from '../../src/core/streams.js';
 import { testApp } from '../support/app.js';
-import { artifact, image, index, randomBlob, type Blob } from '../support/images.js';
+import { artifact, image, randomBlob, type Blob } from '../support/images.js';
 import { mirrorTest } from '../support/mirror.js';
 
 /**
@@ -64,15 +64,7 @@ describe('garbage collection', () => {
 
   it('keeps the children of an index until the index goes, and a referrer beside its subject', async () => {
     const t = testApp();
-    const amd = image({ layers: [50] });
-    const arm = image({ layers: [60] });
-    await t.pushImage('multi', amd, amd.manifest.digest);
-    await t.pushImage('multi', arm, arm.manifest.digest);
-    const list = index([
-      { manifest: amd.manifest, arch: 'amd64' },
-      { manifest: arm.manifest, arch: 'arm64' },
-    ]);
-    expect((await t.pushManifest('multi', 'v1', list)).status).toBe(201);
+    const { amd, arm, list } = await t.pushIndex('multi', [50, 60]);
     const sig = artifact(amd.manifest, 'application/vnd.example.signature');
     await t.pushImage('multi', sig, sig.manifest.digest);
     for (const m of [amd.manifest, arm.manifest]) expect((await del(t, `/v2/multi/manifests/${m.digest}`)).status).toBe(202);

@@ -8,7 +8,7 @@ import type { AuditSink } from '../../src/http/audit.js';
 import type { MetaIndex } from '../../src/ports/meta-index.js';
 import { createApp } from '../../src/http/app.js';
 import { TestClock } from './clock.js';
-import type { Blob, Image } from './images.js';
+import { image, index as imageIndex, type Blob, type Image } from './images.js';
 
 export { TestClock };
 
@@ -49,7 +49,22 @@ export function testApp(options: Partial<RegistryOptions> = {}, http: { connecti
     return res;
   }
 
-  return { app, request, clock, store, index, registry, pushBlob, pushManifest, pushImage };
+  /** Two images pushed by digest, and a two-platform index of them pushed as `tag`. */
+  async function pushIndex(name: string, layers: [number, number], tag = 'v1') {
+    const amd = image({ layers: [layers[0]] });
+    const arm = image({ layers: [layers[1]] });
+    await pushImage(name, amd, amd.manifest.digest);
+    await pushImage(name, arm, arm.manifest.digest);
+    const list = imageIndex([
+      { manifest: amd.manifest, arch: 'amd64' },
+      { manifest: arm.manifest, arch: 'arm64' },
+    ]);
+    const res = await pushManifest(name, tag, list);
+    if (res.status !== 201) throw new Error(`push index: ${res.status} ${await res.text()}`);
+    return { amd, arm, list };
+  }
+
+  return { app, request, clock, store, index, registry, pushBlob, pushManifest, pushImage, pushIndex };
 }
 
 export async function errorCode(res: Response): Promise<string | undefined> {

@@ -2,6 +2,8 @@ import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
+import { importPKCS8 } from 'jose';
+import { parsePasswordHash, verifyPassword } from '../../src/core/auth/passwords.js';
 import { runCli, usage } from '../../src/entry/cli.js';
 
 /** runCli with captured output and an environment of its own. */
@@ -61,5 +63,51 @@ describe('the outpost command', () => {
     const r = await cli(['serve'], { OUTPOST_DATA_DIR: data, OUTPOST_PORT: '0' });
     expect(r.status).toBe(2);
     expect(r.err).toBe(`outpost: cannot open the index "${join(data, 'index.db')}": file is not a database (SQLITE_NOTADB)\n`);
+  });
+});
+
+describe('the credential commands', () => {
+  /** runCli with a password typed on stdin. */
+  async function typed(argv: string[], password: string) {
+    let out = '';
+    let err = '';
+    const status = await runCli(argv, { out: (t) => void (out += t), err: (t) => void (err += t), env: {}, readSecret: async () => password });
+    return { status, out, err };
+  }
+
+  it('hash-password takes --iterations N and --iterations=N; the hash verifies and never holds the password', async () => {
+    for (const argv of [['hash-password', '--iterations', '10000'], ['hash-password', '--iterations=10000']]) {
+      const r = await typed(argv, 'pw-123');
+      expect(r.status, r.err).toBe(0);
+      const hash = parsePasswordHash(r.out.trim());
+      expect(hash.iterations).toBe(10000);
+      expect(await verifyPassword('pw-123', hash)).toBe(true);
+      expect(r.out).not.toContain('pw-123');
+    }
+  });
+
+  it.each([
+    [['hash-password', '--iterations'], 'pw', '--iterations must be an integer'],
+    [['hash-password', '--iterations=9'], 'pw', '--iterations must be an integer'],
+    [['hash-password', '--rounds=10000'], 'pw', 'unknown argument "--rounds=10000"'],
+    [['hash-password'], '', 'the password is empty'],
+    [['hash-password'], 'a\0b', 'NUL'],
+    [['token-key', '--alg', 'RS256'], '', '--alg must be ES256 or EdDSA'],
+    [['token-key', '--alg'], '', '--alg must be ES256 or EdDSA'],
+    [['token-key', '--size=2048'], '', 'unknown argument "--size=2048"'],
+  ])('%j refuses with exit 2', async (argv, password, message) => {
+    const r = await typed(argv, password);
+    expect(r.status).toBe(2);
+    expect(r.out).toBe('');
+    expect(r.err).toContain(message);
+  });
+
+  it('token-key prints a PKCS#8 key of the asked algorithm (--alg EdDSA and --alg=ES256)', async () => {
+    for (const [argv, alg] of [[['token-key', '--alg', 'EdDSA'], 'EdDSA'], [['token-key', '--alg=ES256'], 'ES256']] as const) {
+      const r = await typed([...argv], '');
+      expect(r.status, r.err).toBe(0);
+      expect(r.out).toMatch(/^-----BEGIN PRIVATE KEY-----\n[\s\S]+\n-----END PRIVATE KEY-----\n$/);
+      await expect(importPKCS8(r.out, alg)).resolves.toBeDefined();
+    }
   });
 });

@@ -105,3 +105,6 @@ export function encodeBase64(bytes: Uint8Array): string {
   for (let i = 0; i < bytes.length; i += 0x8000) binary += String.fromCharCode(...bytes.subarray(i, i + 0x8000));
   return btoa(binary);
 }
+
+/** An 8192-bit RSA signature is 1368 base64 characters; anything much longer is not a signature (a layer's, a SET's, a log entry's). */
+export const MAX_SIGNATURE_B64_CHARS = 4096;

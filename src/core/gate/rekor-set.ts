@@ -1,4 +1,4 @@
-import { bytesEqual, decodeBase64, decodeFirstPem, isJsonObject as isObject } from './encoding.js';
+import { bytesEqual, decodeBase64, decodeFirstPem, isJsonObject as isObject, MAX_SIGNATURE_B64_CHARS } from './encoding.js';
 import { verifySignature, type PublicKey } from './keys.js';
 
 /**
@@ -38,7 +38,6 @@ export type TlogVerdict = { ok: true; entry: TlogEntry } | { ok: false; reason: 
 
 /** A bundle annotation is a few KB (its body holds the signer's key or certificate); a much larger one is refused before parsing. */
 export const MAX_BUNDLE_CHARS = 64 * 1024;
-const MAX_B64_SIGNATURE_CHARS = 4096;
 
 export interface RekorBundleInput {
   /** The annotation's value, verbatim. */
@@ -68,7 +67,7 @@ export async function verifyRekorBundle(input: RekorBundleInput): Promise<TlogVe
 
   const logKey = input.logKeys.find((k) => k.fingerprint === logID);
   if (!logKey) return reject('tlog-unknown-log', 'the entry is from a transparency log that is not trusted');
-  const set = decodeBase64(setB64, MAX_B64_SIGNATURE_CHARS);
+  const set = decodeBase64(setB64, MAX_SIGNATURE_B64_CHARS);
   if (!set) return reject('tlog-malformed', 'SignedEntryTimestamp is not base64');
   // RFC 8785: keys sorted by code unit, no whitespace, ECMAScript string and number forms.
   const canonical = `{"body":${JSON.stringify(body)},"integratedTime":${integratedTime},"logID":${JSON.stringify(logID)},"logIndex":${logIndex}}`;
@@ -88,7 +87,7 @@ export async function verifyRekorBundle(input: RekorBundleInput): Promise<TlogVe
   const data = isObject(spec.data) ? spec.data : {};
   const hash = isObject(data.hash) ? data.hash : {};
 
-  const entrySig = typeof sig.content === 'string' ? decodeBase64(sig.content, MAX_B64_SIGNATURE_CHARS) : undefined;
+  const entrySig = typeof sig.content === 'string' ? decodeBase64(sig.content, MAX_SIGNATURE_B64_CHARS) : undefined;
   if (!entrySig || !bytesEqual(entrySig, input.signature)) return reject('tlog-signature-mismatch', 'the entry holds another signature');
 
   const keyPem = typeof key.content === 'string' ? decodeBase64(key.content, MAX_BUNDLE_CHARS) : undefined;

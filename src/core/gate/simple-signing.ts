@@ -1,5 +1,5 @@
 import { tryParseDigest } from '../oci/digest.js';
-import { bufferSource, decodeBase64, isJsonObject as isObject, toHex } from './encoding.js';
+import { bufferSource, decodeBase64, isJsonObject as isObject, MAX_SIGNATURE_B64_CHARS, toHex } from './encoding.js';
 import { verifySignature, type PublicKey, type SignatureCheck } from './keys.js';
 import { verifyRekorBundle, type TlogEntry, type TlogRejection } from './rekor-set.js';
 
@@ -44,8 +44,6 @@ export const COSIGN_SIGNATURE_TYPE = 'cosign container image signature';
  * this many bytes of the blob before calling verifySimpleSigning.
  */
 export const MAX_PAYLOAD_BYTES = 1024 * 1024;
-/** An 8192-bit RSA signature is 1368 base64 characters; anything much longer is not a signature. */
-const MAX_SIGNATURE_B64_CHARS = 4096;
 
 /** The signature manifest's layer descriptor (OCI image-spec descriptor.md). */
 export interface SignatureLayer {
