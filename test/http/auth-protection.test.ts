@@ -4,10 +4,13 @@ import { MemoryBlobStore } from '../../src/adapters/memory/blob-store.js';
 import { MemoryMetaIndex } from '../../src/adapters/memory/meta-index.js';
 import { Auth } from '../../src/core/auth/auth.js';
 import type { AuthConfig } from '../../src/core/auth/config.js';
+import type { GatePolicy } from '../../src/core/gate/gate.js';
+import { compileGlob } from '../../src/core/glob.js';
 import { createRegistry } from '../../src/core/registry/registry.js';
 import { createApp } from '../../src/http/app.js';
 import { authConfig, basic, bearer, CLIENT_HEADER, expectChallenge, pushImageAs, rule, testConnection, token, user } from '../support/auth.js';
 import { testApp, TestClock } from '../support/app.js';
+import { generateSigner } from '../support/cosign-sign.js';
 import { artifact, image } from '../support/images.js';
 import { mirrorTest } from '../support/mirror.js';
 import { expectOciError } from '../support/oci-errors.js';
@@ -280,6 +283,30 @@ describe('upstream requests of anonymous callers', () => {
     expect(asked).toBeGreaterThan(0);
     for (const [method, path] of paths.slice(0, 3)) expect((await m.request(path, { method })).status, path).toBe(200);
     expect(m.up.requests.length, 'cached answers ask the upstream nothing').toBe(asked);
+  });
+
+  it("the signature gate's upstream reads for an anonymous caller count too (a .sig not cached is not fetched with limit 0)", async () => {
+    const signer = await generateSigner('ecdsa-p256');
+    const policy: GatePolicy = {
+      name: 'signed',
+      repositories: [compileGlob('registry.test/library/pub')],
+      mode: 'enforce',
+      keys: [{ label: 'k', pem: signer.pem }],
+      requireTransparencyLog: false,
+      children: true,
+      verdictTtlMs: 60_000,
+    };
+    const m = mirrorTest({ auth: Auth.create(config({ anonymousFills: { limit: 0, windowMs: 60_000 } })), connection: testConnection, gate: { policies: [policy] } });
+    const img = image({ layers: [100] });
+    m.up.addImage('library/pub', 'latest', img);
+    // A reader caches the manifest by digest without its gate ever being met (no signature upstream).
+    expect((await m.request(`/v2/up/library/pub/manifests/latest`, { headers: READER })).status).toBe(403);
+    const asked = m.up.requests.length;
+    // Past the refusal's cache, by digest (cached for good): only the gate would ask the upstream.
+    m.clock.advance(31_000);
+    const res = await m.request(`/v2/up/library/pub/manifests/${img.manifest.digest}`);
+    await expectOciError(res, { status: 401, code: 'UNAUTHORIZED' });
+    expect(m.up.requests.length, 'the anonymous caller made the gate ask the upstream nothing').toBe(asked);
   });
 
   it('a cold blob GET counts once, with the HEAD that asks the upstream its size first', async () => {

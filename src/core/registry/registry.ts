@@ -20,6 +20,7 @@ import { Referrers } from './referrers.js';
 import { Tags } from './tags.js';
 import { Uploads } from './uploads.js';
 import { Mirror, type MirrorDeps } from '../mirror/mirror.js';
+import type { Target } from '../mirror/routing.js';
 import type { RetainOptions, RetentionPolicy, RetentionReport } from '../mirror/retention.js';
 import { retainHosted, type HostedEviction, type HostedPolicy, type HostedRetentionReport } from './retention.js';
 import { DEFAULT_FILL_LEASE_MS, DEFAULT_FILL_MEMORY_BYTES, DEFAULT_FILL_PART_BYTES } from '../mirror/config.js';
@@ -41,9 +42,10 @@ export interface Registry {
   /**
    * The signature gate (core/gate/gate.ts): resolves when `digest` may be served from `name`
    * (hosted or mirrored), throws 403 DENIED naming the policy it fails. `defer` keeps a mirror's
-   * fills of signature payloads alive (Workers).
+   * fills of signature payloads alive (Workers); `target`, the request's own route, carries its
+   * caller's admission to the upstream (an anonymous caller's signature fetches count).
    */
-  gate(name: string, digest: string, defer?: Defer): Promise<GateDecision>;
+  gate(name: string, digest: string, defer?: Defer, target?: Target): Promise<GateDecision>;
   /** One retention pass over mirrored content (core/mirror/retention.ts) when a policy is given, then one garbage-collection run (core/gc/run.ts). */
   gc(options: RegistryGcOptions): Promise<RegistryGcReport>;
 }
@@ -87,9 +89,10 @@ export function createRegistry(deps: RegistryDeps & { mirror?: MirrorDeps; gate?
   const referrers = new Referrers(ctx);
   const signatures = new Gate(gateOptions?.policies ?? [], { index: ctx.index, clock: ctx.clock, metrics: theMirror.metrics, bundles: gateOptions?.bundles, log: gateOptions?.log });
   const noDefer: Defer = (work) => void work.catch(() => undefined);
-  const gate = async (name: string, digest: string, defer: Defer = noDefer) => {
+  const gate = async (name: string, digest: string, defer: Defer = noDefer, routed?: Target) => {
     if (!signatures.gates(name)) return { warned: [], allowed: [] };
-    const target = theMirror.route(name, undefined);
+    // The request's own target when it has one: it carries the caller's admission to the upstream.
+    const target = routed ?? theMirror.route(name, undefined);
     return signatures.check(name, digest, target.kind === 'mirror' ? theMirror.signatureSource(target, digest, defer) : hostedSource(manifests, blobs, referrers, name, digest));
   };
   return {

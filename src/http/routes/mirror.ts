@@ -50,7 +50,7 @@ async function read(c: Context, registry: Registry, target: Mirrored, route: Mir
   switch (route) {
     case 'manifest': {
       const read = await mirror.manifests.get(target, lookup(arg), head ? 'HEAD' : 'GET');
-      await gated(c, registry.gate(target.name, read.record.digest, deferOf(c)), read.body);
+      await gated(c, registry.gate(target.name, read.record.digest, deferOf(c), target), read.body);
       const headers = manifestHeaders(read.record);
       if (read.warning) headers.Warning = read.warning;
       return new Response(head ? null : (read.body ?? null), { status: 200, headers });
