@@ -204,6 +204,22 @@ describe('pushing and pulling each kind of manifest', () => {
 });
 
 describe('tags and re-pushes', () => {
+  it('indexes naming the same children, pushed at once, are all created (each rewrites the child records, retrying when another wins)', async () => {
+    const t = guardedApp();
+    const amd = image({ arch: 'amd64' });
+    const arm = image({ arch: 'arm64' });
+    for (const img of [amd, arm]) {
+      await pushBlobs(t, 'repo', img);
+      await expectCreated(await put(t, 'repo', img.manifest.digest, img.manifest.bytes, OCI_MANIFEST), 'repo', img.manifest);
+    }
+    const lists = Array.from({ length: 8 }, (_, i) => {
+      const doc = JSON.parse(index([{ manifest: amd.manifest, arch: 'amd64' }, { manifest: arm.manifest, arch: 'arm64' }]).bytes.toString());
+      return blob(JSON.stringify({ ...doc, annotations: { n: String(i) } }), doc.mediaType);
+    });
+    const answers = await Promise.all(lists.map((l, i) => put(t, 'repo', `v${i}`, l.bytes, l.mediaType)));
+    expect(answers.map((r) => r.status)).toEqual(Array(8).fill(201));
+  });
+
   it('the same manifest may be pushed again and under several tags: 201 each time', async () => {
     const t = guardedApp();
     const img = image();

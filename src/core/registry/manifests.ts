@@ -328,12 +328,16 @@ export class Manifests {
       }),
       ...manifest.manifests.map((d) => async () => {
         const key = keys.manifest(name, d.digest);
-        const found = await this.ctx.index.get<ManifestRecord & Json>(key);
-        mustMatch(d, found?.value.size, 'manifest');
         // Written again (a new version), as a push of it would be: a delete that read the child
         // before (hosted retention of an untagged manifest) then fails at its version, and this
         // index never names a child that went meanwhile; one that went first fails this write.
-        if ((await this.ctx.index.compareAndSet(key, found!.version, found!.value)) === undefined) mustMatch(d, undefined, 'manifest');
+        // A write that lost to another writer of the record (the child pushed again, another
+        // index naming it) did what this one would: the version moved past any read before it.
+        // Only a record that is gone refuses the push.
+        const found = await this.ctx.index.get<ManifestRecord & Json>(key);
+        mustMatch(d, found?.value.size, 'manifest');
+        if ((await this.ctx.index.compareAndSet(key, found!.version, found!.value)) !== undefined) return;
+        mustMatch(d, (await this.ctx.index.get<ManifestRecord & Json>(key))?.value.size, 'manifest');
       }),
     ];
     for (let i = 0; i < checks.length; i += REFERENCE_CHECK_CONCURRENCY) {
