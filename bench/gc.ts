@@ -8,9 +8,11 @@ import { SqliteMetaIndex } from '../src/adapters/local/sqlite-meta-index.js';
 import { createDynamoClient } from '../src/adapters/dynamodb/client.js';
 import { DynamoMetaIndex } from '../src/adapters/dynamodb/meta-index.js';
 import { S3BlobStore } from '../src/adapters/s3/blob-store.js';
+import { mapLimit } from '../src/adapters/s3/parts.js';
 import { createS3Client } from '../src/adapters/s3/client.js';
 import { parseDigest } from '../src/core/oci/digest.js';
 import { objects } from '../src/core/registry/keys.js';
+import { streamOf } from '../src/core/streams.js';
 import { createRegistry, type Registry } from '../src/core/registry/registry.js';
 import type { GcReport } from '../src/core/gc/run.js';
 import type { BlobStore } from '../src/ports/blob-store.js';
@@ -126,29 +128,11 @@ const byMethod = (c: Counts) =>
     .map(([m, n]) => `${m} ${n}`)
     .join(', ') || '-';
 
-function streamOf(bytes: Uint8Array): ReadableStream<Uint8Array> {
-  return new ReadableStream({
-    start(c) {
-      c.enqueue(bytes);
-      c.close();
-    },
-  });
-}
-
-async function pool<T>(items: T[], concurrency: number, work: (item: T) => Promise<void>): Promise<void> {
-  let next = 0;
-  await Promise.all(
-    Array.from({ length: Math.min(concurrency, items.length) }, async () => {
-      while (next < items.length) await work(items[next++]!);
-    }),
-  );
-}
-
 async function seed(registry: Registry, n: number): Promise<SeededImage[]> {
   const count = n / BLOBS_PER_IMAGE;
   const numbers = Array.from({ length: count }, (_, i) => i);
   const seeded: SeededImage[] = new Array(count);
-  await pool(numbers, SEED_CONCURRENCY, async (i) => {
+  await mapLimit(numbers, SEED_CONCURRENCY, async (i) => {
     const repository = `bench/repo-${String(Math.floor(i / IMAGES_PER_REPOSITORY)).padStart(5, '0')}`;
     const img = image({ layers: Array.from({ length: LAYERS }, () => BLOB_BYTES) });
     const blobs = [img.config, ...img.layers];
@@ -161,7 +145,7 @@ async function seed(registry: Registry, n: number): Promise<SeededImage[]> {
 
 /** Deletes the images' manifests and unlinks their blobs: each image leaves 11 objects unreferenced. */
 async function discard(registry: Registry, images: SeededImage[]): Promise<number> {
-  await pool(images, SEED_CONCURRENCY, async (img) => {
+  await mapLimit(images, SEED_CONCURRENCY, async (img) => {
     await registry.manifests.delete(img.repository, { kind: 'digest', digest: parseDigest(img.manifest) });
     await Promise.all(img.blobs.map((d) => registry.blobs.delete(img.repository, parseDigest(d))));
   });

@@ -39,6 +39,7 @@ import { duration, formatDuration, Problems } from './config/values.js';
 import { openAdapters, readNodeConfig, startNode, type OpenedAdapters } from './node.js';
 import { outpostApp } from './outpost.js';
 import { StartupError } from './startup-errors.js';
+import { gcOptions } from './upkeep.js';
 
 export interface Io {
   out(text: string): void;
@@ -204,11 +205,10 @@ async function gc(args: string[], io: Io): Promise<number> {
     const { registry } = outpostApp(config, adapters);
     const verb = dryRun ? 'would delete' : 'deleted';
     const report = await registry.gc({
+      ...gcOptions(config.gc),
       graceMs,
       dryRun,
-      retention: config.gc.mirror,
       onEvict: (item, reason) => io.out(`${dryRun ? 'would evict' : 'evicted'} ${item.name}@${item.digest} (${item.kind}, ${item.size} bytes, ${reason})\n`),
-      hosted: config.gc.hosted,
       onHostedEvict: (e) => io.out(`${dryRun ? 'would delete' : 'deleted'} ${e.reason === 'keepTags' ? `tag ${e.name}:${e.what}` : `manifest ${e.name}@${e.what}`} (${e.reason})\n`),
       onDelete: (digest, size) => io.out(`${verb} ${digest} (${size} bytes)\n`),
     });

@@ -20,7 +20,7 @@ import type { Log } from './log.js';
 import { drainable, nodeConnection } from './node-server.js';
 import { outpostApp } from './outpost.js';
 import { publicGoodTrustedRoot } from './public-good.js';
-import { gcSummary } from './upkeep.js';
+import { gcOptions, gcSummary } from './upkeep.js';
 import { listenError, openIndex, prepareDataDir, StartupError } from './startup-errors.js';
 
 export interface NodeServer {
@@ -110,7 +110,7 @@ export async function startNode(config: Config, log?: Log): Promise<NodeServer> 
     registry.reclaim({ olderThanMs: DEFAULT_RECLAIM_AGE_MS }).then((report) => log?.write('info', { msg: 'reclaimed leftovers', ...report })),
   );
   const collect = background(log, 'garbage collection', () =>
-    registry.gc({ graceMs: config.gc.graceMs, retention: config.gc.mirror, hosted: config.gc.hosted }).then((report) => log?.write('info', { msg: 'garbage collection', ...gcSummary(report) })),
+    registry.gc(gcOptions(config.gc)).then((report) => log?.write('info', { msg: 'garbage collection', ...gcSummary(report) })),
   );
   reclaim.run();
   const timers = [setInterval(reclaim.run, RECLAIM_INTERVAL_MS)];

@@ -15,6 +15,11 @@ import type { Log } from './log.js';
  * failure: whatever a run did not finish stays listed for the next run.
  */
 
+/** What the configuration's `gc:` asks of one run: the one place the settings become run options (node.ts, cli.ts, here). */
+export function gcOptions(gc: GcConfig) {
+  return { graceMs: gc.graceMs, retention: gc.mirror, hosted: gc.hosted };
+}
+
 export interface UpkeepOptions {
   /** The configuration's gc section: the grace, and the retention of mirrored and hosted content. */
   gc: GcConfig;
@@ -45,7 +50,7 @@ export async function upkeep(registry: Registry, log: Log | undefined, options: 
   };
   const gc = await step(
     'garbage collection',
-    () => registry.gc({ graceMs: options.gc.graceMs, retention: options.gc.mirror, hosted: options.gc.hosted, maxCandidates: options.maxCandidates }),
+    () => registry.gc({ ...gcOptions(options.gc), maxCandidates: options.maxCandidates }),
     (report) => ({ msg: 'garbage collection', ...gcSummary(report) }),
   );
   const leftovers = await step(

@@ -1,7 +1,7 @@
 import type { BundleSigner, BundleVerifier } from '../../ports/bundle-verifier.js';
 import { parseDigest, tryParseDigest } from '../oci/digest.js';
 import { MAX_MANIFEST_BYTES, parseManifest } from '../oci/manifest.js';
-import { bufferSource, decodeBase64, decodeFirstPem, encodeBase64, isJsonObject, toHex } from './encoding.js';
+import { bufferSource, decodeBase64, decodeFirstPem, encodeBase64, isJsonObject, parseJson, parseJsonBytes, toHex } from './encoding.js';
 import { MAX_BUNDLE_CHARS } from './rekor-set.js';
 import { BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, SIGNATURE_ANNOTATION, checkPayload, type SignatureLayer } from './simple-signing.js';
 
@@ -190,12 +190,7 @@ async function readBundle(source: BundleSource, digest: string): Promise<unknown
   const layer = manifest.manifest.layers.find((l) => BUNDLE_MEDIA_TYPES.has(l.mediaType));
   if (!layer || layer.size > MAX_BUNDLE_BYTES) return undefined;
   const blob = await source.blob(layer.digest, MAX_BUNDLE_BYTES);
-  if (!blob) return undefined;
-  try {
-    return JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(blob));
-  } catch {
-    return undefined;
-  }
+  return blob ? parseJsonBytes(blob) : undefined;
 }
 
 /** One bundle against the served manifest: what it signs (cheap), then its cryptography, then who signed. */
@@ -254,10 +249,3 @@ export function identityMatches(id: KeylessIdentity, signer: { subject: string |
   return id.subjectPattern !== undefined && id.subjectPattern.test(signer.subject);
 }
 
-function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-}

@@ -99,6 +99,24 @@ export function isJsonObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
 
+/** JSON text as a value; undefined when it is not JSON (a signature artifact's content is the signer's, not ours). */
+export function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+}
+
+/** UTF-8 bytes of JSON as a value; undefined when they are not UTF-8 or not JSON. */
+export function parseJsonBytes(bytes: Uint8Array): unknown {
+  try {
+    return parseJson(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
+  } catch {
+    return undefined;
+  }
+}
+
 /** Standard base64 with padding (RFC 4648 §4), as a Sigstore bundle's JSON carries bytes. */
 export function encodeBase64(bytes: Uint8Array): string {
   let binary = '';

@@ -12,6 +12,7 @@ import { BUNDLE_MEDIA_TYPES, checkAttachedBundles, checkLegacyKeyless, type Keyl
 import { importPublicKey, importPublicKeyDer, type PublicKey } from './keys.js';
 import { CERTIFICATE_ANNOTATION, MAX_PAYLOAD_BYTES, SIMPLE_SIGNING_MEDIA_TYPE, verifySimpleSigning, type SignatureLayer } from './simple-signing.js';
 import { trustedLogKeys } from './trusted-root.js';
+import { isJsonObject, parseJsonBytes, toHex } from './encoding.js';
 
 /**
  * The signature gate: in a repository that a policy names, a manifest is served only when it
@@ -301,7 +302,7 @@ function policyId(policy: GatePolicy): Promise<string> {
     const trust = JSON.stringify([policy.keys.map((k) => k.pem), policy.keyless ?? [], policy.trustedRoot ?? '', policy.requireTransparencyLog, policy.children, policy.predicateTypes ?? []], (_, v: unknown) =>
       v instanceof RegExp ? v.source : v,
     );
-    id = crypto.subtle.digest('SHA-256', new TextEncoder().encode(trust)).then((h) => `${policy.name}#${[...new Uint8Array(h).slice(0, 8)].map((b) => b.toString(16).padStart(2, '0')).join('')}`);
+    id = crypto.subtle.digest('SHA-256', new TextEncoder().encode(trust)).then((h) => `${policy.name}#${toHex(new Uint8Array(h).slice(0, 8))}`);
     policyIds.set(policy, id);
   }
   return id;
@@ -326,16 +327,9 @@ async function isSignatureArtifact(m: ParsedManifest, source: SignatureSource): 
   if (!m.layers.every((l) => SIGNATURE_LAYER_TYPES.has(l.mediaType) && l.size <= MAX_PAYLOAD_BYTES)) return false;
   for (const layer of m.layers) {
     const bytes = await source.blob(layer.digest, MAX_PAYLOAD_BYTES);
-    if (!bytes || !isJsonObject(bytes)) return false;
+    if (!bytes || !isJsonObject(parseJsonBytes(bytes))) return false;
   }
   return true;
 }
 
-function isJsonObject(bytes: Uint8Array): boolean {
-  try {
-    const value: unknown = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes));
-    return typeof value === 'object' && value !== null && !Array.isArray(value);
-  } catch {
-    return false;
-  }
-}
+

@@ -1,4 +1,4 @@
-import { bytesEqual, decodeBase64, decodeFirstPem, isJsonObject as isObject, MAX_SIGNATURE_B64_CHARS } from './encoding.js';
+import { bytesEqual, decodeBase64, decodeFirstPem, isJsonObject as isObject, MAX_SIGNATURE_B64_CHARS, parseJson } from './encoding.js';
 import { verifySignature, type PublicKey } from './keys.js';
 
 /**
@@ -100,13 +100,6 @@ export async function verifyRekorBundle(input: RekorBundleInput): Promise<TlogVe
   return { ok: true, entry: { logIndex, integratedTime, logID } };
 }
 
-function parseJson(text: string): unknown {
-  try {
-    return JSON.parse(text);
-  } catch {
-    return undefined;
-  }
-}
 
 function isWholeNumber(v: unknown): v is number {
   return typeof v === 'number' && Number.isSafeInteger(v) && v >= 0;

@@ -18,11 +18,8 @@ export class Catalog {
    * none, the listing ends: what lies further is not listed to this caller).
    */
   async list(request: PageRequest, visible?: (name: string) => boolean): Promise<{ repositories: string[]; next?: string }> {
-    if (!visible) {
-      const page = await readPage<Json>(this.ctx.index, keys.reposPartition, request);
-      return { repositories: page.entries.map((e) => e.sk), next: page.next };
-    }
-    const page = await readPage<Json>(this.ctx.index, keys.reposPartition, request, (e) => visible(e.sk), CATALOG_SCAN_ENTRIES);
+    const keep = visible ? (e: { sk: string }) => visible(e.sk) : undefined;
+    const page = await readPage<Json>(this.ctx.index, keys.reposPartition, request, keep, visible ? CATALOG_SCAN_ENTRIES : Infinity);
     return { repositories: page.entries.map((e) => e.sk), next: page.next };
   }
 }

@@ -7,7 +7,7 @@
 import { DEFAULT_GC_CONFIG, type GcConfig } from '../../core/gc/config.js';
 import type { RetentionPolicy } from '../../core/mirror/retention.js';
 import type { HostedPolicy } from '../../core/registry/retention.js';
-import { anchoredRegExp, child, describe, duration, field, globs, item, list, mapping, size, type SectionContext } from './values.js';
+import { anchoredRegExp, child, duration, field, globs, integer, item, list, mapping, size, type SectionContext } from './values.js';
 
 const GC_KEYS = ['grace', 'interval', 'mirror', 'hosted'] as const;
 const MIRROR_KEYS = ['maxAge', 'sizeBudget'] as const;
@@ -67,12 +67,9 @@ function readHosted(value: unknown, path: string, ctx: SectionContext): HostedPo
       const pattern = anchoredRegExp(tags, child(at, 'tags'), ctx.problems);
       if (pattern) policy.tags = pattern;
     }
-    const keep = field(entries, 'keepTags');
-    if (keep !== undefined) {
-      if (typeof keep !== 'number' || !Number.isSafeInteger(keep) || keep < 1 || keep > MAX_KEEP_TAGS) {
-        ctx.problems.at(child(at, 'keepTags'), `must be an integer from 1 to ${MAX_KEEP_TAGS}, got ${describe(keep)}`);
-      } else policy.keepTags = keep;
-    }
+    // 0 is the fallback: below the range, so only a valid count is kept.
+    const keep = integer(field(entries, 'keepTags'), child(at, 'keepTags'), ctx.problems, { min: 1, max: MAX_KEEP_TAGS, fallback: 0 });
+    if (keep > 0) policy.keepTags = keep;
     if (field(entries, 'untaggedAfter') !== undefined) {
       policy.untaggedAfterMs = duration(field(entries, 'untaggedAfter'), child(at, 'untaggedAfter'), ctx.problems, {
         min: MIN_UNTAGGED_MS,
@@ -80,7 +77,7 @@ function readHosted(value: unknown, path: string, ctx: SectionContext): HostedPo
         fallback: MAX_MAX_AGE_MS,
       });
     }
-    if (keep === undefined && field(entries, 'untaggedAfter') === undefined) ctx.problems.at(at, 'needs keepTags, untaggedAfter or both: a policy with neither deletes nothing');
+    if (field(entries, 'keepTags') === undefined && field(entries, 'untaggedAfter') === undefined) ctx.problems.at(at, 'needs keepTags, untaggedAfter or both: a policy with neither deletes nothing');
     policies.push(policy);
   });
   return policies;
