@@ -7,7 +7,11 @@ import { MediaType } from '../../src/core/oci/media-types.js';
 import { publicGoodTrustedRoot } from '../../src/entry/public-good.js';
 import { createApp } from '../../src/http/app.js';
 import type { AccessRecord } from '../../src/http/access-log.js';
-import { testApp } from '../support/app.js';
+import { nodeHash } from '../../src/adapters/crypto/node-hash.js';
+import { MemoryBlobStore } from '../../src/adapters/memory/blob-store.js';
+import { MemoryMetaIndex } from '../../src/adapters/memory/meta-index.js';
+import { createRegistry } from '../../src/core/registry/registry.js';
+import { testApp, TestClock } from '../support/app.js';
 import { cosignPayload, generateSigner, signatureLayer, type TestSigner } from '../support/cosign-sign.js';
 import { blob, image, sha256, type Blob, type Image } from '../support/images.js';
 import { mirrorTest } from '../support/mirror.js';
@@ -201,6 +205,77 @@ describe('the signature gate on hosted repositories', () => {
     await both.pushImage('team/app', amd, 'v1');
     await pushSignature(both, 'team/app', await signature(signer, amd.manifest.digest));
     await denied(await both.request('/v2/team/app/manifests/v1'), 'second-key');
+  });
+});
+
+describe('reads of a gated GET', () => {
+  it('with two policies the signatures are read once, not once per policy', async () => {
+    const [first, second] = [await generateSigner('ecdsa-p256'), await generateSigner('ecdsa-p256')];
+    /** Store reads of one cold gated GET under `policies`, the image signed by both keys (one layer each). */
+    const reads = async (policies: GatePolicy[]) => {
+      const t = testApp({}, { gate: { policies } });
+      const img = image({ layers: [31] });
+      await t.pushImage('team/app', img, 'v1');
+      const payload = cosignPayload(img.manifest.digest);
+      const layers = [await signatureLayer(payload, await first.sign(payload)), await signatureLayer(payload, await second.sign(payload))];
+      const config = blob('{}', 'application/vnd.oci.image.config.v1+json');
+      await t.pushBlob('team/app', config);
+      await t.pushBlob('team/app', blob(Buffer.from(payload), layers[0]!.mediaType));
+      const manifest = blob(JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config: { mediaType: config.mediaType, digest: config.digest, size: config.size }, layers }), MediaType.OciManifest);
+      expect((await t.pushManifest('team/app', `sha256-${img.manifest.digest.slice(7)}.sig`, manifest)).status).toBe(201);
+      let count = 0;
+      const get = t.store.get.bind(t.store);
+      t.store.get = (...args) => (count++, get(...args));
+      expect((await t.request('/v2/team/app/manifests/v1')).status).toBe(200);
+      return count;
+    };
+    const one = await reads([policy([first])]);
+    const two = await reads([policy([first]), policy([second], { name: 'second-key' })]);
+    expect(two).toBe(one);
+  });
+});
+
+describe('verdicts shared through the index', () => {
+  it('are keyed by what a policy trusts: an instance with another key under the same policy name does not take them', async () => {
+    const [old, rotated] = [await generateSigner('ecdsa-p256'), await generateSigner('ecdsa-p256')];
+    const clock = new TestClock();
+    const store = new MemoryBlobStore(clock);
+    const index = new MemoryMetaIndex(clock);
+    const instance = (signer: TestSigner) => createApp({ registry: createRegistry({ store, index, hash: nodeHash, clock, gate: { policies: [policy([signer])] } }) });
+    const before = instance(old);
+    const img = image({ layers: [32] });
+    for (const b of [img.config, ...img.layers]) await before.request(`/v2/team/app/blobs/uploads/?digest=${b.digest}`, { method: 'POST', body: new Uint8Array(b.bytes) });
+    await before.request('/v2/team/app/manifests/v1', { method: 'PUT', body: new Uint8Array(img.manifest.bytes), headers: { 'Content-Type': img.manifest.mediaType } });
+    const sig = await signature(old, img.manifest.digest);
+    for (const b of [sig.config, sig.payload]) await before.request(`/v2/team/app/blobs/uploads/?digest=${b.digest}`, { method: 'POST', body: new Uint8Array(b.bytes) });
+    await before.request(`/v2/team/app/manifests/${sig.tag}`, { method: 'PUT', body: new Uint8Array(sig.manifest.bytes), headers: { 'Content-Type': MediaType.OciManifest } });
+    expect((await before.request('/v2/team/app/manifests/v1')).status).toBe(200);
+    // The verdict the first instance wrote is in the index; the key was rotated on the second.
+    await denied(await instance(rotated).request('/v2/team/app/manifests/v1'), 'release-signed');
+    expect((await instance(old).request('/v2/team/app/manifests/v1')).status).toBe(200);
+  });
+});
+
+describe('a signature that cannot be fetched', () => {
+  it('is a 5xx under an enforced policy (clients retry) and served with a log line under a warn one', async () => {
+    const signer = await generateSigner('ecdsa-p256');
+    const run = async (mode: 'enforce' | 'warn') => {
+      const logged: Array<Record<string, unknown>> = [];
+      const t = testApp({}, { gate: { policies: [policy([signer], { mode })], log: (r) => logged.push(r) } });
+      const img = image({ layers: [33] });
+      await t.pushImage('team/app', img, 'v1');
+      await pushSignature(t, 'team/app', await signature(signer, img.manifest.digest));
+      // The store fails every read of the signature's payload.
+      const get = t.store.get.bind(t.store);
+      const payloadDigest = (await signature(signer, img.manifest.digest)).payload.digest;
+      t.store.get = (key, range) => (key.includes(payloadDigest.slice(7)) ? Promise.reject(new Error('injected: store down')) : get(key, range));
+      return { res: await t.request('/v2/team/app/manifests/v1'), logged };
+    };
+    const enforced = await run('enforce');
+    expect(enforced.res.status).toBeGreaterThanOrEqual(500);
+    const warned = await run('warn');
+    expect(warned.res.status).toBe(200);
+    expect(JSON.stringify(warned.logged)).toMatch(/could not be verified: injected: store down/);
   });
 });
 

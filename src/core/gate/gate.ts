@@ -147,6 +147,8 @@ export class Gate {
     const warned: string[] = [];
     const allowed: string[] = [];
     if (policies.length === 0) return { warned, allowed };
+    // Several policies verifying one digest read the same signatures: once each, not once per policy.
+    if (policies.length > 1) source = onceEach(source);
     // A cosign tag (sha256-<hex>.sig, .att, .sbom) is served ungated only if what it names is a
     // signature artifact: anyone who can tag could otherwise name any image so (verify() tells).
     for (const policy of policies) {
@@ -306,6 +308,23 @@ function policyId(policy: GatePolicy): Promise<string> {
     policyIds.set(policy, id);
   }
   return id;
+}
+
+/** A source that reads each thing once however often it is asked (one request's reads; failures too). */
+function onceEach(source: SignatureSource): SignatureSource {
+  const read = new Map<string, Promise<unknown>>();
+  const once = <T>(key: string, get: () => Promise<T>): Promise<T> => {
+    let p = read.get(key);
+    if (!p) read.set(key, (p = get()));
+    return p as Promise<T>;
+  };
+  return {
+    manifest: () => once('manifest', () => source.manifest()),
+    tagged: (tag) => once(`tagged\n${tag}`, () => source.tagged(tag)),
+    blob: (digest, limit) => once(`blob\n${digest}\n${limit}`, () => source.blob(digest, limit)),
+    referrers: (artifactType) => once(`referrers\n${artifactType ?? ''}`, () => source.referrers(artifactType)),
+    manifestAt: (digest) => once(`manifestAt\n${digest}`, () => source.manifestAt(digest)),
+  };
 }
 
 function verdictKey(policy: string, digest: string) {
