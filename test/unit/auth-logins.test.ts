@@ -2,8 +2,8 @@ import { describe, expect, it } from 'vitest';
 import { Auth } from '../../src/core/auth/auth.js';
 import type { AuthConfig } from '../../src/core/auth/config.js';
 import { WindowLimiter } from '../../src/core/auth/limiter.js';
+import { constantTimeEqual } from '../../src/core/bytes.js';
 import {
-  constantTimeEqual,
   formatPasswordHash,
   hashPassword,
   MAX_PASSWORD_BYTES,

@@ -24,7 +24,8 @@
 import { AccessRules, ANONYMOUS, type Caller } from './access.js';
 import type { Action, AuthConfig } from './config.js';
 import { WindowLimiter } from './limiter.js';
-import { constantTimeEqual, DEFAULT_ITERATIONS, formatPasswordHash, hashPassword, parsePasswordHash, verifyPassword, type PasswordHash } from './passwords.js';
+import { constantTimeEqual } from '../bytes.js';
+import { DEFAULT_ITERATIONS, formatPasswordHash, hashPassword, parsePasswordHash, verifyPassword, type PasswordHash } from './passwords.js';
 import { grants, grantsCatalog, type AccessEntry, type Scope } from './scopes.js';
 import { TokenError, Tokens } from './tokens.js';
 

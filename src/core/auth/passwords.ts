@@ -14,6 +14,8 @@
  * what a wrong password does.
  */
 
+import { constantTimeEqual } from '../bytes.js';
+
 export const PASSWORD_SCHEME = 'pbkdf2-sha256';
 /** workerd's ceiling, and the default. */
 export const WORKERS_MAX_ITERATIONS = 100_000;
@@ -71,13 +73,6 @@ export async function verifyPassword(password: string, hash: PasswordHash): Prom
   return constantTimeEqual(derived, hash.key) && !tooLong;
 }
 
-/** Equal length and bytes, comparing every byte whatever the first difference. */
-export function constantTimeEqual(a: Uint8Array, b: Uint8Array): boolean {
-  let diff = a.byteLength ^ b.byteLength;
-  const n = Math.max(a.byteLength, b.byteLength);
-  for (let i = 0; i < n; i++) diff |= (a[i] ?? 0) ^ (b[i] ?? 0);
-  return diff === 0;
-}
 
 async function derive(password: Uint8Array, salt: Uint8Array, iterations: number): Promise<Uint8Array> {
   const material = await crypto.subtle.importKey('raw', password as BufferSource, 'PBKDF2', false, ['deriveBits']);

@@ -48,12 +48,6 @@ export function toHex(bytes: Uint8Array): string {
   return s;
 }
 
-export function bytesEqual(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  let diff = 0;
-  for (let i = 0; i < a.length; i++) diff |= a[i]! ^ b[i]!;
-  return diff === 0;
-}
 
 export interface PemBlock {
   readonly type: string;

@@ -1,4 +1,5 @@
-import { bytesEqual, decodeBase64, decodeFirstPem, isJsonObject as isObject, MAX_SIGNATURE_B64_CHARS, parseJson } from './encoding.js';
+import { constantTimeEqual } from '../bytes.js';
+import { decodeBase64, decodeFirstPem, isJsonObject as isObject, MAX_SIGNATURE_B64_CHARS, parseJson } from './encoding.js';
 import { verifySignature, type PublicKey } from './keys.js';
 
 /**
@@ -88,11 +89,11 @@ export async function verifyRekorBundle(input: RekorBundleInput): Promise<TlogVe
   const hash = isObject(data.hash) ? data.hash : {};
 
   const entrySig = typeof sig.content === 'string' ? decodeBase64(sig.content, MAX_SIGNATURE_B64_CHARS) : undefined;
-  if (!entrySig || !bytesEqual(entrySig, input.signature)) return reject('tlog-signature-mismatch', 'the entry holds another signature');
+  if (!entrySig || !constantTimeEqual(entrySig, input.signature)) return reject('tlog-signature-mismatch', 'the entry holds another signature');
 
   const keyPem = typeof key.content === 'string' ? decodeBase64(key.content, MAX_BUNDLE_CHARS) : undefined;
   const block = keyPem ? decodeFirstPem(new TextDecoder().decode(keyPem)) : 'absent';
-  if (typeof block === 'string' || block.type !== 'PUBLIC KEY' || !bytesEqual(block.der, input.signer.spki)) {
+  if (typeof block === 'string' || block.type !== 'PUBLIC KEY' || !constantTimeEqual(block.der, input.signer.spki)) {
     return reject('tlog-key-mismatch', 'the entry names another key');
   }
 
