@@ -1,7 +1,9 @@
-import type { HttpBindings } from '@hono/node-server';
-import type { Server, ServerResponse } from 'node:http';
+import type { Http2Bindings, HttpBindings } from '@hono/node-server';
+import { RESPONSE_ALREADY_SENT } from '@hono/node-server/utils/response';
+import { ServerResponse, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Context } from 'hono';
+import { takeFileSend } from '../adapters/local/file-body.js';
 import type { ConnectionInfo } from '../http/access-log.js';
 
 /**
@@ -54,6 +56,30 @@ export const nodeConnection: ConnectionInfo = {
     return true;
   },
 };
+
+type Fetch = (req: Request, env: HttpBindings | Http2Bindings) => Response | Promise<Response>;
+
+/**
+ * The app's fetch, with blob bodies read from local files written to the socket directly
+ * (adapters/local/file-body.ts) instead of through @hono/node-server's web-stream loop. Only
+ * answers with a blob's media type are looked at: reading `body` makes the adapter's Response
+ * give up its fast path, which the other answers keep. RESPONSE_ALREADY_SENT was made by
+ * Node's own Response when the module loaded, before the adapter replaced the global one, and
+ * tells the adapter to leave the response alone.
+ */
+export function sendingFiles(fetch: Fetch): Fetch {
+  return async (req, env) => {
+    const res = await fetch(req, env);
+    if (res.headers.get('content-type') !== 'application/octet-stream') return res;
+    const out = env.outgoing;
+    if (!(out instanceof ServerResponse) || out.headersSent) return res;
+    const send = takeFileSend(res.body);
+    if (!send) return res;
+    out.writeHead(res.status, Object.fromEntries(res.headers));
+    void send(out);
+    return RESPONSE_ALREADY_SENT;
+  };
+}
 
 export interface Drain {
   /** Responses in flight: started and not yet finished. */

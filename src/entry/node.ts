@@ -17,7 +17,7 @@ import { PasswordHashError } from '../core/auth/passwords.js';
 import { KeyImportError } from '../core/auth/tokens.js';
 import { readConfig, type Config, type ConfigInput } from './config.js';
 import type { Log } from './log.js';
-import { drainable, nodeConnection } from './node-server.js';
+import { drainable, nodeConnection, sendingFiles } from './node-server.js';
 import { outpostApp } from './outpost.js';
 import { publicGoodTrustedRoot } from './public-good.js';
 import { gcOptions, gcSummary } from './upkeep.js';
@@ -80,7 +80,7 @@ export async function startNode(config: Config, log?: Log): Promise<NodeServer> 
     upstreamFetch.close();
     throw err;
   });
-  const listener = getRequestListener(app.fetch, { errorHandler: unservable });
+  const listener = getRequestListener(sendingFiles(app.fetch), { errorHandler: unservable });
   // Host is checked here rather than by node:http, whose refusal is an empty 400.
   const server = createServer({ requireHostHeader: false }, (req, res) => {
     if (req.headers.host === undefined) {

@@ -1,0 +1,186 @@
+import { createAdaptorServer } from '@hono/node-server';
+import { Hono } from 'hono';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, readlinkSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
+import { request, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { takeFileSend } from '../../src/adapters/local/file-body.js';
+import { FsBlobStore } from '../../src/adapters/local/fs-blob-store.js';
+import { sendingFiles } from '../../src/entry/node-server.js';
+
+/**
+ * Blob bodies read from local files, sent by node:http straight from the file (sendingFiles)
+ * instead of through the web stream: the bytes and ranges are exact, a failing file cuts the
+ * response, a client that leaves closes the file, and every other answer is left to the adapter.
+ */
+
+const dirs: string[] = [];
+const servers: Server[] = [];
+afterEach(async () => {
+  for (const s of servers.splice(0)) {
+    s.closeAllConnections();
+    await new Promise((r) => s.close(r));
+  }
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+const SIZE = 5 * 1024 * 1024 + 123;
+
+async function start() {
+  const root = mkdtempSync(join(tmpdir(), 'outpost-file-send-'));
+  dirs.push(root);
+  const store = new FsBlobStore(root);
+  const bytes = randomBytes(SIZE);
+  await store.put('blob', new Response(bytes).body!);
+  const app = new Hono();
+  let taken: boolean | undefined;
+  const sent: ReadableStream[] = [];
+  app.get('/blob', async (c) => {
+    const range = c.req.query('offset') === undefined ? undefined : { offset: Number(c.req.query('offset')), length: Number(c.req.query('length')) };
+    const object = (await store.get('blob', range))!;
+    if (c.req.query('truncate') !== undefined) truncateSync(join(root, 'blob'), 1024 * 1024);
+    const length = range?.length ?? object.size;
+    sent.push(object.body);
+    return new Response(object.body, { headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(length) } });
+  });
+  app.get('/json', async () => {
+    const object = (await store.get('blob'))!;
+    return new Response(object.body, { headers: { 'Content-Type': 'application/json' } });
+  });
+  app.get('/read-first', async () => {
+    const object = (await store.get('blob'))!;
+    const reader = object.body.getReader();
+    const first = await reader.read();
+    reader.releaseLock();
+    taken = takeFileSend(object.body) !== undefined;
+    const rest = object.body.pipeThrough(
+      new TransformStream<Uint8Array, Uint8Array>({ start: (c) => c.enqueue(first.value!) }),
+    );
+    return new Response(rest, { headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(SIZE) } });
+  });
+  const server = createAdaptorServer({ fetch: sendingFiles(app.fetch) }) as Server;
+  servers.push(server);
+  await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+  return { port: (server.address() as AddressInfo).port, root, bytes, taken: () => taken, sent };
+}
+
+interface Got {
+  status: number;
+  body: Buffer;
+  complete: boolean;
+  error?: string;
+}
+
+function get(port: number, path: string, stopAfter?: number): Promise<Got> {
+  return new Promise((resolve, reject) => {
+    const req = request({ port, path, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      let n = 0;
+      res.on('data', (c: Buffer) => {
+        chunks.push(c);
+        n += c.byteLength;
+        if (stopAfter !== undefined && n >= stopAfter) {
+          req.destroy();
+          resolve({ status: res.statusCode!, body: Buffer.concat(chunks), complete: false });
+        }
+      });
+      res.on('end', () => resolve({ status: res.statusCode!, body: Buffer.concat(chunks), complete: res.complete }));
+      res.on('error', (err) => resolve({ status: res.statusCode!, body: Buffer.concat(chunks), complete: false, error: err.message }));
+      res.on('aborted', () => undefined);
+    });
+    req.on('error', (err) => (stopAfter === undefined ? reject(err) : undefined));
+    req.end();
+  });
+}
+
+const sha = (b: Uint8Array) => createHash('sha256').update(b).digest('hex');
+/** Descriptors this process holds open on files under `root`. */
+function openFiles(root: string): number {
+  return readdirSync('/proc/self/fd').filter((fd) => {
+    try {
+      return readlinkSync(`/proc/self/fd/${fd}`).startsWith(root);
+    } catch {
+      return false; // closed meanwhile
+    }
+  }).length;
+}
+
+async function until(check: () => boolean, ms = 2000): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('timed out');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe('blob bodies sent straight from local files', () => {
+  it('sends every byte of the whole file and of ranges that end inside a buffer and at its edge', async () => {
+    const s = await start();
+    const whole = await get(s.port, '/blob');
+    expect(whole.status).toBe(200);
+    expect(whole.complete).toBe(true);
+    expect(sha(whole.body)).toBe(sha(s.bytes));
+    for (const [offset, length] of [
+      [0, 1],
+      [7, 512 * 1024],
+      [512 * 1024 - 1, 3 * 512 * 1024 + 2],
+      [SIZE - 10, 10],
+    ] as const) {
+      const part = await get(s.port, `/blob?offset=${offset}&length=${length}`);
+      expect(part.body.byteLength).toBe(length);
+      expect(part.body.equals(s.bytes.subarray(offset, offset + length))).toBe(true);
+    }
+    await until(() => openFiles(s.root) === 0);
+    // Sent from the file: nothing ever read the web streams.
+    expect(s.sent).toHaveLength(5);
+    expect(s.sent.every((b) => !b.locked)).toBe(true);
+  });
+
+  it('leaves a body that was read already to the web stream, which still sends it whole', async () => {
+    const s = await start();
+    const got = await get(s.port, '/read-first');
+    expect(s.taken()).toBe(false);
+    expect(got.complete).toBe(true);
+    expect(sha(got.body)).toBe(sha(s.bytes));
+  });
+
+  it('leaves answers of other media types to the adapter', async () => {
+    const s = await start();
+    const got = await get(s.port, '/json');
+    expect(got.status).toBe(200);
+    expect(sha(got.body)).toBe(sha(s.bytes));
+  });
+
+  it('cuts the response when the file ends early, never a clean short body', async () => {
+    const s = await start();
+    const got = await get(s.port, '/blob?truncate');
+    expect(got.complete).toBe(false);
+    expect(got.body.byteLength).toBeLessThan(SIZE);
+    await until(() => openFiles(s.root) === 0);
+  });
+
+  it('closes the file when the client goes away mid-body', async () => {
+    const s = await start();
+    const got = await get(s.port, '/blob', 64 * 1024);
+    expect(got.complete).toBe(false);
+    await until(() => openFiles(s.root) === 0);
+    // The server still answers the next request.
+    expect(sha((await get(s.port, '/blob')).body)).toBe(sha(s.bytes));
+  });
+
+  it('takes a file body once', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'outpost-file-send-'));
+    dirs.push(root);
+    const store = new FsBlobStore(root);
+    writeFileSync(join(root, 'k'), 'abc');
+    const object = (await store.get('k'))!;
+    expect(takeFileSend(object.body)).toBeTypeOf('function');
+    expect(takeFileSend(object.body)).toBeUndefined();
+    expect(takeFileSend(new Response('x').body)).toBeUndefined();
+    expect(takeFileSend(null)).toBeUndefined();
+    await object.body.cancel();
+  });
+});
