@@ -17,6 +17,7 @@ import { createS3Client } from '../src/adapters/s3/client.js';
 import { startS3 } from '../test/support/s3-server.js';
 import { startDynalite } from '../test/support/dynalite.js';
 import { Content, GiB, MiB, descendants, drain, freePort, report, rss, send, start, timed, type Row, type Server } from './harness.js';
+import { cliNodeFlags } from '../test/support/node-flags.js';
 
 /**
  * A blob of BENCH_BYTES (default 1 GiB) pushed and pulled through Outpost on the cloud store
@@ -76,7 +77,7 @@ async function main(): Promise<void> {
     rows.push({ subject: 'AWS SDK, 4 parts in flight', operation: 'push', seconds: sdkParts.seconds, bytes: SIZE, peer: { label: 'SDK', seconds: sdkPush.seconds } });
 
     const nodePort = await freePort();
-    const node = await start('Outpost on Node', process.execPath, [join(ROOT, 'dist/entry/cli.js'), 'serve'], { ...settings, OUTPOST_PORT: String(nodePort) }, nodePort);
+    const node = await start('Outpost on Node', process.execPath, [...cliNodeFlags(), join(ROOT, 'dist/entry/cli.js'), 'serve'], { ...settings, OUTPOST_PORT: String(nodePort) }, nodePort);
     servers.push(node);
     rows.push(...(await measure(s3.dir, node, [node.pid], new Content(SIZE, 2), client, bucket, sdkPush.seconds, sdkPull.seconds)));
 

@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Content, GiB, drain, freePort, median, report, rss, send, start, timed, type Row, type Server } from './harness.js';
+import { cliNodeFlags } from '../test/support/node-flags.js';
 
 /**
  * Outpost on its embedded store against Docker Distribution 2.8 (Debian's docker-registry,
@@ -61,7 +62,7 @@ async function main(): Promise<void> {
     const outpost = await start(
       'Outpost (local store)',
       process.execPath,
-      [join(ROOT, 'dist/entry/cli.js'), 'serve'],
+      [...cliNodeFlags(), join(ROOT, 'dist/entry/cli.js'), 'serve'],
       { OUTPOST_PORT: String(outpostPort), OUTPOST_DATA_DIR: join(work, 'outpost') },
       outpostPort,
     );

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBlob, type Blob } from '../test/support/images.js';
 import { seedBlob, startUpstreamRegistry, type UpstreamRegistry } from '../test/e2e/support/upstream-registry.js';
-import { MiB, getHashed, median, table, type HashedGet } from './harness.js';
+import { MiB, getHashed, median, rss, table, type HashedGet } from './harness.js';
 import { killOnExit, startOutpost, type Instance } from './mirror-peers.js';
 
 /**
@@ -83,6 +83,7 @@ async function main(): Promise<void> {
     const warm = randomBlob(WARM_UP_BYTES);
     await seedBlob(up, REPOSITORY, warm);
     await coldFill(outpost, warm);
+    const idleRss = rss(outpost.pid).now;
     const times = SIZES.map(() => ({ direct: [] as number[], fill: [] as number[], cpu: [] as number[] }));
     for (let round = 1; round <= ROUNDS; round++) {
       for (const [i, size] of SIZES.entries()) {
@@ -103,7 +104,9 @@ async function main(): Promise<void> {
       const rate = (size / MiB / fill).toFixed(0);
       return [`${size / MiB} MiB`, `${direct.toFixed(3)} s`, `${fill.toFixed(3)} s (${rate} MiB/s)`, `${(fill / direct).toFixed(2)}x`, `${median(times[i]!.cpu).toFixed(2)} s`];
     });
+    const peak = ((rss(outpost.pid).peak - idleRss) / MiB).toFixed(0);
     console.log(table(`One cold fill through Outpost (Node, local store) against a direct GET from the upstream, median of ${ROUNDS}`, ['blob', 'direct', 'cold fill', 'fill vs direct', 'Outpost CPU during the fill'], rows));
+    console.log(`Outpost's peak RSS growth over its idle size after the warm-up fill, all rounds: ${peak} MiB`);
   } finally {
     await outpost?.stop();
     await up?.stop();

@@ -4,6 +4,7 @@ import { join, resolve } from 'node:path';
 import type { Blob } from '../test/support/images.js';
 import { expectSameBlobs, readLayout } from '../test/e2e/support/oci-layout.js';
 import { skopeo } from '../test/e2e/support/skopeo.js';
+import { cliNodeFlags } from '../test/support/node-flags.js';
 import { startDaemon, startUpstreamRegistry, type UpstreamRegistry } from '../test/e2e/support/upstream-registry.js';
 import { descendants, timed } from './harness.js';
 
@@ -33,7 +34,7 @@ export interface Instance {
 
 /**
  * One Outpost process on the local store in `dataDir`, with the configuration document `config`;
- * `nodeArgs` go to node before the entry (e.g. --cpu-prof).
+ * `nodeArgs` go to node after the command's own options (cliNodeFlags) and before the entry (e.g. --cpu-prof).
  */
 export async function startOutpost(label: string, dataDir: string, logFile: string, config: unknown, nodeArgs: string[] = []): Promise<Instance> {
   // The entry refuses OUTPOST_* variables it does not know: pass only ours.
@@ -42,7 +43,7 @@ export async function startOutpost(label: string, dataDir: string, logFile: stri
   const daemon = await startDaemon({
     label,
     command: process.execPath,
-    args: [...nodeArgs, ENTRY, 'serve'],
+    args: [...cliNodeFlags(), ...nodeArgs, ENTRY, 'serve'],
     logFile,
     env: { ...env, OUTPOST_STORE: 'local', OUTPOST_DATA_DIR: dataDir, OUTPOST_HOST: '127.0.0.1', OUTPOST_PORT: '0', OUTPOST_CONFIG: JSON.stringify(config) },
     ready: async (log) => {

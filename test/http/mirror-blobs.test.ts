@@ -181,6 +181,27 @@ describe('mirrored blobs: fills', () => {
     expect(cached.body.equals(layer.bytes)).toBe(true);
     expect(t.blobGets(layer.digest)).toHaveLength(1);
   });
+
+  it('a client that falls behind its fill catches up in reads spanning upstream chunks, at most 512 KiB each, every byte right', async () => {
+    // One part for the whole blob: every byte stays in the leader's window until the end.
+    const { t, layer } = await seeded([2_000_000], { partBytes: 4 * 1024 * 1024 });
+    t.up.fault({ kind: 'slow', chunkBytes: 16 * 1024, delayMs: 1, match: { path: '/blobs/' } });
+    const res = await t.request(`/v2/up/library/app/blobs/${layer.digest}`);
+    const reader = res.body!.getReader();
+    const chunks: Uint8Array[] = [];
+    for (;;) {
+      const next = await reader.read();
+      if (next.done) break;
+      chunks.push(next.value);
+      // Behind the upstream for a while after the first read: the window fills meanwhile.
+      if (chunks.length === 1) await new Promise((r) => setTimeout(r, 60));
+    }
+    expect(Buffer.concat(chunks).equals(layer.bytes)).toBe(true);
+    const sizes = chunks.map((c) => c.byteLength);
+    expect(Math.max(...sizes.slice(0, -1))).toBeGreaterThan(16 * 1024);
+    expect(Math.max(...sizes)).toBeLessThanOrEqual(512 * 1024);
+    expect(t.blobGets(layer.digest)).toHaveLength(1);
+  });
 });
 
 describe("the registry's blob size cap", () => {

@@ -1,10 +1,11 @@
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { importPKCS8 } from 'jose';
 import { parsePasswordHash, verifyPassword } from '../../src/core/auth/passwords.js';
 import { runCli, usage } from '../../src/entry/cli.js';
+import { cliNodeFlags } from '../support/node-flags.js';
 
 /** runCli with captured output and an environment of its own. */
 async function cli(argv: string[], env: Record<string, string> = {}) {
@@ -23,6 +24,13 @@ describe('the outpost command', () => {
     expect(r).toEqual({ status: 0, out: usage(), err: '' });
     expect(r.out).toMatch(/^usage: outpost <command>/);
     expect(r.out).toMatch(/\n {2}serve /);
+  });
+
+  it('starts node with the same options as `outpost` and as `npm start`', () => {
+    const flags = cliNodeFlags();
+    expect(flags).toContain('--initial-old-space-size=128');
+    const pkg = JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as { scripts: Record<string, string> };
+    expect(pkg.scripts.start).toBe(`exec node ${flags.join(' ')} dist/entry/cli.js serve`);
   });
 
   it('prints its version', async () => {

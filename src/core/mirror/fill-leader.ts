@@ -84,17 +84,31 @@ export class LocalFill {
   /**
    * Bytes from `pos` that are in memory and may be served: everything received except the
    * most recent chunk until the digest is verified (so a blob that fails verification never
-   * reaches a client whole).
+   * reaches a client whole). At most `most` bytes: what lies in one chunk is a view of it, and
+   * what spans several (a client that fell behind the upstream) is copied into one array, so
+   * that a response writes it in one go instead of once per upstream chunk (on loopback one
+   * socket write of 512 KiB cost less than half the CPU of eight of 64 KiB). `copied` says
+   * whether the bytes are the caller's own.
    */
-  slice(pos: number, end: number | undefined): Uint8Array | undefined {
+  slice(pos: number, end: number | undefined, most: number): { bytes: Uint8Array; copied: boolean } | undefined {
     if (pos < this.windowStart || this.chunks.length === 0) return undefined;
     const last = this.chunks[this.chunks.length - 1]!;
     const readable = this.verified ? this.received : last.offset;
-    const limit = end === undefined ? readable : Math.min(readable, end);
+    const limit = Math.min(end === undefined ? readable : Math.min(readable, end), pos + most);
     if (pos >= limit) return undefined;
-    const chunk = this.chunks.find((c) => c.offset <= pos && pos < c.offset + c.bytes.byteLength);
-    if (!chunk) return undefined;
-    return chunk.bytes.subarray(pos - chunk.offset, Math.min(chunk.bytes.byteLength, limit - chunk.offset));
+    let i = this.chunks.findIndex((c) => c.offset <= pos && pos < c.offset + c.bytes.byteLength);
+    if (i < 0) return undefined;
+    const first = this.chunks[i]!;
+    if (limit <= first.offset + first.bytes.byteLength) return { bytes: first.bytes.subarray(pos - first.offset, limit - first.offset), copied: false };
+    const bytes = new Uint8Array(limit - pos);
+    for (let at = 0; at < bytes.byteLength; i++) {
+      const chunk = this.chunks[i]!;
+      const from = pos + at - chunk.offset;
+      const n = Math.min(chunk.bytes.byteLength - from, bytes.byteLength - at);
+      bytes.set(chunk.bytes.subarray(from, from + n), at);
+      at += n;
+    }
+    return { bytes, copied: true };
   }
 
   async run(): Promise<void> {

@@ -8,6 +8,13 @@ import { LocalFill } from './fill-leader.js';
 import { LOCAL_TICK_MS, MAX_RESUMES, partsOf, type Defer, type FillDeps, type FillSource, type FillState } from './fill-state.js';
 import { RemoteWatch } from './fill-watch.js';
 
+/**
+ * The most a client's stream takes from the leader's window at once (see LocalFill.slice): a
+ * client that fell behind catches up in a few large writes, bounded so that one read never
+ * copies much.
+ */
+const SERVE_BATCH_BYTES = 512 * 1024;
+
 export type { Defer, FillDeps, FillSource, FillState, FillsOptions } from './fill-state.js';
 
 /**
@@ -259,10 +266,10 @@ export class Fills {
               local = undefined;
               continue;
             }
-            const shared = local.slice(pos, end);
+            const shared = local.slice(pos, end, SERVE_BATCH_BYTES);
             if (shared) {
               // A copy where the runtime may detach what a response sends (see copyServed).
-              const slice = this.deps.options.copyServed ? shared.slice() : shared;
+              const slice = this.deps.options.copyServed && !shared.copied ? shared.bytes.slice() : shared.bytes;
               pos += slice.byteLength;
               countServed(slice.byteLength);
               return controller.enqueue(slice);

@@ -3,6 +3,7 @@ import { rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inject } from 'vitest';
+import { cliNodeFlags } from '../../support/node-flags.js';
 import { cloudEnv, type CloudStore } from './cloud-store.js';
 
 /**
@@ -18,6 +19,7 @@ import { cloudEnv, type CloudStore } from './cloud-store.js';
 
 /** The `outpost` command as npm installs it (package.json "bin"). */
 export const CLI = resolve(fileURLToPath(import.meta.url), '../../../../dist/entry/cli.js');
+
 const START_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 5_000;
 
@@ -97,7 +99,7 @@ function startNode(outpost: Record<string, string>, options: StartOptions = {}):
     ...options,
     label: 'outpost',
     command: process.execPath,
-    args: [CLI, 'serve'],
+    args: [...cliNodeFlags(), CLI, 'serve'],
     env: { ...baseEnv(), ...outpost, OUTPOST_HOST: '127.0.0.1', OUTPOST_PORT: '0' },
     // The start-up line "serving ... on http://127.0.0.1:<port>/v2/".
     port: (output) => {
