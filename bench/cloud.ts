@@ -29,9 +29,14 @@ import { cliNodeFlags } from '../test/support/node-flags.js';
  * SDK as a multipart upload the way @aws-sdk/lib-storage does (8 MiB parts, four in flight,
  * the SDK's defaults): what multipart itself costs on this server, for comparison.
  *
+ *   BENCH_CLOUD_NODE_ARGS  node options for the Outpost Node process (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof")
+ *   BENCH_CLOUD_WORKERD=0  skip the Worker
+ *
  *   npm run build && npm run bench:cloud
  */
 const SIZE = Number(process.env.BENCH_BYTES ?? GiB);
+const NODE_ARGS = (process.env.BENCH_CLOUD_NODE_ARGS ?? '').split(' ').filter(Boolean);
+const WORKERD = process.env.BENCH_CLOUD_WORKERD !== '0';
 const ROOT = resolve(import.meta.dirname, '..');
 
 async function main(): Promise<void> {
@@ -77,10 +82,19 @@ async function main(): Promise<void> {
     rows.push({ subject: 'AWS SDK, 4 parts in flight', operation: 'push', seconds: sdkParts.seconds, bytes: SIZE, peer: { label: 'SDK', seconds: sdkPush.seconds } });
 
     const nodePort = await freePort();
-    const node = await start('Outpost on Node', process.execPath, [...cliNodeFlags(), join(ROOT, 'dist/entry/cli.js'), 'serve'], { ...settings, OUTPOST_PORT: String(nodePort) }, nodePort);
+    const node = await start('Outpost on Node', process.execPath, [...cliNodeFlags(), ...NODE_ARGS, join(ROOT, 'dist/entry/cli.js'), 'serve'], { ...settings, OUTPOST_PORT: String(nodePort) }, nodePort);
     servers.push(node);
     rows.push(...(await measure(s3.dir, node, [node.pid], new Content(SIZE, 2), client, bucket, sdkPush.seconds, sdkPull.seconds)));
+    if (NODE_ARGS.length > 0) {
+      // A graceful stop, so that node writes what its options asked for (a --cpu-prof profile).
+      process.kill(node.pid, 'SIGTERM');
+      await new Promise((r) => setTimeout(r, 3000));
+    }
 
+    if (!WORKERD) {
+      console.log(report(`blob of ${(SIZE / GiB).toFixed(2)} GiB on the cloud store (Ceph RGW + dynalite on loopback)`, rows));
+      return;
+    }
     // The Worker as `wrangler deploy` bundles it, run by workerd alone (wrangler dev would add
     // its own proxy workers in front, which a deployed Worker does not have).
     const bundleDir = join(work, 'bundle');

@@ -47,7 +47,9 @@ export function createApp({ registry, metrics = false, accessLog: sink, connecti
   // The one outermost middleware: it sees every answer, error responses included, and times
   // the whole request (src/http/access-log.ts).
   const log = requestLog(sink, connection);
+  const requestBody = connection?.requestBody;
   app.use('*', async (c, next) => {
+    if (requestBody) c.set('requestBody', () => requestBody(c));
     const begun = log.begin(c);
     await next();
     c.res.headers.set('Docker-Distribution-API-Version', 'registry/2.0');

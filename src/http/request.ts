@@ -16,9 +16,16 @@ export function hasDotSegment(target: string): boolean {
   return path.split(/[/\\]/).some((segment) => /^(?:\.|%2e){1,2}$/i.test(segment));
 }
 
+declare module 'hono' {
+  interface ContextVariableMap {
+    /** The runtime's own reading of the request body (ConnectionInfo.requestBody), set by createApp. */
+    requestBody: (() => ByteStream | undefined) | undefined;
+  }
+}
+
 /** The request body, or null when the request has none. */
 export function body(c: Context): ByteStream | null {
-  return c.req.raw.body;
+  return c.get('requestBody')?.() ?? c.req.raw.body;
 }
 
 /** Content-Length as a number; undefined when absent (chunked transfer). */

@@ -9,12 +9,15 @@ import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { takeFileSend } from '../../src/adapters/local/file-body.js';
 import { FsBlobStore } from '../../src/adapters/local/fs-blob-store.js';
-import { sendingFiles } from '../../src/entry/node-server.js';
+import { nodeConnection, sendingFiles } from '../../src/entry/node-server.js';
 
 /**
- * Blob bodies read from local files, sent by node:http straight from the file (sendingFiles)
- * instead of through the web stream: the bytes and ranges are exact, a failing file cuts the
- * response, a client that leaves closes the file, and every other answer is left to the adapter.
+ * The bodies node:http carries without @hono/node-server's web-stream adapter. Blob answers read
+ * from local files are sent straight from the file (sendingFiles): the bytes and ranges are
+ * exact, a failing file cuts the response, a client that leaves closes the file, and every
+ * other answer is left to the adapter. Request bodies are read as the socket's own Buffers
+ * (nodeConnection.requestBody): every byte in order under backpressure, and an error, never a
+ * clean end, when the client goes away mid-body.
  */
 
 const dirs: string[] = [];
@@ -182,5 +185,78 @@ describe('blob bodies sent straight from local files', () => {
     expect(takeFileSend(new Response('x').body)).toBeUndefined();
     expect(takeFileSend(null)).toBeUndefined();
     await object.body.cancel();
+  });
+});
+
+describe('request bodies read from the socket', () => {
+  async function bodyServer() {
+    const results: Array<{ digest?: string; bytes: number; error?: string; same: boolean }> = [];
+    const app = new Hono();
+    app.put('/push', async (c) => {
+      const body = nodeConnection.requestBody!(c)!;
+      const same = nodeConnection.requestBody!(c) === body;
+      const hash = createHash('sha256');
+      let bytes = 0;
+      try {
+        const reader = body.getReader();
+        for (;;) {
+          const next = await reader.read();
+          if (next.done) break;
+          hash.update(next.value);
+          bytes += next.value.byteLength;
+          // A slow reader: the socket must be paused, and nothing lost or reordered.
+          if (bytes % (1024 * 1024) < next.value.byteLength) await new Promise((r) => setTimeout(r, 20));
+        }
+        results.push({ digest: hash.digest('hex'), bytes, same });
+        return new Response('ok');
+      } catch (err) {
+        results.push({ bytes, error: String(err), same });
+        return new Response('cut', { status: 400 });
+      }
+    });
+    app.get('/push', (c) => new Response(String(nodeConnection.requestBody!(c))));
+    const server = createAdaptorServer({ fetch: app.fetch }) as Server;
+    servers.push(server);
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    return { port: (server.address() as AddressInfo).port, results };
+  }
+
+  function put(port: number, chunks: Uint8Array[], cut = false): Promise<string> {
+    return new Promise((resolve) => {
+      const req = request({ port, path: '/push', method: 'PUT', agent: false }, (res) => {
+        let text = '';
+        res.on('data', (d: Buffer) => (text += d.toString()));
+        res.on('end', () => resolve(text));
+      });
+      req.on('error', (err) => resolve(err.message));
+      const next = (i: number) => {
+        if (i === chunks.length) return cut ? setTimeout(() => req.destroy(), 50) : req.end();
+        if (req.write(chunks[i]!)) setImmediate(() => next(i + 1));
+        else req.once('drain', () => next(i + 1));
+      };
+      next(0);
+    });
+  }
+
+  it('reads every byte in order under backpressure, one stream per request', async () => {
+    const s = await bodyServer();
+    const bytes = randomBytes(6 * 1024 * 1024 + 7);
+    const chunks = Array.from({ length: Math.ceil(bytes.byteLength / 40_000) }, (_, i) => bytes.subarray(i * 40_000, (i + 1) * 40_000));
+    expect(await put(s.port, chunks)).toBe('ok');
+    expect(s.results).toEqual([{ digest: sha(bytes), bytes: bytes.byteLength, same: true }]);
+  });
+
+  it('errors the stream when the client goes away before the body ends', async () => {
+    const s = await bodyServer();
+    const bytes = randomBytes(512 * 1024);
+    await put(s.port, [bytes.subarray(0, 256 * 1024)], true);
+    await until(() => s.results.length === 1);
+    expect(s.results[0]!.error).toBeDefined();
+    expect(s.results[0]!.digest).toBeUndefined();
+  });
+
+  it('has no body stream for GET', async () => {
+    const s = await bodyServer();
+    expect((await get(s.port, '/push')).body.toString()).toBe('undefined');
   });
 });
