@@ -133,6 +133,10 @@ export function blobStoreContract(
         const bytes = randomBytes(64 * 1024 + 3);
         await store.put('k', streamOf(bytes, 97), bytes.length);
         expectBytes(await readAll((await store.get('k'))!.body), bytes);
+        // And one of several MiB, in chunks that straddle any batching a store does.
+        const large = randomBytes(3 * 1024 * 1024 + 517);
+        await store.put('k2', streamOf(large, 200_001));
+        expectBytes(await readAll((await store.get('k2'))!.body), large);
       });
 
       it('rejects a body that errors midway and leaves nothing visible or behind', async () => {

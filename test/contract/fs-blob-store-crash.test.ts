@@ -62,8 +62,9 @@ describe('FsBlobStore: a writer killed mid-write', () => {
 
     const doomed = writer(root, 'blobs/sha256/ab/doomed', 64 * MiB, 256 * 1024, 5);
     children.push(doomed);
-    // Killed once several chunks are in its temporary file (the store writes each chunk as it comes).
-    await doomed.sent(MiB);
+    // Killed once several chunks are in its temporary file: the store writes them a batch of
+    // 1 MiB at a time, and asks for the chunk after 2 MiB only once the first batch is written.
+    await doomed.sent(3 * MiB);
     doomed.child.kill('SIGKILL');
     expect(await doomed.exited).toEqual({ code: null, signal: 'SIGKILL' });
     expect(doomed.output()).not.toContain('done');
