@@ -1,9 +1,10 @@
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBlob, type Blob } from '../test/support/images.js';
 import { seedBlob, startUpstreamRegistry, type UpstreamRegistry } from '../test/e2e/support/upstream-registry.js';
-import { MiB, getHashed, median, rss, table, type HashedGet } from './harness.js';
+import { MiB, freePort, getHashed, median, rss, start, table, type HashedGet, type Server } from './harness.js';
+import { cliNodeFlags } from '../test/support/node-flags.js';
 import { killOnExit, startOutpost, type Instance } from './mirror-peers.js';
 
 /**
@@ -16,7 +17,9 @@ import { killOnExit, startOutpost, type Instance } from './mirror-peers.js';
  * few seconds a round. The process is warmed up by one small fill first (a long-running
  * server's code is compiled), and every round pulls fresh blobs. Beside wall time it reports
  * the CPU time the Outpost process used during the GET (all threads, user + system, from
- * /proc), which a busy machine disturbs less.
+ * /proc), which a busy machine disturbs less. Beside both, the floor: the same blob through
+ * bench/passthrough.mjs, a node:http pass-through that only receives, hashes, writes a file and
+ * sends (no lease, parts, index or verification before serving), with the same node options.
  *
  *   BENCH_FILL_MIB        blob sizes in MiB (default 64,256)
  *   BENCH_FILL_ROUNDS     rounds, a fresh blob of each size in each (default 5; medians count)
@@ -72,6 +75,7 @@ async function coldFill(outpost: Instance, blob: Blob): Promise<{ seconds: numbe
 async function main(): Promise<void> {
   const work = mkdtempSync(join(tmpdir(), 'outpost-bench-fill-'));
   let outpost: Instance | undefined;
+  let floor: Server | undefined;
   let up: UpstreamRegistry | undefined;
   killOnExit(() => {
     for (const dir of [up?.dir, work]) if (dir) rmSync(dir, { recursive: true, force: true });
@@ -84,7 +88,11 @@ async function main(): Promise<void> {
     await seedBlob(up, REPOSITORY, warm);
     await coldFill(outpost, warm);
     const idleRss = rss(outpost.pid).now;
-    const times = SIZES.map(() => ({ direct: [] as number[], fill: [] as number[], cpu: [] as number[] }));
+    const floorDir = join(work, 'passthrough');
+    mkdirSync(floorDir);
+    const floorPort = await freePort();
+    floor = await start('pass-through', process.execPath, [...cliNodeFlags(), join(import.meta.dirname, 'passthrough.mjs'), up.url, floorDir, String(floorPort)], {}, floorPort);
+    const times = SIZES.map(() => ({ direct: [] as number[], fill: [] as number[], cpu: [] as number[], floor: [] as number[], floorCpu: [] as number[] }));
     for (let round = 1; round <= ROUNDS; round++) {
       for (const [i, size] of SIZES.entries()) {
         const blob = randomBlob(size);
@@ -92,23 +100,43 @@ async function main(): Promise<void> {
         const direct = await getHashed(`${up.url}/v2/${REPOSITORY}/blobs/${blob.digest}`);
         check('straight from the upstream', direct, blob);
         const fill = await coldFill(outpost, blob);
+        const floorBefore = cpuSeconds(floor.pid);
+        const passed = await getHashed(`${floor.url}/v2/${REPOSITORY}/blobs/${blob.digest}`);
+        const floorCpu = cpuSeconds(floor.pid) - floorBefore;
+        check('through the pass-through', passed, blob);
+        await idle(floor.pid);
+        rmSync(floorDir, { recursive: true, force: true });
+        mkdirSync(floorDir);
         times[i]!.direct.push(direct.seconds);
         times[i]!.fill.push(fill.seconds);
         times[i]!.cpu.push(fill.cpu);
-        console.log(`bench: round ${round}, ${size / MiB} MiB: direct ${direct.seconds.toFixed(3)} s, cold fill ${fill.seconds.toFixed(3)} s (Outpost CPU ${fill.cpu.toFixed(2)} s)`);
+        times[i]!.floor.push(passed.seconds);
+        times[i]!.floorCpu.push(floorCpu);
+        console.log(
+          `bench: round ${round}, ${size / MiB} MiB: direct ${direct.seconds.toFixed(3)} s, cold fill ${fill.seconds.toFixed(3)} s (Outpost CPU ${fill.cpu.toFixed(2)} s), pass-through ${passed.seconds.toFixed(3)} s (CPU ${floorCpu.toFixed(2)} s)`,
+        );
       }
     }
     const rows = SIZES.map((size, i) => {
       const direct = median(times[i]!.direct);
       const fill = median(times[i]!.fill);
       const rate = (size / MiB / fill).toFixed(0);
-      return [`${size / MiB} MiB`, `${direct.toFixed(3)} s`, `${fill.toFixed(3)} s (${rate} MiB/s)`, `${(fill / direct).toFixed(2)}x`, `${median(times[i]!.cpu).toFixed(2)} s`];
+      const floorTime = median(times[i]!.floor);
+      return [
+        `${size / MiB} MiB`,
+        `${direct.toFixed(3)} s`,
+        `${fill.toFixed(3)} s (${rate} MiB/s)`,
+        `${(fill / direct).toFixed(2)}x`,
+        `${median(times[i]!.cpu).toFixed(2)} s`,
+        `${floorTime.toFixed(3)} s, ${(floorTime / direct).toFixed(2)}x, CPU ${median(times[i]!.floorCpu).toFixed(2)} s`,
+      ];
     });
     const peak = ((rss(outpost.pid).peak - idleRss) / MiB).toFixed(0);
-    console.log(table(`One cold fill through Outpost (Node, local store) against a direct GET from the upstream, median of ${ROUNDS}`, ['blob', 'direct', 'cold fill', 'fill vs direct', 'Outpost CPU during the fill'], rows));
+    console.log(table(`One cold fill through Outpost (Node, local store) against a direct GET from the upstream, median of ${ROUNDS}`, ['blob', 'direct', 'cold fill', 'fill vs direct', 'Outpost CPU during the fill', 'Node pass-through floor: time, vs direct, CPU'], rows));
     console.log(`Outpost's peak RSS growth over its idle size after the warm-up fill, all rounds: ${peak} MiB`);
   } finally {
     await outpost?.stop();
+    floor?.stop();
     await up?.stop();
     if (process.env.BENCH_FILL_SHOW_LOG) console.log(readFileSync(join(work, 'outpost.log'), 'utf8'));
     rmSync(work, { recursive: true, force: true });
