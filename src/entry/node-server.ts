@@ -107,6 +107,11 @@ function incomingBody(incoming: IncomingMessage): ReadableStream<Uint8Array> {
       start(c) {
         controller = c;
         if (incoming.readableEnded) return c.close();
+        // Gone before anyone read the body (a client that left while the request was being
+        // authorised): its 'close' has fired already and would never reach the listeners below.
+        if (incoming.destroyed || incoming.errored) return c.error(incoming.errored ?? new Error('the client closed the connection before the request body ended'));
+        // Read by something else first: what is left is not the whole body.
+        if (incoming.readableDidRead) return c.error(new Error('the request body was partly read elsewhere'));
         incoming.on('data', onData);
         incoming.once('end', onEnd);
         incoming.once('error', onError);
@@ -142,8 +147,15 @@ export function sendingFiles(fetch: Fetch): Fetch {
     if (!(out instanceof ServerResponse) || out.headersSent) return res;
     const send = takeFileSend(res.body);
     if (!send) return res;
-    out.writeHead(res.status, Object.fromEntries(res.headers));
-    void send(out);
+    try {
+      out.writeHead(res.status, Object.fromEntries(res.headers));
+    } catch (err) {
+      await res.body?.cancel().catch(() => undefined);
+      throw err;
+    }
+    // The socket too: a response queued behind another on a pipelined connection has none of
+    // its own yet, and never closes if the connection dies before its turn.
+    void send(out, env.incoming.socket);
     return RESPONSE_ALREADY_SENT;
   };
 }

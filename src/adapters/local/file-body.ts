@@ -31,7 +31,14 @@ export interface SendTarget {
   once(event: 'close', listener: () => void): unknown;
 }
 
-type Sender = (out: SendTarget) => Promise<void>;
+/** Whatever else ends a send when it closes (the connection under a queued response). */
+interface Closes {
+  readonly destroyed?: boolean;
+  once(event: 'close', listener: () => void): unknown;
+  off(event: 'close', listener: () => void): unknown;
+}
+
+type Sender = (out: SendTarget, connection?: Closes) => Promise<void>;
 
 /**
  * Bytes [start, end) of the open `file` as a web stream that reads only when asked (high-water
@@ -69,9 +76,9 @@ export function fileBody(file: FileHandle, start: number, end: number): ByteStre
     { highWaterMark: 0 },
   );
   let taken = false;
-  const send: Sender = async (out) => {
+  const send: Sender = async (out, connection) => {
     try {
-      await sendRange(file, pos, end, out);
+      await sendRange(file, pos, end, out, connection);
     } finally {
       close();
     }
@@ -101,20 +108,23 @@ export function takeFileSend(body: ByteStream | null): Sender | undefined {
  * early (the client sees the response cut, never a clean short body). Resolves when every
  * byte was handed to the socket or `out` closed first.
  */
-async function sendRange(file: FileHandle, pos: number, end: number, out: SendTarget): Promise<void> {
+async function sendRange(file: FileHandle, pos: number, end: number, out: SendTarget, connection: Closes | undefined): Promise<void> {
   const free: Buffer[] = [];
   let lent = 0;
-  let gone = out.destroyed;
+  let gone = out.destroyed || connection?.destroyed === true;
   let wake: (() => void) | undefined;
   const wakeUp = () => {
     const w = wake;
     wake = undefined;
     w?.();
   };
-  out.once('close', () => {
+  const onClose = () => {
     gone = true;
     wakeUp();
-  });
+  };
+  out.once('close', onClose);
+  // Taken off at the end: a kept-alive connection carries many responses.
+  connection?.once('close', onClose);
   const written = (buffer: Buffer) => (err?: Error | null) => {
     lent--;
     if (err) gone = true;
@@ -127,7 +137,8 @@ async function sendRange(file: FileHandle, pos: number, end: number, out: SendTa
         await new Promise<void>((resolve) => (wake = resolve));
         continue;
       }
-      const buffer = free.pop() ?? Buffer.allocUnsafeSlow(SEND_CHUNK_BYTES);
+      // Sized by what is left, so a small blob takes a small buffer.
+      const buffer = free.pop() ?? Buffer.allocUnsafeSlow(Math.min(SEND_CHUNK_BYTES, end - pos));
       const want = Math.min(buffer.byteLength, end - pos);
       const { bytesRead } = await file.read(buffer, 0, want, pos);
       if (bytesRead === 0) throw new Error(`the file ended at ${pos} of ${end} bytes`);
@@ -139,5 +150,7 @@ async function sendRange(file: FileHandle, pos: number, end: number, out: SendTa
     if (!gone) out.end();
   } catch (err) {
     out.destroy(err as Error);
+  } finally {
+    connection?.off('close', onClose);
   }
 }

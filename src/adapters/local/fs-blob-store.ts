@@ -93,7 +93,9 @@ export class FsBlobStore implements BlobStore {
       return undefined;
     }
     const size = info.size;
-    // Past the end only if the object was replaced by a shorter one since the caller's stat.
+    // Clamped to the open file's size, as every adapter's get is (a key's object is only ever
+    // replaced whole, by rename, so the open file keeps its size; if it shrank all the same, the
+    // read finds it ending early and the body errors: never a clean short one).
     const start = Math.min(range?.offset ?? 0, size);
     return { body: fileBody(file, start, range ? Math.min(size, start + range.length) : size), size };
   }
