@@ -42,9 +42,8 @@ type Sender = (out: SendTarget, connection?: Closes) => Promise<void>;
 
 /**
  * Bytes [start, end) of the open `file` as a web stream that reads only when asked (high-water
- * mark 0, so an unread body costs no read), then one chunk ahead of its reader (as
- * createReadStream did: the next read is on the thread pool while the reader handles the last
- * chunk), closing the file at the end, on cancel, or once the body is sent directly.
+ * mark 0, so an unread body costs no read), closing the file at the end, on cancel, or once the
+ * body is sent directly.
  */
 export function fileBody(file: FileHandle, start: number, end: number): ByteStream {
   let pos = start;
@@ -52,33 +51,21 @@ export function fileBody(file: FileHandle, start: number, end: number): ByteStre
   const close = () => {
     if (closed) return;
     closed = true;
-    // FileHandle.close waits for a read still in flight (the one ahead).
     void file.close().catch(() => undefined);
   };
-  /** The next chunk, undefined at the end. */
-  const readNext = async (): Promise<Uint8Array | undefined> => {
-    const want = Math.min(READ_CHUNK_BYTES, end - pos);
-    if (want <= 0) return undefined;
-    const { bytesRead, buffer } = await file.read(Buffer.allocUnsafeSlow(want), 0, want, pos);
-    if (bytesRead === 0) throw new Error(`the file ended at ${pos} of ${end} bytes`);
-    pos += bytesRead;
-    return bytesRead === want ? buffer : buffer.subarray(0, bytesRead);
-  };
-  let ahead: Promise<Uint8Array | undefined> | undefined;
   const stream = new ReadableStream<Uint8Array>(
     {
       pull: async (controller) => {
+        const want = Math.min(READ_CHUNK_BYTES, end - pos);
+        if (want <= 0) {
+          close();
+          return controller.close();
+        }
         try {
-          const chunk = await (ahead ?? readNext());
-          ahead = undefined;
-          if (!chunk) {
-            close();
-            return controller.close();
-          }
-          controller.enqueue(chunk);
-          ahead = readNext();
-          // Awaited by the next pull; a reader that cancels first never sees its failure.
-          ahead.catch(() => undefined);
+          const { bytesRead, buffer } = await file.read(Buffer.allocUnsafeSlow(want), 0, want, pos);
+          if (bytesRead === 0) throw new Error(`the file ended at ${pos} of ${end} bytes`);
+          pos += bytesRead;
+          controller.enqueue(bytesRead === want ? buffer : buffer.subarray(0, bytesRead));
         } catch (err) {
           close();
           controller.error(err);
