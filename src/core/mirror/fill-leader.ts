@@ -86,8 +86,7 @@ export class LocalFill {
    * most recent chunk until the digest is verified (so a blob that fails verification never
    * reaches a client whole). At most `most` bytes: what lies in one chunk is a view of it, and
    * what spans several (a client that fell behind the upstream) is copied into one array, so
-   * that a response writes it in one go instead of once per upstream chunk (on loopback one
-   * socket write of 512 KiB cost less than half the CPU of eight of 64 KiB). `copied` says
+   * that a response writes it in one go instead of once per upstream chunk. `copied` says
    * whether the bytes are the caller's own.
    */
   slice(pos: number, end: number | undefined, most: number): { bytes: Uint8Array; copied: boolean } | undefined {
