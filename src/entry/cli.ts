@@ -16,8 +16,8 @@
  * keeps the two equal). Outpost's live heap is small (about 15 MB), and V8 sizes the old
  * generation's limit from it: a fill streaming at 200 MiB/s then kept a full collection running
  * every few MiB (about 100 per GiB), and a cold fill spent 1.6 s of CPU on 256 MiB; with the
- * limit at 128 MB it spends about 1.0 s and collects 5 times per GiB, for about 40 MiB more
- * resident memory at peak (npm run bench:fill). Started as `node dist/entry/cli.js`, it works
+ * limit at 128 MB it spends about 1.0 s and collects about 20 times per GiB, for about 40 MiB more
+ * resident memory at peak (README, Benchmarks: bench:fill with --trace-gc). Started as `node dist/entry/cli.js`, it works
  * the same, only slower on cold fills.
  *
  * Exit status of gc: 0 when the run finished (whatever it deleted), 1 when some candidates
