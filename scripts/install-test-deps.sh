@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs the real peers the end-to-end tests run against (test/e2e). Idempotent: a tool that
+# Installs the real peers the end-to-end tests run against (test/e2e), and openssl, the second
+# reader of the timestamps and certificates test/support/sigstore-pki.ts makes. Idempotent: a tool that
 # is already on PATH is left alone, and nothing is installed when nothing is missing.
 # Used by test/e2e/global-setup.ts, by CI and by people: one install path for all of them.
 #
@@ -18,6 +19,7 @@ TOOLS=(
   "containerd:containerd"
   "ctr:containerd"
   "wrk:wrk"
+  "openssl:openssl"
 )
 # Debian packages whose systemd units must not run once installed.
 SERVICES=(

@@ -435,6 +435,19 @@ describe('the configuration document', () => {
       expect(both!.trustedRoot).toBe(withCa);
     });
 
+    it('takes a root without transparency logs (a private Fulcio and TSA) unless the policy requires the log', () => {
+      files['roots/no-log.json'] = JSON.stringify({ tlogs: [], certificateAuthorities: [{ certChain: { certificates: [] } }], timestampAuthorities: [{ certChain: { certificates: [] } }] });
+      const policyWith = (require: boolean) =>
+        `policies:\n  - name: p\n    repositories: ["team/*"]\n    keyless: [{ issuer: "https://i.test", subject: me }]\n    trustedRoot: roots/no-log.json\n    requireTransparencyLog: ${require}\n`;
+      const { config, problems } = read(policyWith(false));
+      expect(problems).toEqual([]);
+      expect(config!.policies[0]!.trustedRoot).toBe(files['roots/no-log.json']);
+      expect(read(policyWith(true)).problems).toEqual([
+        'policies[0].trustedRoot: lists no transparency log, and requireTransparencyLog is on: no signature could ever be proven logged',
+      ]);
+      expect(read(policyWith(false).replace('roots/no-log.json', 'keys/cosign.pub')).problems).toEqual(['policies[0].trustedRoot: the trusted root is not JSON']);
+    });
+
     it('refuses keyless identities under a root without a certificate authority, and a policy with empty keys and keyless', () => {
       expect(read('policies:\n  - name: p\n    repositories: ["team/*"]\n    keyless: [{ issuer: "https://i.test", subject: me }]\n').problems).toEqual([
         'policies[0].trustedRoot: lists no Fulcio certificate authority: the keyless identities could never be met',

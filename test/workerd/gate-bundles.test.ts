@@ -1,18 +1,21 @@
 import { env } from 'cloudflare:workers';
 import { describe, expect, it } from 'vitest';
 import { SigstoreBundleVerifier } from '../../src/adapters/sigstore/bundle-verifier.js';
-import { checkBundle } from '../../src/core/gate/bundles.js';
+import { checkBundle, checkLegacyKeyless } from '../../src/core/gate/bundles.js';
+import { TIMESTAMP_ANNOTATION } from '../../src/core/gate/simple-signing.js';
 import worker from '../../src/entry/workers.js';
-import { generateSigner } from '../support/cosign-sign.js';
+import { cosignPayload, generateSigner, signatureLayer, toBase64 } from '../support/cosign-sign.js';
 import { image, type Blob } from '../support/images.js';
 import { bundleReferrer, dsseBundle, statement } from '../support/sigstore-bundles.js';
+import { testSigstore } from '../support/sigstore-pki.js';
 
 /**
  * Sigstore bundles inside workerd: @sigstore/verify on workerd's node:crypto (nodejs_compat),
  * whose `verify(undefined, ...)` the adapter makes explicit for EC and RSA keys. The real
  * keyless bundles of ../shared/cosign-fixtures (read at transform time by import.meta.glob) when
  * present, and through the Worker's own fetch a policy with keys and keyless identities (the
- * shipped public-good root), an image signed by a DSSE bundle referrer served, an unsigned one refused.
+ * shipped public-good root), an image signed by a DSSE bundle referrer served, an unsigned one refused;
+ * a keyless `.sig` layer timestamped by an RFC 3161 authority of a test Sigstore (sigstore-pki.ts).
  */
 
 const files = import.meta.glob<string>(['../../../shared/cosign-fixtures/conformance-happy-path-v0.3/*', '../../../shared/cosign-fixtures/cosign-oci-bundle-v0.3-dsse/*'], {
@@ -75,5 +78,26 @@ describe('a bundle-signed image through the Worker', () => {
     const refused = await request(`/v2/${repo}/manifests/v2`);
     expect(refused.status).toBe(403);
     expect(await refused.text()).toContain('"release-signed"');
+  });
+});
+
+describe('a keyless .sig layer with an RFC 3161 timestamp, verified in workerd', () => {
+  it('chain at the timestamp, SCT, timestamp and identity verify; a timestamp after the certificate expired is refused', async () => {
+    const sigstore = await testSigstore();
+    const policy = { keys: [], keyless: [{ issuer: 'https://issuer.outpost.test', subject: 'release@outpost.test' }], trustedRoot: await sigstore.trustedRoot(), requireTransparencyLog: false };
+    const digest = `sha256:${'ab'.repeat(32)}`;
+    const notBefore = new Date(Date.UTC(2026, 5, 1, 12, 0, 0));
+    const layerAt = async (time: Date) => {
+      const key = await generateSigner('ecdsa-p256');
+      const leaf = await sigstore.leaf(key, { email: 'release@outpost.test', issuer: 'https://issuer.outpost.test', notBefore });
+      const payload = cosignPayload(digest);
+      const signature = await key.sign(payload);
+      const stamp = JSON.stringify({ SignedRFC3161Timestamp: toBase64(await sigstore.timestamp(signature, time)) });
+      return { payload, layer: await signatureLayer(payload, signature, { 'dev.sigstore.cosign/certificate': leaf.pem, [TIMESTAMP_ANNOTATION]: stamp }) };
+    };
+    const inside = await layerAt(new Date(notBefore.getTime() + 60_000));
+    expect(await checkLegacyKeyless(verifier, policy, inside.layer, inside.payload, digest)).toEqual({ ok: true, how: 'signed by release@outpost.test (https://issuer.outpost.test)' });
+    const late = await layerAt(new Date(notBefore.getTime() + 20 * 60_000));
+    expect(await checkLegacyKeyless(verifier, policy, late.layer, late.payload, digest)).toMatchObject({ ok: false, why: expect.stringMatching(/certificate chain/) });
   });
 });

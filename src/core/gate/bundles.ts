@@ -3,7 +3,7 @@ import { parseDigest, tryParseDigest } from '../oci/digest.js';
 import { MAX_MANIFEST_BYTES, parseManifest } from '../oci/manifest.js';
 import { bufferSource, decodeBase64, decodeFirstPem, encodeBase64, isJsonObject, parseJson, parseJsonBytes, toHex } from './encoding.js';
 import { MAX_BUNDLE_CHARS } from './rekor-set.js';
-import { BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, SIGNATURE_ANNOTATION, checkPayload, type SignatureLayer } from './simple-signing.js';
+import { BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, SIGNATURE_ANNOTATION, TIMESTAMP_ANNOTATION, checkPayload, type SignatureLayer } from './simple-signing.js';
 
 /**
  * Keyless signatures and Sigstore bundles, checked as cosign checks them; the cryptography
@@ -14,7 +14,10 @@ import { BUNDLE_ANNOTATION, CERTIFICATE_ANNOTATION, SIGNATURE_ANNOTATION, checkP
  *     checkPayload (the payload is the layer's blob and names the served digest)
  *     -> a v0.1 bundle, as cosign builds one from the annotations:   certificate  -> x509CertificateChain
  *          messageSignature {sha256(payload), signature}             bundle (SET) -> tlogEntries[0].inclusionPromise
- *     -> verify, artifact = the payload; the Rekor SET's integratedTime is the signing time (without it: refused)
+ *                                                                    rfc3161timestamp -> timestampVerificationData
+ *     -> verify, artifact = the payload; the signing time is the Rekor SET's integratedTime or the
+ *        RFC 3161 timestamp's genTime (its imprint is over the raw signature bytes, as cosign
+ *        requests it), each verified, and the certificate valid at every one (without either: refused)
  *     -> the certificate's identity is one of the policy's keyless identities
  *   bundles (cosign v3: a referrer of the served digest with artifactType a bundle media type, one
  *   layer holding the bundle JSON; found through the referrers API, else the `sha256-<hex>` index):
@@ -91,8 +94,9 @@ export async function checkLegacyKeyless(
 
 /**
  * The v0.1 bundle cosign reconstructs from a legacy layer's annotations (pkg/cosign/bundle): the
- * certificate, the signature over the payload, and the Rekor entry with its SET. A reason string
- * when the annotations cannot make one.
+ * certificate, the signature over the payload, the Rekor entry with its SET and the RFC 3161
+ * timestamp (`{"SignedRFC3161Timestamp": b64(TimeStampResp)}`, `cosign sign
+ * --timestamp-server-url`). A reason string when the annotations cannot make one.
  */
 export async function legacyBundle(layer: SignatureLayer, payload: Uint8Array): Promise<Record<string, unknown> | string> {
   const annotations = layer.annotations ?? {};
@@ -108,12 +112,28 @@ export async function legacyBundle(layer: SignatureLayer, payload: Uint8Array): 
     if (typeof entry === 'string') return entry;
     tlogEntries.push(entry);
   }
+  const verificationMaterial: Record<string, unknown> = { x509CertificateChain: { certificates: [{ rawBytes: encodeBase64(cert.der) }] }, tlogEntries };
+  const timestamp = annotations[TIMESTAMP_ANNOTATION];
+  if (typeof timestamp === 'string') {
+    const signedTimestamp = legacyTimestamp(timestamp);
+    if (signedTimestamp === undefined) return 'the rfc3161timestamp annotation is not a SignedRFC3161Timestamp';
+    verificationMaterial.timestampVerificationData = { rfc3161Timestamps: [{ signedTimestamp }] };
+  }
   const sha256 = new Uint8Array(await crypto.subtle.digest('SHA-256', bufferSource(payload)));
   return {
     mediaType: 'application/vnd.dev.sigstore.bundle+json;version=0.1',
-    verificationMaterial: { x509CertificateChain: { certificates: [{ rawBytes: encodeBase64(cert.der) }] }, tlogEntries },
+    verificationMaterial,
     messageSignature: { messageDigest: { algorithm: 'SHA2_256', digest: encodeBase64(sha256) }, signature },
   };
+}
+
+/** The base64 TimeStampResp of cosign's timestamp annotation (a TSA's answer is a few KB). */
+function legacyTimestamp(annotation: string): string | undefined {
+  if (annotation.length > MAX_BUNDLE_CHARS) return undefined;
+  const doc = parseJson(annotation);
+  const b64 = isJsonObject(doc) ? doc.SignedRFC3161Timestamp : undefined;
+  const der = typeof b64 === 'string' ? decodeBase64(b64, MAX_BUNDLE_CHARS) : undefined;
+  return der && der.length > 0 ? encodeBase64(der) : undefined;
 }
 
 function legacyTlogEntry(annotation: string): Record<string, unknown> | string {

@@ -35,6 +35,7 @@ export const SIGNATURE_ANNOTATION = 'dev.cosignproject.cosign/signature';
 export const BUNDLE_ANNOTATION = 'dev.sigstore.cosign/bundle';
 export const CERTIFICATE_ANNOTATION = 'dev.sigstore.cosign/certificate';
 export const CHAIN_ANNOTATION = 'dev.sigstore.cosign/chain';
+export const TIMESTAMP_ANNOTATION = 'dev.sigstore.cosign/rfc3161timestamp';
 /** critical.type of every cosign and containers/image simple-signing payload. */
 export const COSIGN_SIGNATURE_TYPE = 'cosign container image signature';
 

@@ -15,7 +15,11 @@ const MAX_KEY_CHARS = 16 * 1024;
 
 export class TrustedRootError extends Error {}
 
-/** The DER keys of the root's transparency logs; throws TrustedRootError naming what is wrong. */
+/**
+ * The DER keys of the root's transparency logs, none for a root of a Sigstore without a log (a
+ * private Fulcio and timestamp authority, `cosign sign --tlog-upload=false`); throws
+ * TrustedRootError naming what is wrong.
+ */
 export function trustedLogKeys(text: string): Uint8Array[] {
   if (text.length > MAX_TRUSTED_ROOT_CHARS) throw new TrustedRootError(`a trusted root is at most ${MAX_TRUSTED_ROOT_CHARS} characters`);
   let root: unknown;
@@ -32,7 +36,6 @@ export function trustedLogKeys(text: string): Uint8Array[] {
     if (!der) throw new TrustedRootError('a transparency log of the trusted root has no readable publicKey.rawBytes');
     keys.push(der);
   }
-  if (keys.length === 0) throw new TrustedRootError('the trusted root lists no transparency log');
   return keys;
 }
 

@@ -67,6 +67,9 @@ export function readPolicies(value: unknown, path: string, ctx: SectionContext, 
     // The transparency log is checked when required, or when a root is named (a bundle present
     // must then verify); keyless identities always need the root's Fulcio CAs.
     if (requireTransparencyLog || keyless.length > 0 || field(entries, 'trustedRoot') !== undefined) policy.trustedRoot = trustedRoot;
+    if (requireTransparencyLog && trustedRoot !== undefined && trustedLogKeys(trustedRoot).length === 0) {
+      ctx.problems.at(child(at, 'trustedRoot'), 'lists no transparency log, and requireTransparencyLog is on: no signature could ever be proven logged');
+    }
     if (keyless.length > 0 && trustedRoot !== undefined && !hasCertificateAuthorities(trustedRoot)) {
       ctx.problems.at(child(at, 'trustedRoot'), 'lists no Fulcio certificate authority: the keyless identities could never be met');
     }
