@@ -4,7 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { SigstoreBundleVerifier } from '../../src/adapters/sigstore/bundle-verifier.js';
-import { checkLegacyKeyless, type BundlePolicy } from '../../src/core/gate/bundles.js';
+import { checkBundle, checkLegacyKeyless, type BundlePolicy } from '../../src/core/gate/bundles.js';
 import type { GatePolicy } from '../../src/core/gate/gate.js';
 import { compileGlob } from '../../src/core/glob.js';
 import { MediaType } from '../../src/core/oci/media-types.js';
@@ -124,6 +124,34 @@ describe('keyless .sig layers timestamped by an RFC 3161 authority', () => {
     // A timestamp does not stand in for the log where the policy requires it.
     const timestampOnly = await keylessLayer(sigstore);
     expect(await check(timestampOnly, bundlePolicy(root, { requireTransparencyLog: true }))).toMatchObject({ ok: false, why: expect.stringMatching(/tlog/i) });
+  });
+});
+
+describe('a keyless v0.3 bundle timestamped by an RFC 3161 authority (cosign v3 with --timestamp-server-url)', () => {
+  it('verifies over the manifest without a log entry; another identity, a foreign TSA or another manifest is refused', async () => {
+    const sigstore = await testSigstore();
+    const root = await sigstore.trustedRoot();
+    const manifest = image({ layers: [80] }).manifest;
+    const notBefore = new Date(Date.UTC(2026, 5, 1, 12, 0, 0));
+    const bundleBy = async (stamp: (signature: Uint8Array) => Promise<Uint8Array>) => {
+      const key = await generateSigner('ecdsa-p256');
+      const leaf = await sigstore.leaf(key, { email: EMAIL, issuer: ISSUER, notBefore });
+      const signature = await key.sign(manifest.bytes);
+      return {
+        mediaType: 'application/vnd.dev.sigstore.bundle.v0.3+json',
+        verificationMaterial: { certificate: { rawBytes: toBase64(leaf.der) }, tlogEntries: [], timestampVerificationData: { rfc3161Timestamps: [{ signedTimestamp: toBase64(await stamp(signature)) }] } },
+        messageSignature: { messageDigest: { algorithm: 'SHA2_256', digest: Buffer.from(manifest.digest.slice(7), 'hex').toString('base64') }, signature: toBase64(signature) },
+      };
+    };
+    const inTime = new Date(notBefore.getTime() + 60_000);
+    const good = await bundleBy((sig) => sigstore.timestamp(sig, inTime));
+    expect(await checkBundle(verifier, bundlePolicy(root), good, manifest.digest, manifest.bytes)).toEqual({ ok: true, how: `signed by ${EMAIL} (${ISSUER})` });
+    expect(await checkBundle(verifier, bundlePolicy(root, { keyless: [{ issuer: ISSUER, subject: 'someone@else.test' }] }), good, manifest.digest, manifest.bytes)).toMatchObject({ ok: false, why: expect.stringMatching(/identity/) });
+    const other = await testSigstore();
+    const foreign = await bundleBy((sig) => other.timestamp(sig, inTime));
+    expect(await checkBundle(verifier, bundlePolicy(root), foreign, manifest.digest, manifest.bytes)).toMatchObject({ ok: false, why: expect.stringMatching(/TIMESTAMP_ERROR/) });
+    const another = image({ layers: [81] }).manifest;
+    expect(await checkBundle(verifier, bundlePolicy(root), good, another.digest, another.bytes)).toMatchObject({ ok: false });
   });
 });
 
