@@ -10,6 +10,7 @@ import { compileGlob } from '../../src/core/glob.js';
 import { MediaType } from '../../src/core/oci/media-types.js';
 import { TIMESTAMP_ANNOTATION, type SignatureLayer } from '../../src/core/gate/simple-signing.js';
 import { testApp } from '../support/app.js';
+import { mirrorTest } from '../support/mirror.js';
 import { cosignPayload, generateSigner, rekorBundle, signatureLayer, toBase64, type TestSigner } from '../support/cosign-sign.js';
 import { blob, image } from '../support/images.js';
 import { testSigstore, type TestSigstore } from '../support/sigstore-pki.js';
@@ -158,7 +159,7 @@ describe('a keyless v0.3 bundle timestamped by an RFC 3161 authority (cosign v3 
 describe('the gate serving a keyless, timestamped image', () => {
   const gatePolicy = (trustedRoot: string, p: Partial<GatePolicy> = {}): GatePolicy => ({
     name: 'release-signed',
-    repositories: ['team/*'].map(compileGlob),
+    repositories: ['team/*', 'registry.test/library/*'].map(compileGlob),
     mode: 'enforce',
     keys: [],
     keyless: [{ issuer: ISSUER, subject: EMAIL }],
@@ -188,6 +189,27 @@ describe('the gate serving a keyless, timestamped image', () => {
     const refused = await serve({ keyless: [{ issuer: ISSUER, subject: 'someone@else.test' }] });
     expect(refused.status).toBe(403);
     expect(((await refused.json()) as { errors: Array<{ code: string }> }).errors[0]!.code).toBe('DENIED');
+  });
+
+  it('through the mirror: the .sig tag fetched from the upstream verifies; an image signed for another digest is refused', async () => {
+    const sigstore = await testSigstore();
+    const logged: Array<Record<string, unknown>> = [];
+    const t = mirrorTest({ gate: { policies: [gatePolicy(await sigstore.trustedRoot())], bundles: verifier, log: (r) => logged.push(r) } });
+    const signedImage = image({ layers: [72] });
+    const other = image({ layers: [73] });
+    t.up.addImage('library/app', 'v1', signedImage);
+    t.up.addImage('library/app', 'v2', other);
+    const config = blob('{}', 'application/vnd.oci.image.config.v1+json');
+    t.up.addBlob('library/app', config.bytes);
+    for (const [img, signedFor] of [[signedImage, signedImage], [other, signedImage]] as const) {
+      const signed = await keylessLayer(sigstore, { digest: signedFor.manifest.digest });
+      t.up.addBlob('library/app', Buffer.from(signed.payload));
+      const manifest = JSON.stringify({ schemaVersion: 2, mediaType: MediaType.OciManifest, config: { mediaType: config.mediaType, digest: config.digest, size: config.size }, layers: [signed.layer] });
+      t.up.addManifest('library/app', `sha256-${img.manifest.digest.slice(7)}.sig`, manifest, MediaType.OciManifest);
+    }
+    expect((await t.request('/v2/up/library/app/manifests/v1')).status).toBe(200);
+    expect((await t.request('/v2/up/library/app/manifests/v2')).status).toBe(403);
+    expect(logged.at(-1)?.detail).toMatch(/^manifest-digest-mismatch/);
   });
 });
 
