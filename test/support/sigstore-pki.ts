@@ -161,10 +161,8 @@ async function rootCertificate(organization: string, commonName: string, notBefo
 }
 
 export interface TestSigstoreOptions {
-  /** When the CA, the CT log and the TSA begin to be trusted; default 2020-01-01. */
-  readonly start?: Date;
-  /** When the CA's and the TSA's certificates expire; default 2040-01-01. */
-  readonly end?: Date;
+  /** When the TSA's certificate expires; default with the CA's, 2040-01-01. */
+  readonly tsaNotAfter?: Date;
 }
 
 export interface LeafOptions {
@@ -192,8 +190,8 @@ export interface TestSigstore {
 }
 
 export async function testSigstore(options: TestSigstoreOptions = {}): Promise<TestSigstore> {
-  const start = options.start ?? new Date('2020-01-01T00:00:00Z');
-  const end = options.end ?? new Date('2040-01-01T00:00:00Z');
+  const start = new Date('2020-01-01T00:00:00Z');
+  const end = new Date('2040-01-01T00:00:00Z');
   const ca = await rootCertificate('outpost.test', 'test fulcio', start, end, 1);
   const ctLog = await generateSigner('ecdsa-p256');
   const tsaRoot = await rootCertificate('outpost.test', 'test tsa root', start, end, 2);
@@ -201,7 +199,7 @@ export async function testSigstore(options: TestSigstoreOptions = {}): Promise<T
     serial: 3,
     subject: name('outpost.test', 'test tsa'),
     notBefore: start,
-    notAfter: end,
+    notAfter: options.tsaNotAfter ?? end,
     signer: await generateSigner('ecdsa-p256'),
     extensions: [extension(OID.keyUsage, true, bits(new Uint8Array([0x80]), 7)), extension(OID.extKeyUsage, true, seq(oid(OID.timeStamping)))],
   };

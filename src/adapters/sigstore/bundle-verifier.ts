@@ -109,6 +109,9 @@ export class SigstoreBundleVerifier implements BundleVerifier {
 
 function message(err: unknown): string {
   if (err && typeof err === 'object' && 'code' in err && 'message' in err) return `${String(err.code)}: ${String(err.message)}`;
+  // The library reads DER it has not validated (a TimeStampResp, a certificate) by walking its
+  // parsed tree; a missing element surfaces as a TypeError from inside it, not as its own error.
+  if (err instanceof TypeError || err instanceof RangeError) return 'a certificate or timestamp in the bundle is not well-formed';
   return err instanceof Error ? err.message : String(err);
 }
 
