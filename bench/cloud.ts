@@ -9,14 +9,14 @@ import {
   UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { Readable } from 'node:stream';
 import { createS3Client } from '../src/adapters/s3/client.js';
 import { startS3 } from '../test/support/s3-server.js';
 import { startDynalite } from '../test/support/dynalite.js';
-import { Content, GiB, MiB, descendants, drain, freePort, report, rss, send, start, timed, type Row, type Server } from './harness.js';
+import { Content, GiB, MiB, descendants, drain, freePort, median, report, rss, send, start, timed, type Row, type Server } from './harness.js';
 import { cliNodeFlags } from '../test/support/node-flags.js';
 
 /**
@@ -31,12 +31,17 @@ import { cliNodeFlags } from '../test/support/node-flags.js';
  *
  *   BENCH_CLOUD_NODE_ARGS  node options for the Outpost Node process (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof")
  *   BENCH_CLOUD_WORKERD=0  skip the Worker
+ *   BENCH_CLOUD_WORKERD_PROFILE=FILE  a CPU profile of the Worker's isolate, over all rounds
+ *   BENCH_CLOUD_ROUNDS     rounds (default 3); every figure is the median, each side measured in turn within a round
  *
  *   npm run build && npm run bench:cloud
  */
 const SIZE = Number(process.env.BENCH_BYTES ?? GiB);
 const NODE_ARGS = (process.env.BENCH_CLOUD_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const WORKERD = process.env.BENCH_CLOUD_WORKERD !== '0';
+const ROUNDS = Number(process.env.BENCH_CLOUD_ROUNDS ?? 3);
+/** A path: the Worker's isolate is CPU-profiled over its push and pull, the .cpuprofile written there. */
+const WORKERD_PROFILE = process.env.BENCH_CLOUD_WORKERD_PROFILE;
 const ROOT = resolve(import.meta.dirname, '..');
 
 async function main(): Promise<void> {
@@ -62,68 +67,103 @@ async function main(): Promise<void> {
       OUTPOST_DYNAMODB_ACCESS_KEY_ID: 'bench',
       OUTPOST_DYNAMODB_SECRET_ACCESS_KEY: 'bench',
     };
-    const rows: Row[] = [];
-
-    // The peer: the SDK straight to S3, one streamed PutObject and one GetObject.
-    const direct = new Content(SIZE, 1);
-    const sdkPush = await timed(() =>
-      client.send(new PutObjectCommand({ Bucket: bucket, Key: 'direct', Body: Readable.from(direct.chunks()), ContentLength: SIZE })),
-    );
-    // The SDK's Node stream is read as is: converting it to a web stream would slow the peer down.
-    const sdkPull = await timed(async () => drain((await client.send(new GetObjectCommand({ Bucket: bucket, Key: 'direct' }))).Body as unknown as ReadableStream<Uint8Array>));
-    if (sdkPull.value.digest !== direct.digest) throw new Error('SDK round trip changed the bytes');
-    await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: 'direct' }));
-    collectGarbage(s3.dir);
-    rows.push({ subject: 'AWS SDK straight to S3', operation: 'push', seconds: sdkPush.seconds, bytes: SIZE });
-    rows.push({ subject: 'AWS SDK straight to S3', operation: 'pull', seconds: sdkPull.seconds, bytes: SIZE });
-    const sdkParts = await timed(() => sdkMultipart(s3, bucket, 'direct-parts', new Content(SIZE, 4)));
-    await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: 'direct-parts' }));
-    collectGarbage(s3.dir);
-    rows.push({ subject: 'AWS SDK, 4 parts in flight', operation: 'push', seconds: sdkParts.seconds, bytes: SIZE, peer: { label: 'SDK', seconds: sdkPush.seconds } });
-
     const nodePort = await freePort();
     const node = await start('Outpost on Node', process.execPath, [...cliNodeFlags(), ...NODE_ARGS, join(ROOT, 'dist/entry/cli.js'), 'serve'], { ...settings, OUTPOST_PORT: String(nodePort) }, nodePort);
     servers.push(node);
-    rows.push(...(await measure(s3.dir, node, [node.pid], new Content(SIZE, 2), client, bucket, sdkPush.seconds, sdkPull.seconds)));
+    const subjects: Array<{ server: Server; pids: number[] }> = [{ server: node, pids: [node.pid] }];
+    if (WORKERD) {
+      // The Worker as `wrangler deploy` bundles it, run by workerd alone (wrangler dev would add
+      // its own proxy workers in front, which a deployed Worker does not have).
+      const bundleDir = join(work, 'bundle');
+      await run(process.execPath, [join(ROOT, 'node_modules/wrangler/bin/wrangler.js'), 'deploy', '--dry-run', '--outdir', bundleDir], {
+        CLOUDFLARE_CF_FETCH_ENABLED: 'false',
+        WRANGLER_SEND_METRICS: 'false',
+        CI: 'true',
+        WRANGLER_LOG_PATH: join(work, 'logs'),
+      });
+      const workerPort = await freePort();
+      const worker = await start(
+        'Outpost on workerd',
+        process.execPath,
+        [
+          ...(WORKERD_PROFILE ? ['--experimental-websocket'] : []),
+          join(ROOT, 'bench/worker-host.mjs'),
+          join(bundleDir, 'workers.js'),
+          String(workerPort),
+          JSON.stringify(settings),
+          ...(WORKERD_PROFILE ? [WORKERD_PROFILE] : []),
+        ],
+        {},
+        workerPort,
+        { cwd: ROOT, group: true },
+      );
+      servers.push(worker);
+      const workerd = descendants(worker.pid).filter((pid) => {
+        try {
+          return /workerd/.test(readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
+        } catch {
+          return false;
+        }
+      });
+      subjects.push({ server: worker, pids: workerd });
+    }
+    const idle = new Map(subjects.flatMap((s) => s.pids).map((pid) => [pid, rss(pid).now]));
+
+    // Rounds, each side in turn within a round, so that a drift of the machine or of RGW over
+    // the run moves the peer and Outpost alike; medians count.
+    const times = new Map<string, number[]>();
+    const add = (key: string, seconds: number) => times.set(key, [...(times.get(key) ?? []), seconds]);
+    for (let round = 0; round < ROUNDS; round++) {
+      // The peer: the SDK straight to S3, one streamed PutObject and one GetObject.
+      const direct = new Content(SIZE, 10 * round + 1);
+      add('sdk push', (await timed(() => client.send(new PutObjectCommand({ Bucket: bucket, Key: 'direct', Body: Readable.from(direct.chunks()), ContentLength: SIZE })))).seconds);
+      // The SDK's Node stream is read as is: converting it to a web stream would slow the peer down.
+      const sdkPull = await timed(async () => drain((await client.send(new GetObjectCommand({ Bucket: bucket, Key: 'direct' }))).Body as unknown as ReadableStream<Uint8Array>));
+      if (sdkPull.value.digest !== direct.digest) throw new Error('SDK round trip changed the bytes');
+      add('sdk pull', sdkPull.seconds);
+      await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: 'direct' }));
+      collectGarbage(s3.dir);
+      add('sdk parts push', (await timed(() => sdkMultipart(s3, bucket, 'direct-parts', new Content(SIZE, 10 * round + 2)))).seconds);
+      await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: 'direct-parts' }));
+      collectGarbage(s3.dir);
+      for (const [i, { server }] of subjects.entries()) {
+        const measured = await measure(s3.dir, server, new Content(SIZE, 10 * round + 3 + i), client, bucket);
+        add(`${server.label} push`, measured.push);
+        add(`${server.label} pull`, measured.pull);
+      }
+    }
+    const at = (key: string) => median(times.get(key)!);
+    const rows: Row[] = [
+      { subject: 'AWS SDK straight to S3', operation: 'push', seconds: at('sdk push'), bytes: SIZE },
+      { subject: 'AWS SDK straight to S3', operation: 'pull', seconds: at('sdk pull'), bytes: SIZE },
+      { subject: 'AWS SDK, 4 parts in flight', operation: 'push', seconds: at('sdk parts push'), bytes: SIZE, peer: { label: 'SDK', seconds: at('sdk push') } },
+    ];
+    for (const { server, pids } of subjects) {
+      // The process that carried the bytes is the one that grew most.
+      const growths = pids.map((pid) => rss(pid).peak - idle.get(pid)!);
+      if (pids.length > 1) {
+        for (const [i, pid] of pids.entries()) {
+          const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).slice(-3).join(' ');
+          console.log(`bench: ${server.label} process ${pid} (${cmd.slice(0, 100)}): peak RSS growth ${(growths[i]! / MiB).toFixed(1)} MiB`);
+        }
+      }
+      rows.push(
+        { subject: server.label, operation: 'push', seconds: at(`${server.label} push`), bytes: SIZE, peer: { label: 'SDK', seconds: at('sdk push') }, rssGrowth: Math.max(...growths) },
+        { subject: server.label, operation: 'pull', seconds: at(`${server.label} pull`), bytes: SIZE, peer: { label: 'SDK', seconds: at('sdk pull') } },
+      );
+    }
     if (NODE_ARGS.length > 0) {
       // A graceful stop, so that node writes what its options asked for (a --cpu-prof profile).
       process.kill(node.pid, 'SIGTERM');
       await new Promise((r) => setTimeout(r, 3000));
     }
-
-    if (!WORKERD) {
-      console.log(report(`blob of ${(SIZE / GiB).toFixed(2)} GiB on the cloud store (Ceph RGW + dynalite on loopback)`, rows));
-      return;
+    const worker = subjects[1]?.server;
+    if (WORKERD_PROFILE && worker) {
+      process.kill(worker.pid, 'SIGUSR2');
+      for (let i = 0; i < 100 && !existsSync(WORKERD_PROFILE); i++) await new Promise((r) => setTimeout(r, 100));
+      await new Promise((r) => setTimeout(r, 1000));
     }
-    // The Worker as `wrangler deploy` bundles it, run by workerd alone (wrangler dev would add
-    // its own proxy workers in front, which a deployed Worker does not have).
-    const bundleDir = join(work, 'bundle');
-    await run(process.execPath, [join(ROOT, 'node_modules/wrangler/bin/wrangler.js'), 'deploy', '--dry-run', '--outdir', bundleDir], {
-      CLOUDFLARE_CF_FETCH_ENABLED: 'false',
-      WRANGLER_SEND_METRICS: 'false',
-      CI: 'true',
-      WRANGLER_LOG_PATH: join(work, 'logs'),
-    });
-    const workerPort = await freePort();
-    const worker = await start(
-      'Outpost on workerd',
-      process.execPath,
-      [join(ROOT, 'bench/worker-host.mjs'), join(bundleDir, 'workers.js'), String(workerPort), JSON.stringify(settings)],
-      {},
-      workerPort,
-      { cwd: ROOT, group: true },
-    );
-    servers.push(worker);
-    const workerd = descendants(worker.pid).filter((pid) => {
-      try {
-        return /workerd/.test(readFileSync(`/proc/${pid}/cmdline`, 'utf8'));
-      } catch {
-        return false;
-      }
-    });
-    rows.push(...(await measure(s3.dir, worker, workerd, new Content(SIZE, 3), client, bucket, sdkPush.seconds, sdkPull.seconds)));
-
-    console.log(report(`blob of ${(SIZE / GiB).toFixed(2)} GiB on the cloud store (Ceph RGW + dynalite on loopback)`, rows));
+    console.log(report(`blob of ${(SIZE / GiB).toFixed(2)} GiB on the cloud store (Ceph RGW + dynalite on loopback), median of ${ROUNDS} rounds (peak RSS growth covers all)`, rows));
   } finally {
     for (const s of servers) s.stop();
     await dynamo.stop();
@@ -185,17 +225,8 @@ async function run(command: string, args: string[], env: Record<string, string>)
   if (out.status !== 0) throw new Error(`${command} ${args.join(' ')} failed:\n${out.stdout}\n${out.stderr}`);
 }
 
-async function measure(
-  dir: string,
-  server: Server,
-  pids: number[],
-  content: Content,
-  client: ReturnType<typeof createS3Client>,
-  bucket: string,
-  sdkPush: number,
-  sdkPull: number,
-): Promise<Row[]> {
-  const idle = new Map(pids.map((pid) => [pid, rss(pid).now]));
+/** One push and one pull of `content` through `server`, then the blob deleted from S3. */
+async function measure(dir: string, server: Server, content: Content, client: ReturnType<typeof createS3Client>, bucket: string): Promise<{ push: number; pull: number }> {
   const push = await timed(async () => {
     const res = await send('POST', `${server.url}/v2/bench/blob/blobs/uploads/?digest=${content.digest}`, content);
     if (res.status !== 201) throw new Error(`${server.label} push: ${res.status} ${res.body}`);
@@ -205,21 +236,9 @@ async function measure(
     const got = await drain(res.body);
     if (res.status !== 200 || got.digest !== content.digest) throw new Error(`${server.label} pull: ${res.status} ${got.digest}`);
   });
-  // The process that carried the bytes is the one that grew most.
-  const growths = pids.map((pid) => rss(pid).peak - idle.get(pid)!);
-  if (pids.length > 1) {
-    for (const [i, pid] of pids.entries()) {
-      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0').filter(Boolean).slice(-3).join(' ');
-      console.log(`bench: ${server.label} process ${pid} (${cmd.slice(0, 100)}): peak RSS growth ${(growths[i]! / 1048576).toFixed(1)} MiB`);
-    }
-  }
-  const growth = Math.max(...growths);
   await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: `blobs/sha256/${content.digest.slice(7, 9)}/${content.digest.slice(7)}` }));
   collectGarbage(dir);
-  return [
-    { subject: server.label, operation: 'push', seconds: push.seconds, bytes: content.size, peer: { label: 'SDK', seconds: sdkPush }, rssGrowth: growth },
-    { subject: server.label, operation: 'pull', seconds: pull.seconds, bytes: content.size, peer: { label: 'SDK', seconds: sdkPull } },
-  ];
+  return { push: push.seconds, pull: pull.seconds };
 }
 
 await main();

@@ -214,3 +214,41 @@ export async function discard(body: ByteStream | null): Promise<void> {
   if (!body) return;
   await body.cancel().catch(() => undefined);
 }
+
+/**
+ * `body` read through a BYOB reader, each read into a fresh buffer of `bytes`: a byte stream of
+ * the runtime (a request or fetched body in workerd) hands its default reader 4 KiB at a time,
+ * and every chunk then costs a promise in each stream it passes through. A BYOB read takes what
+ * has arrived, up to the buffer, and never waits for more, so a slow sender is seen exactly as
+ * before (idle timeouts keep their meaning). Measured in workerd with bench/worker-host.mjs, a
+ * 1 GiB request body: 263,000 reads of 4 KiB in 3.3 s, against 21,600 reads (50 KiB on average)
+ * in 0.9 s into 64 KiB buffers. A read that filled less than a quarter of its buffer is copied
+ * out, so that a trickle of small chunks held somewhere (a fill's window) does not hold a whole
+ * buffer each. A stream that is not a byte stream is returned as it is. Pull-driven (nothing is
+ * read ahead); cancel passes through.
+ */
+export function inLargerChunks(body: ByteStream, bytes: number): ByteStream {
+  let reader: ReadableStreamBYOBReader;
+  try {
+    reader = body.getReader({ mode: 'byob' });
+  } catch {
+    return body;
+  }
+  return new ReadableStream<Uint8Array>(
+    {
+      async pull(controller) {
+        for (;;) {
+          const { done, value } = await reader.read(new Uint8Array(bytes));
+          if (done) return controller.close();
+          // An empty read: read again (a pull that enqueues nothing is not called again).
+          if (value.byteLength === 0) continue;
+          return controller.enqueue(value.byteLength < bytes / 4 ? value.slice() : value);
+        }
+      },
+      cancel(reason) {
+        return reader.cancel(reason);
+      },
+    },
+    { highWaterMark: 0 },
+  );
+}
