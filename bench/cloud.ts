@@ -32,6 +32,9 @@ import { cliNodeFlags } from '../test/support/node-flags.js';
  *   BENCH_CLOUD_NODE_ARGS  node options for the Outpost Node process (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof")
  *   BENCH_CLOUD_WORKERD=0  skip the Worker
  *   BENCH_CLOUD_WORKERD_PROFILE=FILE  a CPU profile of the Worker's isolate, over all rounds
+ *
+ * For the Worker it also prints the peak of the isolate itself (its heap and ArrayBuffers, what
+ * the 128 MB limit counts), watched through workerd's inspector (bench/worker-host.mjs).
  *   BENCH_CLOUD_ROUNDS     rounds (default 3); every figure is the median, each side measured in turn within a round
  *
  *   npm run build && npm run bench:cloud
@@ -40,7 +43,7 @@ const SIZE = Number(process.env.BENCH_BYTES ?? GiB);
 const NODE_ARGS = (process.env.BENCH_CLOUD_NODE_ARGS ?? '').split(' ').filter(Boolean);
 const WORKERD = process.env.BENCH_CLOUD_WORKERD !== '0';
 const ROUNDS = Number(process.env.BENCH_CLOUD_ROUNDS ?? 3);
-/** A path: the Worker's isolate is CPU-profiled over its push and pull, the .cpuprofile written there. */
+/** A path: the Worker's isolate is CPU-profiled over all rounds, the .cpuprofile written there. */
 const WORKERD_PROFILE = process.env.BENCH_CLOUD_WORKERD_PROFILE;
 const ROOT = resolve(import.meta.dirname, '..');
 
@@ -71,6 +74,7 @@ async function main(): Promise<void> {
     const node = await start('Outpost on Node', process.execPath, [...cliNodeFlags(), ...NODE_ARGS, join(ROOT, 'dist/entry/cli.js'), 'serve'], { ...settings, OUTPOST_PORT: String(nodePort) }, nodePort);
     servers.push(node);
     const subjects: Array<{ server: Server; pids: number[] }> = [{ server: node, pids: [node.pid] }];
+    const isolateReport = join(work, 'isolate.json');
     if (WORKERD) {
       // The Worker as `wrangler deploy` bundles it, run by workerd alone (wrangler dev would add
       // its own proxy workers in front, which a deployed Worker does not have).
@@ -86,11 +90,12 @@ async function main(): Promise<void> {
         'Outpost on workerd',
         process.execPath,
         [
-          ...(WORKERD_PROFILE ? ['--experimental-websocket'] : []),
+          '--experimental-websocket',
           join(ROOT, 'bench/worker-host.mjs'),
           join(bundleDir, 'workers.js'),
           String(workerPort),
           JSON.stringify(settings),
+          isolateReport,
           ...(WORKERD_PROFILE ? [WORKERD_PROFILE] : []),
         ],
         {},
@@ -158,10 +163,12 @@ async function main(): Promise<void> {
       await new Promise((r) => setTimeout(r, 3000));
     }
     const worker = subjects[1]?.server;
-    if (WORKERD_PROFILE && worker) {
+    if (worker) {
+      // The isolate's own peak (heap and ArrayBuffers), which its 128 MB limit counts.
       process.kill(worker.pid, 'SIGUSR2');
-      for (let i = 0; i < 100 && !existsSync(WORKERD_PROFILE); i++) await new Promise((r) => setTimeout(r, 100));
-      await new Promise((r) => setTimeout(r, 1000));
+      for (let i = 0; i < 100 && !existsSync(isolateReport); i++) await new Promise((r) => setTimeout(r, 100));
+      const { peakIsolateBytes } = JSON.parse(readFileSync(isolateReport, 'utf8')) as { peakIsolateBytes: number };
+      console.log(`bench: Outpost on workerd: peak of the isolate (heap and ArrayBuffer backing stores, Runtime.getHeapUsage every 50 ms) ${(peakIsolateBytes / MiB).toFixed(1)} MiB`);
     }
     console.log(report(`blob of ${(SIZE / GiB).toFixed(2)} GiB on the cloud store (Ceph RGW + dynalite on loopback), median of ${ROUNDS} rounds (peak RSS growth covers all)`, rows));
   } finally {

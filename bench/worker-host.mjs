@@ -1,16 +1,19 @@
 // Runs a bundled Worker in one workerd process through Miniflare (no wrangler dev proxy in
 // front), so the benchmark measures the Worker and nothing else.
-//   node bench/worker-host.mjs <bundle.js> <port> '<bindings as JSON>' [<profile.cpuprofile>]
-// With a profile path, the Worker's isolate is CPU-profiled through workerd's inspector (the
-// DevTools protocol) from ready to SIGUSR2, and the profile written there (node needs
-// --experimental-websocket on Node 20).
+//   node --experimental-websocket bench/worker-host.mjs <bundle.js> <port> '<bindings as JSON>' <report.json> [<profile.cpuprofile>]
+// Through workerd's inspector (the DevTools protocol; Node 20 needs --experimental-websocket)
+// the host watches the Worker's isolate: every 50 ms its heap and the backing stores of its
+// ArrayBuffers (Runtime.getHeapUsage), what a Workers isolate's 128 MB limit is about, unlike
+// the process's RSS, which also holds workerd's own buffers and garbage not yet collected. On
+// SIGUSR2 it writes the peak to <report.json>, and with a profile path a CPU profile taken from
+// ready until then.
 import { Miniflare } from 'miniflare';
 import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname } from 'node:path';
 
-const [bundle, port, bindings, profilePath] = process.argv.slice(2);
-const inspectorPort = profilePath ? await freePort() : undefined;
+const [bundle, port, bindings, reportPath, profilePath] = process.argv.slice(2);
+const inspectorPort = await freePort();
 const mf = new Miniflare({
   scriptPath: bundle,
   modules: true,
@@ -23,17 +26,29 @@ const mf = new Miniflare({
   inspectorPort,
 });
 const url = await mf.ready;
-const profiler = profilePath ? await startProfiler(inspectorPort) : undefined;
+const inspector = await connect(inspectorPort);
+if (profilePath) {
+  await inspector.call('Profiler.enable');
+  await inspector.call('Profiler.setSamplingInterval', { interval: 500 });
+  await inspector.call('Profiler.start');
+}
+let peak = 0;
+const watch = setInterval(async () => {
+  const usage = await inspector.call('Runtime.getHeapUsage');
+  if (usage) peak = Math.max(peak, usage.usedSize + (usage.backingStorageSize ?? 0));
+}, 50);
 console.log(`worker ready on ${url}`);
 process.on('SIGTERM', () => void mf.dispose().then(() => process.exit(0)));
-// Miniflare stops workerd itself on SIGTERM, so the profile is asked for with another signal.
+// Miniflare stops workerd itself on SIGTERM, so the report is asked for with another signal.
 process.on('SIGUSR2', async () => {
-  if (profiler) writeFileSync(profilePath, JSON.stringify(await profiler.stop()));
+  clearInterval(watch);
+  if (profilePath) writeFileSync(profilePath, JSON.stringify((await inspector.call('Profiler.stop')).profile));
+  writeFileSync(reportPath, JSON.stringify({ peakIsolateBytes: peak }));
 });
 
-async function startProfiler(port) {
+/** The DevTools session of the Worker itself, not of Miniflare's own entry and helper workers. */
+async function connect(port) {
   const targets = await (await fetch(`http://127.0.0.1:${port}/json/list`)).json();
-  // The Worker itself, not Miniflare's own entry and helper workers.
   const socket = new WebSocket(targets.find((t) => t.id.startsWith('core:user:')).webSocketDebuggerUrl);
   await new Promise((resolve, reject) => ((socket.onopen = resolve), (socket.onerror = reject)));
   let id = 0;
@@ -44,15 +59,13 @@ async function startProfiler(port) {
     pending.get(message.id)?.(message.result);
     pending.delete(message.id);
   };
-  const call = (method, params = {}) =>
-    new Promise((resolve) => {
-      pending.set(++id, resolve);
-      socket.send(JSON.stringify({ id, method, params }));
-    });
-  await call('Profiler.enable');
-  await call('Profiler.setSamplingInterval', { interval: 500 });
-  await call('Profiler.start');
-  return { stop: async () => (await call('Profiler.stop')).profile };
+  return {
+    call: (method, params = {}) =>
+      new Promise((resolve) => {
+        pending.set(++id, resolve);
+        socket.send(JSON.stringify({ id, method, params }));
+      }),
+  };
 }
 
 function freePort() {
