@@ -113,6 +113,8 @@ async function main(): Promise<void> {
       subjects.push({ server: worker, pids: workerd });
     }
     const idle = new Map(subjects.flatMap((s) => s.pids).map((pid) => [pid, rss(pid).now]));
+    const worker = subjects[1]?.server;
+    const isolatePeaks: Array<{ push: number; pull: number }> = [];
 
     // Rounds, each side in turn within a round, so that a drift of the machine or of RGW over
     // the run moves the peer and Outpost alike; medians count.
@@ -132,9 +134,12 @@ async function main(): Promise<void> {
       await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: 'direct-parts' }));
       collectGarbage(s3.dir);
       for (const [i, { server }] of subjects.entries()) {
-        const measured = await measure(s3.dir, server, new Content(SIZE, 10 * round + 3 + i), client, bucket);
+        const isolate = server === worker ? () => isolatePeak(worker, isolateReport) : undefined;
+        await isolate?.();
+        const measured = await measure(s3.dir, server, new Content(SIZE, 10 * round + 3 + i), client, bucket, isolate);
         add(`${server.label} push`, measured.push);
         add(`${server.label} pull`, measured.pull);
+        if (measured.isolate) isolatePeaks.push(measured.isolate);
       }
     }
     const at = (key: string) => median(times.get(key)!);
@@ -162,13 +167,18 @@ async function main(): Promise<void> {
       process.kill(node.pid, 'SIGTERM');
       await new Promise((r) => setTimeout(r, 3000));
     }
-    const worker = subjects[1]?.server;
     if (worker) {
       // The isolate's own peak (heap and ArrayBuffers), which its 128 MB limit counts.
-      process.kill(worker.pid, 'SIGUSR2');
-      for (let i = 0; i < 100 && !existsSync(isolateReport); i++) await new Promise((r) => setTimeout(r, 100));
-      const { peakIsolateBytes } = JSON.parse(readFileSync(isolateReport, 'utf8')) as { peakIsolateBytes: number };
-      console.log(`bench: Outpost on workerd: peak of the isolate (heap and ArrayBuffer backing stores, Runtime.getHeapUsage every 50 ms) ${(peakIsolateBytes / MiB).toFixed(1)} MiB`);
+      const mib = (xs: number[]) => xs.map((x) => (x / MiB).toFixed(0)).join(', ');
+      console.log(
+        `bench: Outpost on workerd, peak of the isolate (heap and ArrayBuffer backing stores, Runtime.getHeapUsage every 50 ms) by round: ` +
+          `push ${mib(isolatePeaks.map((p) => p.push))} MiB, pull ${mib(isolatePeaks.map((p) => p.pull))} MiB`,
+      );
+      if (WORKERD_PROFILE) {
+        rmSync(isolateReport, { force: true });
+        process.kill(worker.pid, 'SIGUSR2');
+        for (let i = 0; i < 100 && !existsSync(isolateReport); i++) await new Promise((r) => setTimeout(r, 100));
+      }
     }
     console.log(report(`blob of ${(SIZE / GiB).toFixed(2)} GiB on the cloud store (Ceph RGW + dynalite on loopback), median of ${ROUNDS} rounds (peak RSS growth covers all)`, rows));
   } finally {
@@ -233,19 +243,36 @@ async function run(command: string, args: string[], env: Record<string, string>)
 }
 
 /** One push and one pull of `content` through `server`, then the blob deleted from S3. */
-async function measure(dir: string, server: Server, content: Content, client: ReturnType<typeof createS3Client>, bucket: string): Promise<{ push: number; pull: number }> {
+async function measure(
+  dir: string,
+  server: Server,
+  content: Content,
+  client: ReturnType<typeof createS3Client>,
+  bucket: string,
+  isolatePeak?: () => Promise<number>,
+): Promise<{ push: number; pull: number; isolate?: { push: number; pull: number } }> {
   const push = await timed(async () => {
     const res = await send('POST', `${server.url}/v2/bench/blob/blobs/uploads/?digest=${content.digest}`, content);
     if (res.status !== 201) throw new Error(`${server.label} push: ${res.status} ${res.body}`);
   });
+  const pushPeak = await isolatePeak?.();
   const pull = await timed(async () => {
     const res = await fetch(`${server.url}/v2/bench/blob/blobs/${content.digest}`);
     const got = await drain(res.body);
     if (res.status !== 200 || got.digest !== content.digest) throw new Error(`${server.label} pull: ${res.status} ${got.digest}`);
   });
+  const pullPeak = await isolatePeak?.();
   await client.send(new DeleteObjectCommand({ Bucket: bucket, Key: `blobs/sha256/${content.digest.slice(7, 9)}/${content.digest.slice(7)}` }));
   collectGarbage(dir);
-  return { push: push.seconds, pull: pull.seconds };
+  return { push: push.seconds, pull: pull.seconds, isolate: pushPeak === undefined ? undefined : { push: pushPeak, pull: pullPeak! } };
+}
+
+/** The Worker isolate's peak since the last call (bench/worker-host.mjs, SIGUSR1). */
+async function isolatePeak(worker: Server, report: string): Promise<number> {
+  rmSync(report, { force: true });
+  process.kill(worker.pid, 'SIGUSR1');
+  for (let i = 0; i < 100 && !existsSync(report); i++) await new Promise((r) => setTimeout(r, 20));
+  return (JSON.parse(readFileSync(report, 'utf8')) as { peakIsolateBytes: number }).peakIsolateBytes;
 }
 
 await main();

@@ -4,11 +4,11 @@
 // Through workerd's inspector (the DevTools protocol; Node 20 needs --experimental-websocket)
 // the host watches the Worker's isolate: every 50 ms its heap and the backing stores of its
 // ArrayBuffers (Runtime.getHeapUsage), what a Workers isolate's 128 MB limit is about, unlike
-// the process's RSS, which also holds workerd's own buffers and garbage not yet collected. On
-// SIGUSR2 it writes the peak to <report.json>, and with a profile path a CPU profile taken from
-// ready until then.
+// the process's RSS, which also holds workerd's own buffers. On SIGUSR1 it writes the peak since
+// the last one to <report.json>; on SIGUSR2 the same, and with a profile path a CPU profile taken
+// from ready until then.
 import { Miniflare } from 'miniflare';
-import { writeFileSync } from 'node:fs';
+import { renameSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { dirname } from 'node:path';
 
@@ -39,12 +39,23 @@ const watch = setInterval(async () => {
 }, 50);
 console.log(`worker ready on ${url}`);
 process.on('SIGTERM', () => void mf.dispose().then(() => process.exit(0)));
+// The peak since the last SIGUSR1 (or since ready), and a fresh start for the next.
+process.on('SIGUSR1', () => {
+  report();
+  peak = 0;
+});
 // Miniflare stops workerd itself on SIGTERM, so the report is asked for with another signal.
 process.on('SIGUSR2', async () => {
   clearInterval(watch);
   if (profilePath) writeFileSync(profilePath, JSON.stringify((await inspector.call('Profiler.stop')).profile));
-  writeFileSync(reportPath, JSON.stringify({ peakIsolateBytes: peak }));
+  report();
 });
+
+/** The peak, written whole (a reader polls for the file). */
+function report() {
+  writeFileSync(`${reportPath}.tmp`, JSON.stringify({ peakIsolateBytes: peak }));
+  renameSync(`${reportPath}.tmp`, reportPath);
+}
 
 /** The DevTools session of the Worker itself, not of Miniflare's own entry and helper workers. */
 async function connect(port) {
