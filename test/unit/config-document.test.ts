@@ -446,6 +446,11 @@ describe('the configuration document', () => {
         'policies[0].trustedRoot: lists no transparency log, and requireTransparencyLog is on: no signature could ever be proven logged',
       ]);
       expect(read(policyWith(false).replace('roots/no-log.json', 'keys/cosign.pub')).problems).toEqual(['policies[0].trustedRoot: the trusted root is not JSON']);
+      // Without a log and without a TSA, a keyless signature could never have a signing time.
+      files['roots/nothing.json'] = JSON.stringify({ tlogs: [], certificateAuthorities: [{ certChain: { certificates: [] } }], timestampAuthorities: [] });
+      expect(read(policyWith(false).replace('roots/no-log.json', 'roots/nothing.json')).problems).toEqual([
+        'policies[0].trustedRoot: lists neither a transparency log nor a timestamp authority: no keyless signature could be given a signing time',
+      ]);
     });
 
     it('refuses keyless identities under a root without a certificate authority, and a policy with empty keys and keyless', () => {

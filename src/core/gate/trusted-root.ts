@@ -41,9 +41,19 @@ export function trustedLogKeys(text: string): Uint8Array[] {
 
 /** Whether the root lists a certificate authority (Fulcio), which keyless signatures chain to. */
 export function hasCertificateAuthorities(text: string): boolean {
+  return listsSome(text, 'certificateAuthorities');
+}
+
+/** Whether the root lists a timestamp authority (RFC 3161), whose timestamps can give a keyless signature its signing time. */
+export function hasTimestampAuthorities(text: string): boolean {
+  return listsSome(text, 'timestampAuthorities');
+}
+
+function listsSome(text: string, key: string): boolean {
   try {
     const root: unknown = JSON.parse(text);
-    return isJsonObject(root) && Array.isArray(root.certificateAuthorities) && root.certificateAuthorities.length > 0;
+    const list = isJsonObject(root) ? root[key] : undefined;
+    return Array.isArray(list) && list.length > 0;
   } catch {
     return false;
   }

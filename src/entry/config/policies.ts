@@ -11,7 +11,7 @@
 import { COSIGN_SIGN_PREDICATE, type KeylessIdentity } from '../../core/gate/bundles.js';
 import type { GateMode, GatePolicy } from '../../core/gate/gate.js';
 import { KeyError, parsePublicKeyPem } from '../../core/gate/keys.js';
-import { TrustedRootError, hasCertificateAuthorities, trustedLogKeys } from '../../core/gate/trusted-root.js';
+import { TrustedRootError, hasCertificateAuthorities, hasTimestampAuthorities, trustedLogKeys } from '../../core/gate/trusted-root.js';
 import type { UpstreamConfig } from '../../core/mirror/config.js';
 import { anchoredRegExp, boolean, child, describe, duration, field, item, list, mapping, qualifiedGlobs, quote, required, string, stringList, type SectionContext } from './values.js';
 
@@ -69,6 +69,9 @@ export function readPolicies(value: unknown, path: string, ctx: SectionContext, 
     if (requireTransparencyLog || keyless.length > 0 || field(entries, 'trustedRoot') !== undefined) policy.trustedRoot = trustedRoot;
     if (requireTransparencyLog && trustedRoot !== undefined && trustedLogKeys(trustedRoot).length === 0) {
       ctx.problems.at(child(at, 'trustedRoot'), 'lists no transparency log, and requireTransparencyLog is on: no signature could ever be proven logged');
+    }
+    if (keyless.length > 0 && trustedRoot !== undefined && trustedLogKeys(trustedRoot).length === 0 && !hasTimestampAuthorities(trustedRoot)) {
+      ctx.problems.at(child(at, 'trustedRoot'), 'lists neither a transparency log nor a timestamp authority: no keyless signature could be given a signing time');
     }
     if (keyless.length > 0 && trustedRoot !== undefined && !hasCertificateAuthorities(trustedRoot)) {
       ctx.problems.at(child(at, 'trustedRoot'), 'lists no Fulcio certificate authority: the keyless identities could never be met');
