@@ -66,10 +66,16 @@ cmd_install() {
 }
 
 # A TCP port on 127.0.0.1 that nothing listens on now (random, checked by connecting).
+# Below the kernel's ephemeral range when there is room: a port there can be the local end of
+# any outgoing connection, which a connect test does not see and which makes a daemon's bind fail
+# ("Address already in use": the monitor gives up after three tries, and the OSD's mkfs then
+# waits for it forever).
 free_port() {
-  local p i
+  local p i low=32768 span
+  read -r low _ </proc/sys/net/ipv4/ip_local_port_range 2>/dev/null || true
+  span=$(( low > 21000 ? low - 20000 : 30000 ))
   for i in $(seq 1 200); do
-    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % 30000 ))
+    p=$(( 20000 + (RANDOM * 32768 + RANDOM) % span ))
     if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then echo "$p"; return 0; fi
   done
   die "no free port found"
@@ -197,7 +203,8 @@ EOF
   # The OSD's identity and store can be made while the monitor starts.
   local osd_uuid
   osd_uuid=$(cat /proc/sys/kernel/random/uuid)
-  ceph-osd --mkfs -i 0 --osd-uuid "$osd_uuid" >>"$DIR/log/osd.0.out" 2>&1 || die "ceph-osd --mkfs failed"
+  # mkfs waits for the monitor; one that did not come up must not hang the start.
+  timeout "$timeout" ceph-osd --mkfs -i 0 --osd-uuid "$osd_uuid" >>"$DIR/log/osd.0.out" 2>&1 || { alive_or_die "$mon_pid" mon.a; die "ceph-osd --mkfs failed"; }
   alive_or_die "$mon_pid" mon.a
 
   local osd_id
