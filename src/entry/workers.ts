@@ -1,5 +1,6 @@
 import type { Hono } from 'hono';
 import { OciError } from '../core/errors.js';
+import { inLargerChunks } from '../core/streams.js';
 import { ociErrorResponse } from '../http/errors.js';
 import { systemClock } from '../ports/clock.js';
 import { cloudAdapters } from './cloud.js';
@@ -56,6 +57,28 @@ const SCHEDULED_GC_MAX_CANDIDATES = 500;
  */
 const workersConnection: ConnectionInfo = {
   remoteAddress: (c) => c.req.header('cf-connecting-ip'),
+  requestBody(c) {
+    const raw = c.req.raw;
+    if (!raw.body) return undefined;
+    let body = bodies.get(raw);
+    if (!body) bodies.set(raw, (body = inLargerChunks(raw.body, BODY_CHUNK_BYTES)));
+    return body;
+  },
+};
+
+/**
+ * Request and upstream bodies are read into buffers of this size, not in workerd's 4 KiB chunks
+ * (core/streams.ts inLargerChunks). bench:cloud, a 1 GiB push through the Worker: 4 KiB chunks
+ * 107 MiB/s with the isolate's peak at 61 MiB; 64 KiB buffers 188 to 221 MiB/s, but 99 MiB, the
+ * buffers already read waiting for V8's next collection; 32 KiB 179 MiB/s at 54 MiB.
+ */
+const BODY_CHUNK_BYTES = 32 * 1024;
+const bodies = new WeakMap<Request, ReadableStream<Uint8Array>>();
+
+/** The runtime's fetch for upstreams, their response bodies read into larger buffers too. */
+const upstreamFetch: typeof fetch = async (input, init) => {
+  const res = await fetch(input, init);
+  return res.body ? new Response(inLargerChunks(res.body, BODY_CHUNK_BYTES), res) : res;
 };
 
 function build(env: Env) {
@@ -65,7 +88,7 @@ function build(env: Env) {
   // A Worker faces the internet: without auth anyone who finds its URL can push and delete.
   if (config.auth?.rules.length === 0) console.warn('outpost: WARNING: auth has no rules: every request is refused');
   if (!config.auth) console.warn('outpost: WARNING: no auth section in OUTPOST_CONFIG: anyone who reaches this Worker can pull, push, overwrite and delete (README "Authentication")');
-  return { ...outpostApp(config, cloudAdapters(config.store, systemClock), { metricsRoute: false, log, connection: workersConnection }), log, gc: config.gc };
+  return { ...outpostApp(config, cloudAdapters(config.store, systemClock), { metricsRoute: false, log, connection: workersConnection, fetch: upstreamFetch }), log, gc: config.gc };
 }
 
 /** The Outpost of this isolate, built on first use; a configuration mistake is logged and thrown (a ConfigError). */
