@@ -37,7 +37,9 @@ export async function expectOneDownloadPerBlob(up: UpstreamRegistry, images: Ima
   let upstreamBytes = 0;
   for (const b of unique.values()) {
     const gets = served.filter((r) => r.method === 'GET' && r.kind === 'blob' && r.digest === b.digest && r.status === 200);
-    expect(gets, `upstream GETs of ${b.digest}`).toHaveLength(1);
+    // What each GET was, so that a second download can be told from a resumed one when it fails.
+    const described = gets.map((g) => ({ status: g.status, bytes: g.bytes, of: b.size, query: g.query, userAgent: g.userAgent }));
+    expect(gets, `upstream GETs of ${b.digest}: ${JSON.stringify(described)}`).toHaveLength(1);
     expect(gets[0]!.bytes).toBe(b.size);
     upstreamBytes += gets[0]!.bytes;
   }
