@@ -15,12 +15,21 @@ const MAX_KEY_CHARS = 16 * 1024;
 
 export class TrustedRootError extends Error {}
 
-/**
- * The DER keys of the root's transparency logs, none for a root of a Sigstore without a log (a
- * private Fulcio and timestamp authority, `cosign sign --tlog-upload=false`); throws
- * TrustedRootError naming what is wrong.
- */
-export function trustedLogKeys(text: string): Uint8Array[] {
+/** What a trusted root holds that a policy's checks depend on. */
+export interface TrustedRootContents {
+  /**
+   * The DER keys of its transparency logs, none for a root of a Sigstore without a log (a
+   * private Fulcio and timestamp authority, `cosign sign --tlog-upload=false`).
+   */
+  readonly logKeys: Uint8Array[];
+  /** It lists a certificate authority (Fulcio), which keyless signatures chain to. */
+  readonly certificateAuthorities: boolean;
+  /** It lists a timestamp authority (RFC 3161), whose timestamps can give a keyless signature its signing time. */
+  readonly timestampAuthorities: boolean;
+}
+
+/** The root parsed once; throws TrustedRootError naming what is wrong. */
+export function readTrustedRootContents(text: string): TrustedRootContents {
   if (text.length > MAX_TRUSTED_ROOT_CHARS) throw new TrustedRootError(`a trusted root is at most ${MAX_TRUSTED_ROOT_CHARS} characters`);
   let root: unknown;
   try {
@@ -29,32 +38,18 @@ export function trustedLogKeys(text: string): Uint8Array[] {
     throw new TrustedRootError('the trusted root is not JSON');
   }
   if (!isJsonObject(root) || !Array.isArray(root.tlogs)) throw new TrustedRootError('the trusted root has no tlogs list');
-  const keys: Uint8Array[] = [];
+  const logKeys: Uint8Array[] = [];
   for (const log of root.tlogs.slice(0, MAX_LOGS)) {
     const raw = isJsonObject(log) && isJsonObject(log.publicKey) ? log.publicKey.rawBytes : undefined;
     const der = typeof raw === 'string' ? decodeBase64(raw, MAX_KEY_CHARS) : undefined;
     if (!der) throw new TrustedRootError('a transparency log of the trusted root has no readable publicKey.rawBytes');
-    keys.push(der);
+    logKeys.push(der);
   }
-  return keys;
+  const listsSome = (key: string) => Array.isArray(root[key]) && root[key].length > 0;
+  return { logKeys, certificateAuthorities: listsSome('certificateAuthorities'), timestampAuthorities: listsSome('timestampAuthorities') };
 }
 
-/** Whether the root lists a certificate authority (Fulcio), which keyless signatures chain to. */
-export function hasCertificateAuthorities(text: string): boolean {
-  return listsSome(text, 'certificateAuthorities');
-}
-
-/** Whether the root lists a timestamp authority (RFC 3161), whose timestamps can give a keyless signature its signing time. */
-export function hasTimestampAuthorities(text: string): boolean {
-  return listsSome(text, 'timestampAuthorities');
-}
-
-function listsSome(text: string, key: string): boolean {
-  try {
-    const root: unknown = JSON.parse(text);
-    const list = isJsonObject(root) ? root[key] : undefined;
-    return Array.isArray(list) && list.length > 0;
-  } catch {
-    return false;
-  }
+/** The DER keys of the root's transparency logs (readTrustedRootContents). */
+export function trustedLogKeys(text: string): Uint8Array[] {
+  return readTrustedRootContents(text).logKeys;
 }

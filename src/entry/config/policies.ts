@@ -11,7 +11,7 @@
 import { COSIGN_SIGN_PREDICATE, type KeylessIdentity } from '../../core/gate/bundles.js';
 import type { GateMode, GatePolicy } from '../../core/gate/gate.js';
 import { KeyError, parsePublicKeyPem } from '../../core/gate/keys.js';
-import { TrustedRootError, hasCertificateAuthorities, hasTimestampAuthorities, trustedLogKeys } from '../../core/gate/trusted-root.js';
+import { TrustedRootError, readTrustedRootContents, type TrustedRootContents } from '../../core/gate/trusted-root.js';
 import type { UpstreamConfig } from '../../core/mirror/config.js';
 import { anchoredRegExp, boolean, child, describe, duration, field, item, list, mapping, qualifiedGlobs, quote, required, string, stringList, type SectionContext } from './values.js';
 
@@ -55,7 +55,8 @@ export function readPolicies(value: unknown, path: string, ctx: SectionContext, 
       ctx.problems.at(child(at, 'keys'), 'is required unless keyless is given: the public keys or keyless identities whose signatures satisfy the policy');
     }
     const requireTransparencyLog = boolean(field(entries, 'requireTransparencyLog'), child(at, 'requireTransparencyLog'), ctx.problems, true);
-    const trustedRoot = readTrustedRoot(field(entries, 'trustedRoot'), child(at, 'trustedRoot'), ctx);
+    const root = readTrustedRoot(field(entries, 'trustedRoot'), child(at, 'trustedRoot'), ctx);
+    const trustedRoot = root?.text;
     const children = boolean(field(entries, 'children'), child(at, 'children'), ctx.problems, true);
     const verdictTtlMs = duration(field(entries, 'verdictTtl'), child(at, 'verdictTtl'), ctx.problems, {
       min: MIN_VERDICT_TTL_MS,
@@ -67,13 +68,13 @@ export function readPolicies(value: unknown, path: string, ctx: SectionContext, 
     // The transparency log is checked when required, or when a root is named (a bundle present
     // must then verify); keyless identities always need the root's Fulcio CAs.
     if (requireTransparencyLog || keyless.length > 0 || field(entries, 'trustedRoot') !== undefined) policy.trustedRoot = trustedRoot;
-    if (requireTransparencyLog && trustedRoot !== undefined && trustedLogKeys(trustedRoot).length === 0) {
+    if (root && requireTransparencyLog && root.contents.logKeys.length === 0) {
       ctx.problems.at(child(at, 'trustedRoot'), 'lists no transparency log, and requireTransparencyLog is on: no signature could ever be proven logged');
     }
-    if (keyless.length > 0 && trustedRoot !== undefined && trustedLogKeys(trustedRoot).length === 0 && !hasTimestampAuthorities(trustedRoot)) {
+    if (root && keyless.length > 0 && root.contents.logKeys.length === 0 && !root.contents.timestampAuthorities) {
       ctx.problems.at(child(at, 'trustedRoot'), 'lists neither a transparency log nor a timestamp authority: no keyless signature could be given a signing time');
     }
-    if (keyless.length > 0 && trustedRoot !== undefined && !hasCertificateAuthorities(trustedRoot)) {
+    if (root && keyless.length > 0 && !root.contents.certificateAuthorities) {
       ctx.problems.at(child(at, 'trustedRoot'), 'lists no Fulcio certificate authority: the keyless identities could never be met');
     }
     policies.push(policy);
@@ -155,7 +156,7 @@ function readPredicateTypes(value: unknown, path: string, ctx: SectionContext): 
   return types.map((t) => t.value);
 }
 
-function readTrustedRoot(value: unknown, path: string, ctx: SectionContext): string | undefined {
+function readTrustedRoot(value: unknown, path: string, ctx: SectionContext): { text: string; contents: TrustedRootContents } | undefined {
   const name = value === undefined ? PUBLIC_GOOD : string(value, path, ctx.problems);
   if (name === undefined) return undefined;
   let text: string | undefined;
@@ -164,12 +165,11 @@ function readTrustedRoot(value: unknown, path: string, ctx: SectionContext): str
   else ctx.problems.at(path, `the shipped ${PUBLIC_GOOD} root is not available here; name a trusted_root.json file`);
   if (text === undefined) return undefined;
   try {
-    trustedLogKeys(text);
+    return { text, contents: readTrustedRootContents(text) };
   } catch (err) {
     ctx.problems.at(path, err instanceof TrustedRootError ? err.message : 'is not a trusted root');
     return undefined;
   }
-  return text;
 }
 
 /** A file the document names, through the entry's reader (Node); on Workers there are none. */
