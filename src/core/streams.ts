@@ -220,9 +220,8 @@ export async function discard(body: ByteStream | null): Promise<void> {
  * the runtime (a request or fetched body in workerd) hands its default reader 4 KiB at a time,
  * and every chunk then costs a promise in each stream it passes through. A BYOB read takes what
  * has arrived, up to the buffer, and never waits for more, so a slow sender is seen exactly as
- * before (idle timeouts keep their meaning). Measured in workerd with bench/worker-host.mjs, a
- * 1 GiB request body: 263,000 reads of 4 KiB in 3.3 s, against 21,600 reads (50 KiB on average)
- * in 0.9 s into 64 KiB buffers. Larger buffers are not free: the ones already read are garbage
+ * before (idle timeouts keep their meaning). bench:cloud measures what it buys (entry/workers.ts
+ * gives its figures). Larger buffers are not free: the ones already read are garbage
  * until V8 next collects, and the isolate's memory counts them (see the size chosen in
  * entry/workers.ts). A read that filled less than half of its buffer is copied out, so that
  * chunks held somewhere (a fill's window counts their lengths) never hold more than twice their
