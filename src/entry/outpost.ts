@@ -45,7 +45,7 @@ export function outpostApp(config: Config, adapters: { store: BlobStore; index: 
       maxBlobBytes: config.maxBlobBytes,
       immutableTags: config.immutableTags,
     },
-    mirror: { config: config.mirror, upstreams: upstreamClients(config.mirror, options.fetch ?? fetch, log), metrics, responsesKeepBuffers: options.responsesKeepBuffers },
+    mirror: { config: config.mirror, upstreams: upstreamClients(config.mirror, options.fetch ?? fetch, log), metrics, responsesKeepBuffers: options.responsesKeepBuffers, log: log ? (level, fields) => log.write(level, fields) : undefined },
     gate: { policies: config.policies, bundles: config.policies.length > 0 ? new SigstoreBundleVerifier() : undefined, log: (record) => log?.write(record.result === 'denied' ? 'warn' : 'info', record) },
   });
   // Off below info: no record is even built.

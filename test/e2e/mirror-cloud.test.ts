@@ -51,7 +51,7 @@ afterAll(async () => {
 describe('the mirror on S3 + DynamoDB, Node and workerd', () => {
   it('6 concurrent cold pulls over two Node instances and a worker: one upstream download per blob', async () => {
     await pullConcurrently(instances, [{ repository: 'hub/library/a', image: imageA }, { repository: 'hub/library/b', image: imageB }], 6, work);
-    await expectOneDownloadPerBlob(up, [imageA, imageB]);
+    await expectOneDownloadPerBlob(up, [imageA, imageB], instances);
   });
 
   it('a warm pull through the worker is served from S3 with no upstream request', async () => {

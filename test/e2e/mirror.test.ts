@@ -69,7 +69,7 @@ afterAll(async () => {
 describe('pull-through mirror over a real upstream', () => {
   it('8 concurrent cold skopeo pulls over three instances: one upstream download per blob', async () => {
     await pullConcurrently(instances, [{ repository: 'hub/library/a', image: imageA }, { repository: 'hub/library/b', image: imageB }], 8, work);
-    await expectOneDownloadPerBlob(up, [imageA, imageB]);
+    await expectOneDownloadPerBlob(up, [imageA, imageB], instances);
     const served = await up.requests();
     // Each tag was fetched once in all (single flight), however many clients asked (a 401 is
     // the upstream client's anonymous first try, answered by its Basic retry).

@@ -50,6 +50,14 @@ describe('mirrored blobs: fills', () => {
     expect(t.blobGets(layer.digest)).toHaveLength(1);
     const led = t.instances.reduce((n, i) => n + i.metrics.get('outpost_fills_led_total'), 0);
     expect(led).toBe(1);
+    // The log says who led, from which byte, and that it committed: one line each.
+    const events = t.fillLog.filter((e) => e.digest === layer.digest);
+    expect(events.map((e) => [e.level, e.msg])).toEqual([
+      ['info', 'fill.lead'],
+      ['info', 'fill.commit'],
+    ]);
+    expect(events[0]).toMatchObject({ upstream: 'up', repository: 'library/app', from: 0, token: expect.any(Number) });
+    expect(events[1]).toMatchObject({ instance: events[0]!.instance, bytes: layer.size, released: true });
   });
 
   it('wrong bytes from the upstream: the response is aborted, nothing is committed, the next pull refills', async () => {
@@ -59,6 +67,7 @@ describe('mirrored blobs: fills', () => {
     expect(bad.aborted || bad.status >= 500).toBe(true);
     expect(bad.body.equals(layer.bytes)).toBe(false);
     expect(await t.store.stat(`blobs/sha256/${layer.digest.slice(7, 9)}/${layer.digest.slice(7)}`)).toBeUndefined();
+    expect(t.fillLog.find((e) => e.msg === 'fill.fail')).toMatchObject({ level: 'warn', digest: layer.digest, kind: 'UPSTREAM_INVALID', received: layer.size });
     const good = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
     expect(good.status).toBe(200);
     expect(good.body.equals(layer.bytes)).toBe(true);
@@ -74,6 +83,9 @@ describe('mirrored blobs: fills', () => {
     expect(gets).toHaveLength(2);
     expect(gets[1]!.headers.range).toMatch(/^bytes=\d+-/);
     expect(t.metrics.get('outpost_upstream_bytes_total', { upstream: 'up' })).toBe(layer.size);
+    const resumed = t.fillLog.filter((e) => e.msg === 'fill.resume');
+    expect(resumed).toHaveLength(1);
+    expect(resumed[0]).toMatchObject({ level: 'warn', digest: layer.digest, why: 'broke off', from: Number(/bytes=(\d+)-/.exec(gets[1]!.headers.range!)![1]) });
   });
 
   it('truncation (a clean early end) is resumed with Range, and never served short', async () => {
@@ -82,6 +94,11 @@ describe('mirrored blobs: fills', () => {
     const resumed = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
     expect(resumed.body.equals(layer.bytes)).toBe(true);
     expect(t.blobGets(layer.digest).map((r) => r.headers.range)).toEqual([undefined, 'bytes=100000-', 'bytes=200000-']);
+    // A body shorter than its Content-Length errors (never ends cleanly): logged as a break.
+    expect(t.fillLog.filter((e) => e.msg === 'fill.resume').map((e) => [e.why, e.from, e.cause])).toEqual([
+      ['broke off', 100_000, expect.stringMatching(/body ended after 100000 of 300000 bytes/)],
+      ['broke off', 200_000, expect.stringMatching(/body ended after 100000 of 200000 bytes/)],
+    ]);
 
     // An upstream that truncates and ignores Range never completes: the client sees an abort.
     const other = await seeded([300_000]);
@@ -107,6 +124,11 @@ describe('mirrored blobs: fills', () => {
     expect(res.status).toBe(200);
     expect(res.body.equals(layer.bytes)).toBe(true);
     expect(t.instances[1]!.metrics.get('outpost_fill_takeovers_total')).toBe(1);
+    // The successor's lead line says where it resumed.
+    const leads = t.fillLog.filter((e) => e.msg === 'fill.lead');
+    expect(leads.map((e) => e.instance)).toEqual(['i0', 'i1']);
+    expect(leads[1]!.from).toBeGreaterThanOrEqual(3 * 64 * 1024);
+    expect(leads[1]!.token).toBeGreaterThan(leads[0]!.token as number);
     const gets = t.blobGets(layer.digest);
     expect(gets).toHaveLength(2);
     const resumedAt = Number(/bytes=(\d+)-/.exec(gets[1]!.headers.range ?? '')![1]);

@@ -67,6 +67,8 @@ export function mirrorTest(options: MirrorTestOptions = {}) {
     fillLeaseMs: options.leaseMs ?? 30_000,
     fillMemoryBytes: options.fillMemoryBytes ?? 64 * 1024 * 1024,
   };
+  /** Every instance's fill events (FillsOptions.log), in order, with the instance that wrote each. */
+  const fillLog: Array<{ instance: string; level: string; msg: string; digest: string } & Record<string, unknown>> = [];
   const instances = Array.from({ length: options.instances ?? 1 }, (_, i) => {
     const metrics = new Metrics();
     const client = new RegistryUpstream({ url: up.url, fetch: up.fetch, clock, sleep: () => new Promise((r) => setTimeout(r, 0)), random: () => 0 });
@@ -76,7 +78,14 @@ export function mirrorTest(options: MirrorTestOptions = {}) {
       hash: nodeHash,
       clock,
       options: options.options,
-      mirror: { config, upstreams: new Map([[upstream.name, client]]), metrics, instance: `i${i}`, sleep: (ms) => new Promise((r) => setTimeout(r, Math.min(ms, 5))) },
+      mirror: {
+        config,
+        upstreams: new Map([[upstream.name, client]]),
+        metrics,
+        instance: `i${i}`,
+        sleep: (ms) => new Promise((r) => setTimeout(r, Math.min(ms, 5))),
+        log: (level, fields) => fillLog.push({ instance: `i${i}`, level, ...fields }),
+      },
       gate: options.gate,
     });
     const app = createApp({ registry, metrics: true, connection: options.connection, auth: options.auth, audit: options.audit, accessLog: options.accessLog });
@@ -85,7 +94,7 @@ export function mirrorTest(options: MirrorTestOptions = {}) {
   const first = instances[0]!;
   /** Blob GETs the upstream served for `digest` (redirects and ranges included). */
   const blobGets = (digest: string) => up.requests.filter((r) => r.method === 'GET' && r.path.endsWith(`/blobs/${digest}`));
-  return { clock, up, store, index, config, instances, request: first.request, metrics: first.metrics, blobGets };
+  return { clock, up, store, index, config, instances, request: first.request, metrics: first.metrics, blobGets, fillLog };
 }
 
 /** Takes over (detaches) a chunk's buffer, as workerd does with the bodies it is handed. */

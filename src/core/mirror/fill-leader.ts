@@ -112,11 +112,15 @@ export class LocalFill {
 
   async run(): Promise<void> {
     const { ctx, metrics, options } = this.deps;
+    const began = ctx.clock.now();
     const heartbeat = setInterval(() => {
       void ctx.index.renewLease(this.lease, options.leaseMs).then(
         (renewed) => {
           if (renewed) this.lease = renewed;
-          else void this.abort(new OciError('UPSTREAM_UNAVAILABLE', 'this instance lost the fill to another; try again'), false);
+          else {
+            options.log?.('warn', { msg: 'fill.fail', digest: this.digest.value, kind: 'UPSTREAM_UNAVAILABLE', message: 'the lease was lost (not renewed in time)', received: this.received, ms: ctx.clock.now() - began });
+            void this.abort(new OciError('UPSTREAM_UNAVAILABLE', 'this instance lost the fill to another; try again'), false);
+          }
         },
         () => undefined,
       );
@@ -143,6 +147,7 @@ export class LocalFill {
       this.committed = true;
       clearInterval(heartbeat);
       const released = await ctx.index.releaseLease(this.lease, this.state as unknown as Json);
+      options.log?.('info', { msg: 'fill.commit', digest: this.digest.value, bytes: this.received, ms: ctx.clock.now() - began, released });
       this.stopped = true;
       this.notify();
       // Only while it was still ours: a successor that took over may be composing these parts.
@@ -152,6 +157,7 @@ export class LocalFill {
       if (!(err instanceof OciError) || err.kind === 'INTERNAL') console.error(`outpost: the fill of ${this.digest.value} failed:`, err);
       const failure = err instanceof OciError ? err : storeFailure(err);
       metrics.count('outpost_fills_failed_total', { reason: failure.kind });
+      options.log?.('warn', { msg: 'fill.fail', digest: this.digest.value, kind: failure.kind, message: failure.message, received: this.received, ms: ctx.clock.now() - began });
       // Awaited: on workerd the background work ends with run(), and the release with it.
       await this.abort(failure, true);
     }
@@ -245,7 +251,13 @@ export class LocalFill {
       if (!this.startedOk) {
         this.startedOk = true;
         if (this.size !== undefined) this.state = { ...this.state, size: this.size };
-        await this.update();
+        try {
+          await this.update();
+        } catch (err) {
+          // Lost the lease (or the index failed) with the body unread: let the connection go.
+          await answer.body.cancel().catch(() => undefined);
+          throw err;
+        }
         this.markStarted();
       }
       // An upstream that ignores Range sends the blob from 0: skip what we already have.
@@ -284,16 +296,24 @@ export class LocalFill {
           throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${this.source.upstream}" kept breaking off ${this.digest.value}: ${String((err as Error)?.message ?? err).slice(0, 200)}`);
         }
         // The stream broke off: resume from what we have with a Range request.
+        this.resumed('broke off', err);
         continue;
       }
       if (this.size !== undefined && this.received < this.size) {
         if (resumes >= MAX_RESUMES) {
           throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${this.source.upstream}" sent ${this.received} of ${this.size} bytes`);
         }
+        this.resumed('ended short');
         continue;
       }
       return;
     }
+  }
+
+  /** Logs why the download asks the upstream again, and from which byte. */
+  private resumed(why: string, err?: unknown): void {
+    const cause = err === undefined ? undefined : String((err as Error)?.message ?? err).slice(0, 200);
+    this.deps.options.log?.('warn', { msg: 'fill.resume', digest: this.digest.value, from: this.received, why, ...(cause ? { cause } : {}) });
   }
 
   /** Adds bytes to the window, split at part boundaries; writes a full part once more bytes follow it. */

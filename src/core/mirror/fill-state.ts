@@ -90,7 +90,15 @@ export interface FillsOptions {
    * runtime only reads them (Node), followers are handed the window's own chunks.
    */
   copyServed: boolean;
+  /**
+   * A fill's events for the log, one line each: `fill.lead` (taken, and from which byte),
+   * `fill.resume` (a stream broke off, asked again by Range), `fill.commit`, `fill.fail`.
+   * Default: none.
+   */
+  log?: FillLog;
 }
+
+export type FillLog = (level: 'info' | 'warn', fields: { msg: string; digest: string } & Record<string, unknown>) => void;
 
 export interface FillDeps {
   ctx: Ctx;

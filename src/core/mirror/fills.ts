@@ -168,6 +168,7 @@ export class Fills {
         handedOver = true;
         this.local.set(digest.value, fill);
         metrics.count('outpost_fills_led_total');
+        options.log?.('info', { msg: 'fill.lead', digest: digest.value, upstream: source.upstream, repository: source.repository, owner, token: r.lease.token, from: resume?.stored ?? 0 });
         const work = fill.run().finally(() => {
           fill.forget();
           if (this.local.get(digest.value) === fill) this.local.delete(digest.value);

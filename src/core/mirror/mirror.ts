@@ -16,6 +16,7 @@ import { ByteBudget } from './budget.js';
 import type { MirrorConfig } from './config.js';
 import { upstreamError } from './failures.js';
 import { Fills, type Defer } from './fills.js';
+import type { FillLog } from './fill-state.js';
 import { MirrorManifests } from './manifests.js';
 import { retain, Touches, type RetainOptions, type RetentionDeps, type RetentionPolicy, type RetentionReport } from './retention.js';
 import { route, type Target } from './routing.js';
@@ -44,6 +45,8 @@ export interface MirrorDeps {
    * Default false (workerd detaches them).
    */
   responsesKeepBuffers?: boolean;
+  /** Fill events for the structured log (FillsOptions.log). */
+  log?: FillLog;
 }
 
 type Mirrored = Extract<Target, { kind: 'mirror' }>;
@@ -86,7 +89,7 @@ export class Mirror {
         if (linked) touches.touch(name, digest);
         return linked;
       },
-      options: { partBytes: deps.config.fillPartBytes, leaseMs: deps.config.fillLeaseMs, instance, sleep, copyServed: deps.responsesKeepBuffers !== true },
+      options: { partBytes: deps.config.fillPartBytes, leaseMs: deps.config.fillLeaseMs, instance, sleep, copyServed: deps.responsesKeepBuffers !== true, log: deps.log },
     });
     this.manifests = new MirrorManifests({ ctx, metrics: this.metrics, manifests, upstream, instance, sleep, touches });
     this.blobs = new MirrorBlobs({ ctx, metrics: this.metrics, blobs, fills: this.fills, upstream, touches });

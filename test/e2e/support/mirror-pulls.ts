@@ -31,7 +31,11 @@ export async function pullConcurrently(
   }
 }
 
-export async function expectOneDownloadPerBlob(up: UpstreamRegistry, images: Image[]): Promise<void> {
+/**
+ * `instances`, when given, add their fill log lines for a blob fetched more than once to the
+ * failure's message (who led it, from which byte, how each fill ended).
+ */
+export async function expectOneDownloadPerBlob(up: UpstreamRegistry, images: Image[], instances: OutpostProcess[] = []): Promise<void> {
   const served = await up.requests();
   const unique = new Map(images.flatMap((img) => [img.config, ...img.layers]).map((b) => [b.digest, b]));
   let upstreamBytes = 0;
@@ -39,7 +43,15 @@ export async function expectOneDownloadPerBlob(up: UpstreamRegistry, images: Ima
     const gets = served.filter((r) => r.method === 'GET' && r.kind === 'blob' && r.digest === b.digest && r.status === 200);
     // What each GET was, so that a second download can be told from a resumed one when it fails.
     const described = gets.map((g) => ({ status: g.status, bytes: g.bytes, of: b.size, query: g.query, userAgent: g.userAgent }));
-    expect(gets, `upstream GETs of ${b.digest}: ${JSON.stringify(described)}`).toHaveLength(1);
+    const fills = () =>
+      instances.flatMap((i, n) =>
+        i
+          .logs()
+          .split('\n')
+          .filter((line) => line.includes('"msg":"fill.') && line.includes(b.digest))
+          .map((line) => `instance ${n}: ${line}`),
+      );
+    if (gets.length !== 1) expect(gets, `upstream GETs of ${b.digest}: ${JSON.stringify(described)}\n${fills().join('\n')}`).toHaveLength(1);
     expect(gets[0]!.bytes).toBe(b.size);
     upstreamBytes += gets[0]!.bytes;
   }
