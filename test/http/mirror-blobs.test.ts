@@ -310,6 +310,77 @@ describe('a fill whose commit failed after every part was stored', () => {
   });
 });
 
+describe('a store or an index that fails for a moment during a fill', () => {
+  /** A memory store whose first `failures` writes of a fill's last part throw after reading part of the body. */
+  async function flakyParts(failures: number) {
+    const { MemoryBlobStore } = await import('../../src/adapters/memory/blob-store.js');
+    const inner = new MemoryBlobStore();
+    const puts: string[] = [];
+    const store = Object.assign(Object.create(inner) as typeof inner, {
+      put: async (key: string, body: ReadableStream<Uint8Array>, size?: number) => {
+        if (key.startsWith('fills/')) puts.push(key);
+        if (key.startsWith('fills/') && failures > 0) {
+          failures--;
+          await body.getReader().read();
+          throw new Error('injected: the store failed during a part write');
+        }
+        return inner.put(key, body, size);
+      },
+    });
+    return { store, puts };
+  }
+
+  it('a part write that fails once is made again from the window: one download, every byte right', async () => {
+    // One part only (the blob is smaller than a part): before retries, its failed write made the
+    // fill give up with nothing stored, and the next request downloaded the whole blob again.
+    const { store, puts } = await flakyParts(1);
+    const { t, layer } = await seeded([300_000], { store, partBytes: 1024 * 1024 });
+    const res = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
+    expect(res.status).toBe(200);
+    expect(res.aborted).toBe(false);
+    expect(res.body.equals(layer.bytes)).toBe(true);
+    expect(t.blobGets(layer.digest)).toHaveLength(1);
+    expect(puts).toHaveLength(2);
+    expect(puts[1]).toBe(puts[0]);
+    expect(t.fillLog.filter((e) => e.digest === layer.digest).map((e) => [e.msg, e.what ?? null])).toEqual([
+      ['fill.lead', null],
+      ['fill.retry', 'part'],
+      ['fill.commit', null],
+    ]);
+    expect(await t.store.stat(`blobs/sha256/${layer.digest.slice(7, 9)}/${layer.digest.slice(7)}`)).toMatchObject({ size: layer.size });
+  });
+
+  it('a store that keeps failing ends the fill after three attempts; its client follows the fill that takes over', async () => {
+    const { store, puts } = await flakyParts(3);
+    const { t, layer } = await seeded([300_000], { store, partBytes: 1024 * 1024 });
+    const res = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
+    expect(res.body.equals(layer.bytes)).toBe(true);
+    // Three attempts, then the fill gave up with nothing stored: the next one downloads again.
+    expect(puts).toHaveLength(4);
+    expect(t.blobGets(layer.digest)).toHaveLength(2);
+    expect(t.fillLog.filter((e) => e.digest === layer.digest).map((e) => e.msg)).toEqual(['fill.lead', 'fill.retry', 'fill.retry', 'fill.fail', 'fill.lead', 'fill.commit']);
+    expect(t.fillLog.find((e) => e.msg === 'fill.fail')).toMatchObject({ kind: 'INTERNAL', message: expect.stringMatching(/could not be stored: injected/) });
+  });
+
+  it('a state write whose index fails once is tried again: one download', async () => {
+    const { MemoryMetaIndex } = await import('../../src/adapters/memory/meta-index.js');
+    const { TestClock } = await import('../support/clock.js');
+    const inner = new MemoryMetaIndex(new TestClock());
+    let failures = 1;
+    const index = Object.assign(Object.create(inner) as typeof inner, {
+      updateLease: async (...args: Parameters<typeof inner.updateLease>) => {
+        if (failures-- > 0) throw new Error('injected: the index did not answer');
+        return inner.updateLease(...args);
+      },
+    });
+    const { t, layer } = await seeded([300_000], { index, partBytes: 64 * 1024 });
+    const res = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
+    expect(res.body.equals(layer.bytes)).toBe(true);
+    expect(t.blobGets(layer.digest)).toHaveLength(1);
+    expect(t.fillLog.filter((e) => e.msg === 'fill.retry')).toMatchObject([{ what: 'state', attempt: 1, cause: 'injected: the index did not answer' }]);
+  });
+});
+
 describe('an upstream whose blob storage refuses HEAD', () => {
   it('a HEAD through the mirror learns the size from a one-byte range', async () => {
     const t = mirrorTest({ upstream: { blobHost: 'cdn.test' } });

@@ -353,10 +353,7 @@ export class LocalFill {
     const chunks = this.chunks.filter((c) => c.offset >= offset).map((c) => c.bytes);
     this.pendingEnd = this.received;
     const key = objects.fillPart(this.digest, offset, this.token);
-    const body = this.pieces.stream(chunks);
-    // Scratch: the parts are hashed again with the whole blob before anything is committed.
-    const write = this.deps.ctx.store.put(key, body.stream, length, { scratch: true }).then(async () => {
-      body.done();
+    const write = this.putPart(key, chunks, length).then(async () => {
       this.chunks = this.chunks.filter((c) => c.offset >= offset + length);
       this.windowStart = offset + length;
       if (!last) {
@@ -371,11 +368,44 @@ export class LocalFill {
     if (last) await write;
   }
 
-  /** Writes the state: one conditional write that succeeds only while this instance holds the lease. */
+  /**
+   * Writes one part. The chunks stay in the window until it is written, so a write that failed
+   * is made again from them: a store's passing error must not cost the bytes already received
+   * (a successor would download them again). Scratch: the parts are hashed again with the whole
+   * blob before anything is committed. Same key, same bytes: a write made twice is one write.
+   */
+  private async putPart(key: string, chunks: Uint8Array[], length: number): Promise<void> {
+    await this.retried('part', async () => {
+      const body = this.pieces.stream(chunks);
+      await this.deps.ctx.store.put(key, body.stream, length, { scratch: true });
+      body.done();
+    });
+  }
+
+  /**
+   * Writes the state: one conditional write that succeeds only while this instance holds the
+   * lease. Undefined (not the holder) ends the fill; an error (the index did not answer) is
+   * tried again, which is safe: the write is conditional on holder and token, so one that
+   * landed before its reply was lost lands again the same.
+   */
   private async update(): Promise<void> {
-    const renewed = await this.deps.ctx.index.updateLease(this.lease, this.state as unknown as Json, this.deps.options.leaseMs);
+    const renewed = await this.retried('state', () => this.deps.ctx.index.updateLease(this.lease, this.state as unknown as Json, this.deps.options.leaseMs));
     if (!renewed) throw new OciError('UPSTREAM_UNAVAILABLE', 'this instance lost the fill to another; try again');
     this.lease = renewed;
+  }
+
+  /** `op`, tried up to STORE_ATTEMPTS times while the fill goes on, each retry logged. */
+  private async retried<T>(what: 'part' | 'state', op: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await op();
+      } catch (err) {
+        if (attempt >= STORE_ATTEMPTS || this.stopped) throw err;
+        const cause = String((err as Error)?.message ?? err).slice(0, 200);
+        this.deps.options.log?.('warn', { msg: 'fill.retry', digest: this.digest.value, what, attempt, cause });
+        await this.deps.options.sleep(STORE_RETRY_MS * attempt);
+      }
+    }
   }
 
   private async compose(): Promise<void> {
@@ -418,6 +448,13 @@ export class LocalFill {
 function storeFailure(err: unknown): OciError {
   return new OciError('INTERNAL', `the fill could not be stored: ${String((err as Error)?.message ?? err).slice(0, 200)}`);
 }
+
+/**
+ * Attempts at a part write or a state write before the fill gives up (then a successor resumes
+ * from the stored parts), and the wait before the first retry (it grows with each).
+ */
+const STORE_ATTEMPTS = 3;
+const STORE_RETRY_MS = 100;
 
 /**
  * Bytes a part write is handed at a time: the window holds the upstream's small chunks (tens of
