@@ -14,6 +14,7 @@ export const METRICS = {
   outpost_fills_followed_total: { type: 'counter', help: 'blob reads that followed a fill in flight, by where (local, remote)' },
   outpost_fills_failed_total: { type: 'counter', help: 'blob fills that failed, by reason' },
   outpost_fill_takeovers_total: { type: 'counter', help: 'fills resumed after their leader stopped' },
+  outpost_fill_retries_total: { type: 'counter', help: 'part and state writes of fills tried again after the store or the index failed, by what (part, state)' },
   outpost_lease_waits_total: { type: 'counter', help: 'times a request waited for another instance to finish a fetch' },
   outpost_stale_serves_total: { type: 'counter', help: 'tags served past their TTL because the upstream failed' },
   outpost_gate_decisions_total: { type: 'counter', help: 'manifest reads the signature gate decided, by policy and result (allowed, denied, warned, artifact)' },

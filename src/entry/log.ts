@@ -1,7 +1,9 @@
 /**
  * Outpost's structured log: one JSON object per line, `{"time","level","msg",...}`, filtered by
  * OUTPOST_LOG_LEVEL. The access log (src/http/access-log.ts) writes at info, upstream client
- * events at info (retries and insecure token realms at warn), the Workers metrics lines at info.
+ * events at info (retries and insecure token realms at warn), the mirror's fill events at info
+ * (fill.lead, fill.commit) and warn (fill.retry, fill.resume, fill.fail), the Workers metrics
+ * lines at info.
  * Runtime-agnostic: the entry point passes the line writer (process.stdout on Node, console.log
  * on Workers). The start-up line, shutdown notices and configuration errors are plain
  * `outpost: ...` lines outside this log and are always written.

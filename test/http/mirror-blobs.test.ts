@@ -311,7 +311,7 @@ describe('a fill whose commit failed after every part was stored', () => {
 });
 
 describe('a store or an index that fails for a moment during a fill', () => {
-  /** A memory store whose first `failures` writes of a fill's last part throw after reading part of the body. */
+  /** A memory store whose first `failures` writes of fill parts throw after reading some of the body. */
   async function flakyParts(failures: number) {
     const { MemoryBlobStore } = await import('../../src/adapters/memory/blob-store.js');
     const inner = new MemoryBlobStore();
@@ -342,6 +342,7 @@ describe('a store or an index that fails for a moment during a fill', () => {
     expect(t.blobGets(layer.digest)).toHaveLength(1);
     expect(puts).toHaveLength(2);
     expect(puts[1]).toBe(puts[0]);
+    expect(t.metrics.get('outpost_fill_retries_total', { what: 'part' })).toBe(1);
     expect(t.fillLog.filter((e) => e.digest === layer.digest).map((e) => [e.msg, e.what ?? null])).toEqual([
       ['fill.lead', null],
       ['fill.retry', 'part'],
@@ -362,14 +363,21 @@ describe('a store or an index that fails for a moment during a fill', () => {
     expect(t.fillLog.find((e) => e.msg === 'fill.fail')).toMatchObject({ kind: 'INTERNAL', message: expect.stringMatching(/could not be stored: injected/) });
   });
 
-  it('a state write whose index fails once is tried again: one download', async () => {
+  it.each([
+    ['fails before writing', false],
+    ['writes, but its reply is lost', true],
+  ])('a state write whose index %s is tried again: one download', async (_, landed) => {
     const { MemoryMetaIndex } = await import('../../src/adapters/memory/meta-index.js');
     const { TestClock } = await import('../support/clock.js');
     const inner = new MemoryMetaIndex(new TestClock());
     let failures = 1;
     const index = Object.assign(Object.create(inner) as typeof inner, {
       updateLease: async (...args: Parameters<typeof inner.updateLease>) => {
-        if (failures-- > 0) throw new Error('injected: the index did not answer');
+        if (failures-- > 0) {
+          // The conditional write lands (or not), and the caller hears only an error.
+          if (landed) await inner.updateLease(...args);
+          throw new Error('injected: the index did not answer');
+        }
         return inner.updateLease(...args);
       },
     });
@@ -378,6 +386,8 @@ describe('a store or an index that fails for a moment during a fill', () => {
     expect(res.body.equals(layer.bytes)).toBe(true);
     expect(t.blobGets(layer.digest)).toHaveLength(1);
     expect(t.fillLog.filter((e) => e.msg === 'fill.retry')).toMatchObject([{ what: 'state', attempt: 1, cause: 'injected: the index did not answer' }]);
+    expect(t.fillLog.filter((e) => e.msg === 'fill.fail')).toEqual([]);
+    expect(t.metrics.get('outpost_fill_retries_total', { what: 'state' })).toBe(1);
   });
 });
 

@@ -112,21 +112,20 @@ export class LocalFill {
 
   async run(): Promise<void> {
     const { ctx, metrics, options } = this.deps;
-    const began = ctx.clock.now();
+    this.began = ctx.clock.now();
     const heartbeat = setInterval(() => {
       void ctx.index.renewLease(this.lease, options.leaseMs).then(
         (renewed) => {
           if (renewed) this.lease = renewed;
-          else {
-            options.log?.('warn', { msg: 'fill.fail', digest: this.digest.value, kind: 'UPSTREAM_UNAVAILABLE', message: 'the lease was lost (not renewed in time)', received: this.received, ms: ctx.clock.now() - began });
-            void this.abort(new OciError('UPSTREAM_UNAVAILABLE', 'this instance lost the fill to another; try again'), false);
-          }
+          // A renewal that lost the race with the commit's release is no loss.
+          else if (!this.committed) void this.abort(new OciError('UPSTREAM_UNAVAILABLE', 'this instance lost the fill to another; try again'), false);
         },
         () => undefined,
       );
     }, Math.max(1000, Math.floor(options.leaseMs / 3)));
     try {
       const hash = await this.rehash();
+      options.log?.('info', { msg: 'fill.lead', digest: this.digest.value, upstream: this.source.upstream, repository: this.source.repository, owner: this.lease.owner, token: this.token, from: this.received });
       await this.download(hash);
       const encoded = hash.digest();
       if (encoded !== this.digest.encoded) {
@@ -146,8 +145,8 @@ export class LocalFill {
       this.state = { ...this.state, phase: 'committed' };
       this.committed = true;
       clearInterval(heartbeat);
-      const released = await ctx.index.releaseLease(this.lease, this.state as unknown as Json);
-      options.log?.('info', { msg: 'fill.commit', digest: this.digest.value, bytes: this.received, ms: ctx.clock.now() - began, released });
+      const released = await this.retried('state', () => ctx.index.releaseLease(this.lease, this.state as unknown as Json));
+      options.log?.('info', { msg: 'fill.commit', digest: this.digest.value, bytes: this.received, ms: ctx.clock.now() - this.began, released });
       this.stopped = true;
       this.notify();
       // Only while it was still ours: a successor that took over may be composing these parts.
@@ -157,7 +156,6 @@ export class LocalFill {
       if (!(err instanceof OciError) || err.kind === 'INTERNAL') console.error(`outpost: the fill of ${this.digest.value} failed:`, err);
       const failure = err instanceof OciError ? err : storeFailure(err);
       metrics.count('outpost_fills_failed_total', { reason: failure.kind });
-      options.log?.('warn', { msg: 'fill.fail', digest: this.digest.value, kind: failure.kind, message: failure.message, received: this.received, ms: ctx.clock.now() - began });
       // Awaited: on workerd the background work ends with run(), and the release with it.
       await this.abort(failure, true);
     }
@@ -168,6 +166,8 @@ export class LocalFill {
     if (this.stopped) return;
     this.stopped = true;
     this.failure = failure;
+    const { ctx, options } = this.deps;
+    options.log?.('warn', { msg: 'fill.fail', digest: this.digest.value, kind: failure.kind, message: failure.message.slice(0, 300), received: this.received, ms: ctx.clock.now() - this.began });
     this.markStarted();
     this.notify();
     if (!release) return;
@@ -180,11 +180,13 @@ export class LocalFill {
         : !this.startedOk
           ? { ...this.state, phase: 'failed', failure: recordOf(failure) }
           : this.state;
-    await this.deps.ctx.index.releaseLease(this.lease, state as unknown as Json).catch(() => false);
+    await ctx.index.releaseLease(this.lease, state as unknown as Json).catch(() => false);
   }
 
   /** The upstream answered and the size is known: clients may be sent headers. */
   startedOk = false;
+  /** When run() started, for the log. */
+  private began = 0;
 
   /** No hash state survives a process: a successor hashes the stored prefix again. */
   private async rehash(): Promise<IncrementalHash> {
@@ -311,7 +313,7 @@ export class LocalFill {
   }
 
   /** Logs why the download asks the upstream again, and from which byte. */
-  private resumed(why: string, err?: unknown): void {
+  private resumed(why: 'broke off' | 'ended short', err?: unknown): void {
     const cause = err === undefined ? undefined : String((err as Error)?.message ?? err).slice(0, 200);
     this.deps.options.log?.('warn', { msg: 'fill.resume', digest: this.digest.value, from: this.received, why, ...(cause ? { cause } : {}) });
   }
@@ -394,7 +396,12 @@ export class LocalFill {
     this.lease = renewed;
   }
 
-  /** `op`, tried up to STORE_ATTEMPTS times while the fill goes on, each retry logged. */
+  /**
+   * `op`, tried up to STORE_ATTEMPTS times while the fill goes on, each retry counted and logged;
+   * nothing is tried again once the fill has stopped. Every error counts as passing: one that
+   * is not (a programming error, a store refusing the size) costs two more attempts and 300 ms,
+   * and the SDKs' own retries of the cloud adapters come on top.
+   */
   private async retried<T>(what: 'part' | 'state', op: () => Promise<T>): Promise<T> {
     for (let attempt = 1; ; attempt++) {
       try {
@@ -402,8 +409,10 @@ export class LocalFill {
       } catch (err) {
         if (attempt >= STORE_ATTEMPTS || this.stopped) throw err;
         const cause = String((err as Error)?.message ?? err).slice(0, 200);
+        this.deps.metrics.count('outpost_fill_retries_total', { what });
         this.deps.options.log?.('warn', { msg: 'fill.retry', digest: this.digest.value, what, attempt, cause });
         await this.deps.options.sleep(STORE_RETRY_MS * attempt);
+        if (this.stopped) throw this.failure ?? err;
       }
     }
   }

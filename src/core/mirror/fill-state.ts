@@ -91,9 +91,9 @@ export interface FillsOptions {
    */
   copyServed: boolean;
   /**
-   * A fill's events for the log, one line each: `fill.lead` (taken, and from which byte),
-   * `fill.resume` (a stream broke off, asked again by Range), `fill.commit`, `fill.fail`.
-   * Default: none.
+   * A fill's events for the log, one line each: `fill.lead` (started, and from which byte),
+   * `fill.retry` (a part or state write tried again), `fill.resume` (a stream broke off, asked
+   * again by Range), then `fill.commit` or `fill.fail`. Default: none.
    */
   log?: FillLog;
 }

@@ -46,6 +46,9 @@ export type { Defer, FillDeps, FillSource, FillState, FillsOptions } from './fil
  *          undefined means another instance took over: stop at once, write nothing more.
  *          A stream that breaks off is resumed with a Range request (a few times), then the
  *          lease is released as "filling" so the next request resumes from the stored parts.
+ *          A part put or a state write that throws (the store or the index did not answer) is
+ *          made again, three attempts in all, the part from the bytes still in the window;
+ *          nothing is written once the fill has stopped (its lease lost or given up).
  * Follower: reads [pos, readable) where readable is what the holder says is stored (state) or,
  *          in the holder's own process, what is in its memory window; never the last part
  *          before "verified". When the lease is free and the fill not committed, a follower
@@ -168,7 +171,6 @@ export class Fills {
         handedOver = true;
         this.local.set(digest.value, fill);
         metrics.count('outpost_fills_led_total');
-        options.log?.('info', { msg: 'fill.lead', digest: digest.value, upstream: source.upstream, repository: source.repository, owner, token: r.lease.token, from: resume?.stored ?? 0 });
         const work = fill.run().finally(() => {
           fill.forget();
           if (this.local.get(digest.value) === fill) this.local.delete(digest.value);
