@@ -363,6 +363,42 @@ describe('a store or an index that fails for a moment during a fill', () => {
     expect(t.fillLog.find((e) => e.msg === 'fill.fail')).toMatchObject({ kind: 'INTERNAL', message: expect.stringMatching(/could not be stored: injected/) });
   });
 
+  it('a leader that finds its lease gone before reading the answer lets the upstream body go', async () => {
+    const { MemoryMetaIndex } = await import('../../src/adapters/memory/meta-index.js');
+    const { TestClock } = await import('../support/clock.js');
+    const inner = new MemoryMetaIndex(new TestClock());
+    let lose = true;
+    const index = Object.assign(Object.create(inner) as typeof inner, {
+      updateLease: async (...args: Parameters<typeof inner.updateLease>) => {
+        if (lose) {
+          lose = false;
+          return undefined;
+        }
+        return inner.updateLease(...args);
+      },
+    });
+    const { t, layer } = await seeded([300_000], { index, partBytes: 64 * 1024 });
+    let cancelled = false;
+    t.up.fault({
+      kind: 'respond',
+      match: { path: '/blobs/', method: 'GET' },
+      respond: () =>
+        new Response(
+          new ReadableStream({
+            pull: (c) => c.enqueue(layer.bytes.subarray(0, 1024)),
+            cancel: () => {
+              cancelled = true;
+            },
+          }),
+          { headers: { 'content-length': String(layer.size), 'docker-content-digest': layer.digest } },
+        ),
+    });
+    const lost = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
+    expect(lost.status).toBe(503);
+    expect(cancelled).toBe(true);
+    expect(t.fillLog.filter((e) => e.msg === 'fill.fail')).toMatchObject([{ message: expect.stringMatching(/lost the fill/) }]);
+  });
+
   it.each([
     ['fails before writing', false],
     ['writes, but its reply is lost', true],
