@@ -8,24 +8,31 @@ import { expectSameBlobs, imageBlobs, readLayout, tarImage } from './support/oci
 import { startOutpostCloud, type OutpostProcess } from './support/server.js';
 import { skopeo } from './support/skopeo.js';
 import { expectOneDownloadPerBlob, pullConcurrently } from './support/mirror-pulls.js';
-import { seedImage, startUpstreamRegistry, type UpstreamRegistry } from './support/upstream-registry.js';
+import { startThrottleProxy, type ThrottleProxy } from './support/throttle-proxy.js';
+import { seedBlob, seedImage, startUpstreamRegistry, type UpstreamRegistry } from './support/upstream-registry.js';
+import { randomBlob } from '../support/images.js';
 import { startWorker } from './support/worker.js';
 
 /**
  * The mirror on the cloud store: two Node servers and one worker on workerd (wrangler dev)
  * sharing one S3 bucket (Ceph RGW) and one DynamoDB table (dynalite), mirroring Debian's
  * docker-registry. Cold pulls spread over all three must make one upstream download per blob,
- * counted in the upstream's own log, with fills whose parts are composed server-side in S3.
+ * counted in the upstream's own log, with fills whose parts are composed server-side in S3;
+ * and a Node leader killed mid-fill, whose fill the worker takes over from the parts in S3.
  */
 
 const MiB = 1024 * 1024;
 const base = tarImage({ layers: [12 * MiB, 1 * MiB] });
 const imageA = tarImage({ layers: [6 * MiB], base });
 const imageB = tarImage({ layers: [2 * MiB, 300 * 1024], base });
+const big = randomBlob(24 * MiB);
+const PART = 5 * MiB;
+const LEASE_MS = 10_000;
 const credentials = { username: 'outpost', password: randomBytes(12).toString('base64url') };
 
 let work: string;
 let up: UpstreamRegistry;
+let throttle: ThrottleProxy;
 let instances: OutpostProcess[] = [];
 
 beforeAll(async () => {
@@ -33,10 +40,15 @@ beforeAll(async () => {
   up = await startUpstreamRegistry({ auth: credentials });
   await seedImage(up, 'library/a', 'v1', imageA);
   await seedImage(up, 'library/b', 'v1', imageB);
+  await seedBlob(up, 'library/big', big);
+  throttle = await startThrottleProxy(up.url, 8 * MiB);
   const store = await freshCloudStore('mirror-cloud');
   const config = {
-    upstreams: [{ name: 'hub', url: up.url, namespace: 'docker.io', username: credentials.username, passwordEnv: 'UPSTREAM_PASSWORD' }],
-    mirror: { fillPartSize: '5MiB', fillLease: '10s' },
+    upstreams: [
+      { name: 'hub', url: up.url, namespace: 'docker.io', username: credentials.username, passwordEnv: 'UPSTREAM_PASSWORD' },
+      { name: 'slow', url: throttle.url, namespace: 'slow.test', username: credentials.username, passwordEnv: 'UPSTREAM_PASSWORD' },
+    ],
+    mirror: { fillPartSize: '5MiB', fillLease: `${LEASE_MS / 1000}s` },
   };
   const env = { OUTPOST_CONFIG: JSON.stringify(config), UPSTREAM_PASSWORD: credentials.password };
   instances = await Promise.all([startOutpostCloud(store, env), startOutpostCloud(store, env), startWorker(store, env)]);
@@ -44,6 +56,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   await Promise.all(instances.map((i) => i.stop()));
+  await throttle?.stop();
   await up?.stop();
   if (work) await rm(work, { recursive: true, force: true });
 });
@@ -60,5 +73,38 @@ describe('the mirror on S3 + DynamoDB, Node and workerd', () => {
     expectSameBlobs((await readLayout(join(work, 'warm'))).blobs, imageBlobs(imageA));
     const after = (await up.requests()).slice(before);
     expect(after.filter((r) => r.kind === 'blob')).toEqual([]);
+  });
+  it('killing the leading Node instance mid-fill: the worker takes the fill over from the parts in S3, resumed by Range', async () => {
+    const path = `/v2/slow/library/big/blobs/${big.digest}`;
+    // Vouched for (a HEAD through the mirror: the vouch is in the shared index), then led by Node instance 0.
+    expect((await fetch(`${instances[0]!.url}${path}`, { method: 'HEAD' })).status).toBe(200);
+    const res = await fetch(`${instances[0]!.url}${path}`);
+    expect(res.status).toBe(200);
+    const reader = res.body!.getReader();
+    let received = 0;
+    while (received < 2 * PART + MiB) received += (await reader.read()).value!.byteLength;
+    // Long enough for the second part's write to land in S3 and its state in DynamoDB.
+    await new Promise((r) => setTimeout(r, 1000));
+    process.kill(instances[0]!.pid, 'SIGKILL');
+    await reader.cancel().catch(() => undefined);
+    const startedAt = Date.now();
+    const other = await fetch(`${instances[2]!.url}${path}`);
+    expect(other.status).toBe(200);
+    const bytes = Buffer.from(await other.arrayBuffer());
+    expect(bytes.equals(big.bytes)).toBe(true);
+    // It waited for the dead leader's lease at most, then took over.
+    expect(Date.now() - startedAt).toBeLessThan(LEASE_MS + 15_000);
+    // (A 401 is the upstream client's first, anonymous try, answered by the Basic retry.)
+    const gets = throttle.requests.filter((r) => r.method === 'GET' && r.path.endsWith(big.digest) && r.status !== 401);
+    expect(gets, JSON.stringify(gets)).toHaveLength(2);
+    const resumedAt = Number(/^bytes=(\d+)-/.exec(gets[1]!.range ?? '')?.[1]);
+    // What the dead leader had stored (two parts at least) is not downloaded again.
+    expect(resumedAt).toBeGreaterThanOrEqual(2 * PART);
+    expect(resumedAt % PART).toBe(0);
+    expect(gets[1]!.bytes).toBe(big.size - resumedAt);
+    // Committed: served again from S3 with no upstream request.
+    const again = await fetch(`${instances[1]!.url}${path}`);
+    expect(Buffer.from(await again.arrayBuffer()).equals(big.bytes)).toBe(true);
+    expect(throttle.requests.filter((r) => r.method === 'GET' && r.path.endsWith(big.digest) && r.status !== 401)).toHaveLength(2);
   });
 });
