@@ -84,3 +84,8 @@ export class OciError extends Error {
 export function isOciError(err: unknown): err is OciError {
   return err instanceof OciError;
 }
+
+/** What an error says, for a log line or an error's detail: its message (or the value itself), at most `max` characters. */
+export function messageOf(err: unknown, max = 200): string {
+  return String((err as Error)?.message ?? err).slice(0, max);
+}

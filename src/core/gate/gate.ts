@@ -1,7 +1,7 @@
 import type { Clock } from '../../ports/clock.js';
 import type { BundleVerifier } from '../../ports/bundle-verifier.js';
 import type { Json, MetaIndex } from '../../ports/meta-index.js';
-import { OciError } from '../errors.js';
+import { messageOf, OciError } from '../errors.js';
 import { readCapped } from '../streams.js';
 import { matchesAny } from '../glob.js';
 import type { Metrics } from '../metrics.js';
@@ -159,7 +159,7 @@ export class Gate {
         // A store, index or upstream failure while verifying: an enforced policy fails the
         // request (5xx, retried by clients); a warn-mode one serves and says why.
         if (policy.mode !== 'warn') throw err;
-        verdict = { ok: false, why: `could not be verified: ${String((err as Error)?.message ?? err).slice(0, 200)}` };
+        verdict = { ok: false, why: `could not be verified: ${messageOf(err)}` };
       }
       if (verdict.ok) {
         this.decided(name, digest, policy, verdict.how === 'artifact' ? 'artifact' : 'allowed', verdict.how);

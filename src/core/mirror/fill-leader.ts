@@ -1,4 +1,4 @@
-import { OciError } from '../errors.js';
+import { messageOf, OciError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import { storeContent } from '../registry/content.js';
 import { objects } from '../registry/keys.js';
@@ -295,7 +295,7 @@ export class LocalFill {
         await reader.cancel().catch(() => undefined);
         if (err instanceof OciError) throw err;
         if (resumes >= MAX_RESUMES) {
-          throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${this.source.upstream}" kept breaking off ${this.digest.value}: ${String((err as Error)?.message ?? err).slice(0, 200)}`);
+          throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${this.source.upstream}" kept breaking off ${this.digest.value}: ${messageOf(err)}`);
         }
         // The stream broke off: resume from what we have with a Range request.
         this.resumed('broke off', err);
@@ -314,7 +314,7 @@ export class LocalFill {
 
   /** Logs why the download asks the upstream again, and from which byte. */
   private resumed(why: 'broke off' | 'ended short', err?: unknown): void {
-    const cause = err === undefined ? undefined : String((err as Error)?.message ?? err).slice(0, 200);
+    const cause = err === undefined ? undefined : messageOf(err);
     this.deps.options.log?.('warn', { msg: 'fill.resume', digest: this.digest.value, from: this.received, why, ...(cause ? { cause } : {}) });
   }
 
@@ -408,9 +408,8 @@ export class LocalFill {
         return await op();
       } catch (err) {
         if (attempt >= STORE_ATTEMPTS || this.stopped) throw err;
-        const cause = String((err as Error)?.message ?? err).slice(0, 200);
-        this.deps.metrics.count('outpost_fill_retries_total', { what });
-        this.deps.options.log?.('warn', { msg: 'fill.retry', digest: this.digest.value, what, attempt, cause });
+                this.deps.metrics.count('outpost_fill_retries_total', { what });
+        this.deps.options.log?.('warn', { msg: 'fill.retry', digest: this.digest.value, what, attempt, cause: messageOf(err) });
         await this.deps.options.sleep(STORE_RETRY_MS * attempt);
         if (this.stopped) throw this.failure ?? err;
       }
@@ -455,7 +454,7 @@ export class LocalFill {
 
 /** A failure of the store or the index during a fill: ours, not the upstream's or the client's. */
 function storeFailure(err: unknown): OciError {
-  return new OciError('INTERNAL', `the fill could not be stored: ${String((err as Error)?.message ?? err).slice(0, 200)}`);
+  return new OciError('INTERNAL', `the fill could not be stored: ${messageOf(err)}`);
 }
 
 /**
