@@ -3,7 +3,8 @@ import { expect } from 'vitest';
 import { expectSameBlobs, imageBlobs, readLayout } from './oci-layout.js';
 import type { OutpostProcess } from './server.js';
 import { skopeo } from './skopeo.js';
-import type { Image } from '../../support/images.js';
+import type { Blob, Image } from '../../support/images.js';
+import type { ThrottleProxy } from './throttle-proxy.js';
 import type { UpstreamRegistry } from './upstream-registry.js';
 
 /**
@@ -57,4 +58,45 @@ export async function expectOneDownloadPerBlob(up: UpstreamRegistry, images: Ima
   }
   const uniqueBytes = [...unique.values()].reduce((n, b) => n + b.size, 0);
   expect(upstreamBytes / uniqueBytes).toBe(1);
+}
+
+/**
+ * The leader killed mid-fill: `leader` is asked for `blob` (vouched for first, by a HEAD), read
+ * until it has sent two parts and a MiB (and `settleMs` more, for the second part's write to
+ * land in the store and the index), then SIGKILLed; `successor` is asked for the blob next. Its
+ * answer must be the right bytes, from exactly one more upstream GET (seen at `throttle`, the
+ * slow upstream in front of the real one) that resumes by Range at a part boundary no earlier
+ * than the two stored parts and carries exactly the rest of the blob. Returns the two GETs and
+ * how long the successor's answer took, for the caller's own bounds.
+ */
+export async function killLeaderMidFill(
+  leader: OutpostProcess,
+  successor: OutpostProcess,
+  o: { path: string; blob: Blob; throttle: ThrottleProxy; partBytes: number; settleMs: number },
+): Promise<{ gets: ThrottleProxy['requests']; resumedAt: number; tookMs: number }> {
+  const MiB = 1024 * 1024;
+  expect((await fetch(`${leader.url}${o.path}`, { method: 'HEAD' })).status).toBe(200);
+  const res = await fetch(`${leader.url}${o.path}`);
+  expect(res.status).toBe(200);
+  const reader = res.body!.getReader();
+  let received = 0;
+  while (received < 2 * o.partBytes + MiB) received += (await reader.read()).value!.byteLength;
+  await new Promise((r) => setTimeout(r, o.settleMs));
+  process.kill(leader.pid, 'SIGKILL');
+  await reader.cancel().catch(() => undefined);
+  const startedAt = Date.now();
+  const other = await fetch(`${successor.url}${o.path}`);
+  expect(other.status).toBe(200);
+  const bytes = Buffer.from(await other.arrayBuffer());
+  expect(bytes.equals(Buffer.from(o.blob.bytes))).toBe(true);
+  const tookMs = Date.now() - startedAt;
+  // (A 401 is the upstream client's first, anonymous try on an instance, answered by the Basic retry.)
+  const gets = o.throttle.requests.filter((r) => r.method === 'GET' && r.path.endsWith(o.blob.digest) && r.status !== 401);
+  expect(gets, JSON.stringify(gets)).toHaveLength(2);
+  const resumedAt = Number(/^bytes=(\d+)-/.exec(gets[1]!.range ?? '')?.[1]);
+  // What the dead leader had stored (its first two parts, at least) is not downloaded again.
+  expect(resumedAt).toBeGreaterThanOrEqual(2 * o.partBytes);
+  expect(resumedAt % o.partBytes).toBe(0);
+  expect(gets[1]!.bytes).toBe(o.blob.size - resumedAt);
+  return { gets, resumedAt, tookMs };
 }
