@@ -123,6 +123,9 @@ export async function startNode(config: Config, log?: Log): Promise<NodeServer> 
     stop: async (deadlineMs) => {
       for (const timer of timers) clearInterval(timer);
       const result = await drain.drain(deadlineMs);
+      // Fills that outlived their clients hand over what they stored (their leases released),
+      // so that no follower elsewhere waits for a lease to expire; bounded like the passes below.
+      await Promise.race([registry.mirror.fills.abandon(), new Promise((r) => setTimeout(r, ABANDON_WAIT_MS).unref())]);
       // A pass still running gets a moment to finish; past it, closing the index fails its next step, which is logged.
       await Promise.race([Promise.all([reclaim.running(), collect.running()]), new Promise((r) => setTimeout(r, 2000).unref())]);
       closeIndex();
@@ -209,6 +212,11 @@ async function writeResponse(res: ServerResponse, response: Response): Promise<v
 
 /** A connection that sends and receives nothing for this long is cut (slow or vanished clients). */
 const IDLE_TIMEOUT_MS = 2 * 60 * 1000;
+/**
+ * The most a stop waits for its fills to hand over (Fills.abandon: a part write in flight, a
+ * commit under way, one index write each); past it the index closes and their leases expire.
+ */
+const ABANDON_WAIT_MS = 5000;
 /** How often leftovers are reclaimed (see core/registry/leftovers.ts). */
 const RECLAIM_INTERVAL_MS = 60 * 60 * 1000;
 

@@ -2,6 +2,7 @@ import { describe, expect, it } from 'vitest';
 import { errorCode } from '../support/app.js';
 import { image, randomBlob } from '../support/images.js';
 import { detach, detachingStore, mirrorTest } from '../support/mirror.js';
+import { keys } from '../../src/core/registry/keys.js';
 
 async function pull(t: { request: (p: string, i?: RequestInit) => Response | Promise<Response> }, path: string, init?: RequestInit) {
   const res = await t.request(path, init);
@@ -134,6 +135,62 @@ describe('mirrored blobs: fills', () => {
     const resumedAt = Number(/bytes=(\d+)-/.exec(gets[1]!.headers.range ?? '')![1]);
     expect(resumedAt).toBeGreaterThanOrEqual(3 * 64 * 1024);
     await reader.cancel();
+  });
+
+  it('a stopping instance hands its fills over: the lease is released with the stored parts, and another resumes at once', async () => {
+    const { t, img, layer } = await seeded([400_000, 100_000], { instances: 2, partBytes: 64 * 1024 });
+    // Instance 0 leads, its client goes away, and the upstream stalls after 200 KB (three parts stored).
+    t.up.fault({ kind: 'stall', afterBytes: 200_000, match: { path: `/blobs/${layer.digest}` } });
+    const res0 = await t.instances[0]!.request(`/v2/up/library/app/blobs/${layer.digest}`);
+    const reader = res0.body!.getReader();
+    let got = 0;
+    while (got < 64 * 1024) got += (await reader.read()).value!.byteLength;
+    await reader.cancel();
+    await new Promise((r) => setTimeout(r, 50));
+    // The stalled body is let go: abandon() returns although the upstream never sends the rest.
+    await t.instances[0]!.registry.mirror.fills.abandon();
+    const lease = await t.index.readLease<{ phase: string; stored: number }>(keys.fill(layer.digest));
+    expect(lease?.holder).toBeUndefined();
+    expect(lease?.state).toMatchObject({ phase: 'filling', stored: 3 * 64 * 1024 });
+    // No clock advance: the successor does not wait for a lease to expire.
+    const res = await pull(t.instances[1]!, `/v2/up/library/app/blobs/${layer.digest}`);
+    expect(res.status).toBe(200);
+    expect(res.body.equals(layer.bytes)).toBe(true);
+    expect(t.instances[1]!.metrics.get('outpost_fill_takeovers_total')).toBe(1);
+    const gets = t.blobGets(layer.digest);
+    expect(gets).toHaveLength(2);
+    expect(gets[1]!.headers.range).toBe(`bytes=${3 * 64 * 1024}-`);
+    expect(t.fillLog.filter((e) => e.msg === 'fill.fail')).toEqual([expect.objectContaining({ instance: 'i0', message: 'this instance is stopping; try again' })]);
+    expect(t.fillLog.filter((e) => e.msg === 'fill.resume')).toEqual([]);
+    // The stopping instance leads no new fill: its (drained) requests are answered 503.
+    const refused = await t.instances[0]!.request(`/v2/up/library/app/blobs/${img.layers[1]!.digest}`);
+    expect(refused.status).toBe(503);
+    expect(await errorCode(refused)).toBe('UNAVAILABLE');
+  });
+
+  it('a stopping instance lets a verified fill finish its commit', async () => {
+    const { MemoryBlobStore } = await import('../../src/adapters/memory/blob-store.js');
+    const inner = new MemoryBlobStore();
+    let composing: (() => void) | undefined;
+    const store = Object.assign(Object.create(inner) as typeof inner, {
+      compose: async (parts: string[], to: string) => {
+        await new Promise<void>((r) => (composing = r));
+        return inner.compose!(parts, to);
+      },
+    });
+    const { t, layer } = await seeded([300_000], { store });
+    // Its client has every byte once they are verified; the body ends with the commit.
+    const first = pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
+    while (!composing) await new Promise((r) => setTimeout(r, 5));
+    let abandoned = false;
+    const abandoning = t.instances[0]!.registry.mirror.fills.abandon().then(() => (abandoned = true));
+    await new Promise((r) => setTimeout(r, 20));
+    expect(abandoned).toBe(false);
+    composing();
+    await abandoning;
+    expect((await first).body.equals(layer.bytes)).toBe(true);
+    expect(await t.store.stat(`blobs/sha256/${layer.digest.slice(7, 9)}/${layer.digest.slice(7)}`)).toMatchObject({ size: layer.size });
+    expect(t.fillLog.filter((e) => e.digest === layer.digest).map((e) => e.msg)).toEqual(['fill.lead', 'fill.commit']);
   });
 
   it('HEAD of an uncached blob answers from the upstream; a blob the upstream lacks is BLOB_UNKNOWN', async () => {

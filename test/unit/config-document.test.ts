@@ -122,7 +122,7 @@ describe('the configuration document', () => {
       ],
       hosted: [],
       fillPartBytes: 8 * 1024 * 1024,
-      fillLeaseMs: 30_000,
+      fillLeaseMs: 10_000,
       fillMemoryBytes: 256 * 1024 * 1024,
     });
   });
@@ -134,7 +134,7 @@ describe('the configuration document', () => {
     ['an empty mapping', '{}'],
   ])('configures nothing with %s', (_, document) => {
     const config = readConfig({ OUTPOST_CONFIG: document }, 'node', document === '' ? { configText: '' } : {});
-    expect(config.mirror).toEqual({ upstreams: [], hosted: [], fillPartBytes: 8 * 1024 * 1024, fillLeaseMs: 30_000, fillMemoryBytes: 256 * 1024 * 1024 });
+    expect(config.mirror).toEqual({ upstreams: [], hosted: [], fillPartBytes: 8 * 1024 * 1024, fillLeaseMs: 10_000, fillMemoryBytes: 256 * 1024 * 1024 });
   });
 
   it('accepts JSON, which is YAML', () => {

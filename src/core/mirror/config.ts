@@ -67,8 +67,13 @@ export const DEFAULT_MAX_STALE_MS = 24 * 3_600_000;
 export const DEFAULT_FILL_PART_BYTES = 8 * 1024 * 1024;
 /** 64 MiB: four fills of two 8 MiB parts each, well inside a Workers isolate's 128 MB. */
 export const DEFAULT_FILL_MEMORY_BYTES = 64 * 1024 * 1024;
-/** Heartbeats run at a third of this, so a paused leader is replaced within it. */
-export const DEFAULT_FILL_LEASE_MS = 30_000;
+/**
+ * Heartbeats run at a third of this, so a paused leader is replaced within it. It is also how
+ * long the followers of a leader that died without a word (SIGKILL, a lost machine) wait
+ * before one takes over: 10 s, against the 3.3 s between heartbeats that a leader must miss
+ * twice over to lose it (a stopping Node process releases its leases at once: Fills.abandon).
+ */
+export const DEFAULT_FILL_LEASE_MS = 10_000;
 
 /** Docker Hub's registry host names; docker.io is the canonical namespace. */
 export const DOCKER_HUB_HOSTS = ['docker.io', 'index.docker.io', 'registry-1.docker.io', 'registry.hub.docker.com'];

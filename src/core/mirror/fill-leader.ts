@@ -161,16 +161,39 @@ export class LocalFill {
     }
   }
 
-  /** Stops the fill; `release` gives the lease up now (with the state a successor needs). */
-  private async abort(failure: OciError, release: boolean): Promise<void> {
-    if (this.stopped) return;
+  /**
+   * Gives the fill up because this process is stopping, so that the next request on any
+   * instance resumes it from the stored parts at once instead of after the lease expires: no
+   * further byte is read, the part write in flight lands (with its state write), and the lease
+   * is released with the state. A fill already verified is let finish its commit instead.
+   */
+  async abandon(): Promise<void> {
+    if (this.verified) {
+      while (!this.stopped) await this.changed();
+      return;
+    }
+    if (!this.halt(new OciError('UPSTREAM_UNAVAILABLE', 'this instance is stopping; try again'))) return;
+    await this.reading?.cancel().catch(() => undefined);
+    await this.writing.catch(() => undefined);
+    await this.deps.ctx.index.releaseLease(this.lease, this.state as unknown as Json).catch(() => false);
+  }
+
+  /** Marks the fill stopped with `failure` and wakes its followers; false when it already was. */
+  private halt(failure: OciError): boolean {
+    if (this.stopped) return false;
     this.stopped = true;
     this.failure = failure;
     const { ctx, options } = this.deps;
     options.log?.('warn', { msg: 'fill.fail', digest: this.digest.value, kind: failure.kind, message: failure.message.slice(0, 300), received: this.received, ms: ctx.clock.now() - this.began });
     this.markStarted();
     this.notify();
-    if (!release) return;
+    return true;
+  }
+
+  /** Stops the fill; `release` gives the lease up now (with the state a successor needs). */
+  private async abort(failure: OciError, release: boolean): Promise<void> {
+    if (!this.halt(failure) || !release) return;
+    const { ctx } = this.deps;
     // The upstream lied (wrong digest or size) or refused: a successor must start afresh.
     // The stream merely broke off: a successor resumes from the stored parts.
     // Refused before any byte: followers answer with the same error, the parts stay for a retry.
@@ -183,6 +206,8 @@ export class LocalFill {
     await ctx.index.releaseLease(this.lease, state as unknown as Json).catch(() => false);
   }
 
+  /** The upstream body being read, for abandon() to let go of. */
+  private reading: ReadableStreamDefaultReader<Uint8Array> | undefined;
   /** The upstream answered and the size is known: clients may be sent headers. */
   startedOk = false;
   /** When run() started, for the log. */
@@ -214,6 +239,7 @@ export class LocalFill {
   private async download(hash: IncrementalHash): Promise<void> {
     const { metrics, options } = this.deps;
     for (let resumes = 0; ; resumes++) {
+      if (this.stopped) throw this.failure ?? new OciError('UPSTREAM_UNAVAILABLE', 'the fill was stopped');
       // Taken over after every part was stored (the leader died before committing): nothing
       // to download; the stored parts were hashed again and are checked below.
       if (this.size !== undefined && this.received === this.size && this.received > 0) {
@@ -266,6 +292,7 @@ export class LocalFill {
       let skip = offset - answer.offset;
       const countReceived = metrics.counter('outpost_upstream_bytes_total', { upstream: this.source.upstream });
       const reader = answer.body.getReader();
+      this.reading = reader;
       try {
         for (;;) {
           const next = await reader.read();
@@ -294,6 +321,7 @@ export class LocalFill {
       } catch (err) {
         await reader.cancel().catch(() => undefined);
         if (err instanceof OciError) throw err;
+        if (this.stopped) throw this.failure ?? err;
         if (resumes >= MAX_RESUMES) {
           throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${this.source.upstream}" kept breaking off ${this.digest.value}: ${messageOf(err)}`);
         }
@@ -301,6 +329,8 @@ export class LocalFill {
         this.resumed('broke off', err);
         continue;
       }
+      // Abandoned (abandon() let the body go): not a short answer of the upstream's.
+      if (this.stopped) throw this.failure ?? new OciError('UPSTREAM_UNAVAILABLE', 'the fill was stopped');
       if (this.size !== undefined && this.received < this.size) {
         if (resumes >= MAX_RESUMES) {
           throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${this.source.upstream}" sent ${this.received} of ${this.size} bytes`);
@@ -408,7 +438,7 @@ export class LocalFill {
         return await op();
       } catch (err) {
         if (attempt >= STORE_ATTEMPTS || this.stopped) throw err;
-                this.deps.metrics.count('outpost_fill_retries_total', { what });
+        this.deps.metrics.count('outpost_fill_retries_total', { what });
         this.deps.options.log?.('warn', { msg: 'fill.retry', digest: this.digest.value, what, attempt, cause: messageOf(err) });
         await this.deps.options.sleep(STORE_RETRY_MS * attempt);
         if (this.stopped) throw this.failure ?? err;

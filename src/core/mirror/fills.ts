@@ -66,7 +66,21 @@ export class Fills {
   private readonly local = new Map<string, LocalFill>();
   private readonly watches = new Map<string, RemoteWatch>();
 
+  /** Set by abandon(): this process is stopping and leads no more fills. */
+  private stopping = false;
+
   constructor(private readonly deps: FillDeps) {}
+
+  /**
+   * Gives up every fill this process leads, because it is stopping (after its requests are
+   * done): each releases its lease with what it stored, so that the next request on another
+   * instance resumes from there at once rather than waiting for the lease to expire (a fill
+   * already verified finishes its commit first). No fill is led here after this.
+   */
+  async abandon(): Promise<void> {
+    this.stopping = true;
+    await Promise.all([...this.local.values()].map((fill) => fill.abandon()));
+  }
 
   /**
    * Streams bytes [start, end) of the blob (end: undefined = to its end), leading a fill when
@@ -136,6 +150,7 @@ export class Fills {
   /** Takes the fill's lease and starts the download; undefined when another instance holds it. */
   private async lead(digest: Digest, source: FillSource, defer: Defer, sizeHint?: number): Promise<LocalFill | 'committed' | undefined> {
     const { ctx, options, budget, metrics } = this.deps;
+    if (this.stopping) throw new OciError('UPSTREAM_UNAVAILABLE', 'this instance is stopping; try again');
     // Room for two parts; while there is none, look whether another instance has started
     // leading this fill meanwhile (then follow it instead).
     let release = budget.tryReserve(2 * options.partBytes);

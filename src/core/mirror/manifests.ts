@@ -34,8 +34,11 @@ import type { Target } from './routing.js';
 /** What the mirror asks upstreams for: every manifest type Outpost stores, so a tag's bytes are the upstream's own. */
 export const MANIFEST_ACCEPT = [MediaType.OciIndex, MediaType.OciManifest, MediaType.DockerManifestList, MediaType.DockerManifest];
 
-/** The lease of one manifest fetch: a fetch that takes longer is presumed dead. */
-const FETCH_LEASE_MS = 30_000;
+/**
+ * The lease of one manifest fetch, renewed at a third of it while the fetch runs: the waiters
+ * of a fetcher that died take over after this.
+ */
+const FETCH_LEASE_MS = 10_000;
 /** A waiter polls the holder's lease this often. */
 const FETCH_POLL_MS = 25;
 
