@@ -125,9 +125,9 @@ export async function startNode(config: Config, log?: Log): Promise<NodeServer> 
       const result = await drain.drain(deadlineMs);
       // Fills that outlived their clients hand over what they stored (their leases released),
       // so that no follower elsewhere waits for a lease to expire; bounded like the passes below.
-      await Promise.race([registry.mirror.fills.abandon(), new Promise((r) => setTimeout(r, ABANDON_WAIT_MS).unref())]);
+      await atMost(ABANDON_WAIT_MS, registry.mirror.fills.abandon());
       // A pass still running gets a moment to finish; past it, closing the index fails its next step, which is logged.
-      await Promise.race([Promise.all([reclaim.running(), collect.running()]), new Promise((r) => setTimeout(r, 2000).unref())]);
+      await atMost(2000, Promise.all([reclaim.running(), collect.running()]));
       closeIndex();
       upstreamFetch.close();
       return result;
@@ -208,6 +208,11 @@ async function writeResponse(res: ServerResponse, response: Response): Promise<v
   const body = Buffer.from(await response.arrayBuffer());
   res.writeHead(response.status, Object.fromEntries(response.headers));
   res.end(body);
+}
+
+/** Waits for `work` for at most `ms` (a timer that keeps no process alive), whatever it settles to. */
+async function atMost(ms: number, work: Promise<unknown>): Promise<void> {
+  await Promise.race([work.catch(() => undefined), new Promise((r) => setTimeout(r, ms).unref())]);
 }
 
 /** A connection that sends and receives nothing for this long is cut (slow or vanished clients). */

@@ -11,6 +11,8 @@ import { skopeo } from './support/skopeo.js';
 import { expectOneDownloadPerBlob, killLeaderMidFill, pullConcurrently } from './support/mirror-pulls.js';
 import { startThrottleProxy, type ThrottleProxy } from './support/throttle-proxy.js';
 import { seedBlob, seedImage, startUpstreamRegistry, type UpstreamRegistry } from './support/upstream-registry.js';
+import { SqliteMetaIndex } from '../../src/adapters/local/sqlite-meta-index.js';
+import { keys } from '../../src/core/registry/keys.js';
 
 /**
  * The mirror end to end: Debian's docker-registry (Distribution 2.8, htpasswd auth) as the
@@ -31,6 +33,7 @@ const multi = tarIndex([
   { arch: OTHER_ARCH, layers: [384 * 1024], base },
 ]);
 const big = randomBlob(24 * MiB);
+const handedOver = randomBlob(24 * MiB);
 const credentials = { username: 'outpost', password: randomBytes(12).toString('base64url') };
 const PART = 5 * MiB;
 
@@ -38,6 +41,7 @@ let work: string;
 let up: UpstreamRegistry;
 let throttle: ThrottleProxy;
 let instances: OutpostProcess[] = [];
+let dataDir: string;
 
 beforeAll(async () => {
   work = await mkdtemp(join(tmpdir(), 'outpost-e2e-mirror-'));
@@ -46,6 +50,7 @@ beforeAll(async () => {
   await seedImage(up, 'library/b', 'v1', imageB);
   await seedImage(up, 'library/multi', 'v1', multi);
   await seedBlob(up, 'library/big', big);
+  await seedBlob(up, 'library/big', handedOver);
   throttle = await startThrottleProxy(up.url, 8 * MiB);
   const config = {
     upstreams: [
@@ -55,7 +60,7 @@ beforeAll(async () => {
     mirror: { fillPartSize: '5MiB', fillLease: '5s' },
   };
   const env = { OUTPOST_CONFIG: JSON.stringify(config), UPSTREAM_PASSWORD: credentials.password };
-  const dataDir = join(work, 'data');
+  dataDir = join(work, 'data');
   instances = await Promise.all([0, 1, 2].map(() => startOutpost(dataDir, env)));
 }, 120_000);
 
@@ -137,6 +142,37 @@ describe('pull-through mirror over a real upstream', () => {
     // What came twice is what the dead leader had not stored: the part it was filling, and what
     // the upstream had already sent into the loopback socket buffers (several MiB, autotuned).
     expect(gets[0]!.bytes - resumedAt).toBeLessThanOrEqual(2 * PART + 8 * MiB);
+  });
+
+  it('stopping the leading instance (SIGTERM) hands its fill over: the lease is released with the stored parts, resumed by Range', async () => {
+    // instances[0] is gone (the test above): instance 1 leads, its client leaves, it is stopped.
+    const [leader, successor] = [instances[1]!, instances[2]!];
+    const path = `/v2/slow/library/big/blobs/${handedOver.digest}`;
+    expect((await fetch(`${leader.url}${path}`, { method: 'HEAD' })).status).toBe(200);
+    const res = await fetch(`${leader.url}${path}`);
+    const reader = res.body!.getReader();
+    let received = 0;
+    while (received < 2 * PART + MiB) received += (await reader.read()).value!.byteLength;
+    await reader.cancel();
+    await new Promise((r) => setTimeout(r, 500));
+    leader.signal('SIGTERM');
+    expect(await leader.exited).toEqual({ code: 0, signal: null });
+    // Released, not left to expire (5 s): the index says so as soon as the process is gone.
+    const index = new SqliteMetaIndex(join(dataDir, 'index.db'));
+    const lease = await index.readLease<{ phase: string; stored: number }>(keys.fill(handedOver.digest));
+    index.close();
+    expect(lease?.holder).toBeUndefined();
+    expect(lease?.state?.phase).toBe('filling');
+    const stored = lease!.state!.stored;
+    expect(stored).toBeGreaterThanOrEqual(2 * PART);
+    const other = await fetch(`${successor.url}${path}`);
+    expect(other.status).toBe(200);
+    expect(Buffer.from(await other.arrayBuffer()).equals(Buffer.from(handedOver.bytes))).toBe(true);
+    const gets = throttle.requests.filter((r) => r.method === 'GET' && r.path.endsWith(handedOver.digest) && r.status !== 401);
+    expect(gets, JSON.stringify(gets)).toHaveLength(2);
+    // Exactly from what the stopped leader stored: no stored byte is downloaded again.
+    expect(gets[1]!.range).toBe(`bytes=${stored}-`);
+    expect(gets[1]!.bytes).toBe(handedOver.size - stored);
   });
 });
 

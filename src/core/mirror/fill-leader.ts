@@ -206,6 +206,11 @@ export class LocalFill {
     await ctx.index.releaseLease(this.lease, state as unknown as Json).catch(() => false);
   }
 
+  /** Why the fill stopped, for a download step that finds it stopped. */
+  private whyStopped(): OciError {
+    return this.failure ?? new OciError('UPSTREAM_UNAVAILABLE', 'the fill was stopped');
+  }
+
   /** The upstream body being read, for abandon() to let go of. */
   private reading: ReadableStreamDefaultReader<Uint8Array> | undefined;
   /** The upstream answered and the size is known: clients may be sent headers. */
@@ -239,7 +244,7 @@ export class LocalFill {
   private async download(hash: IncrementalHash): Promise<void> {
     const { metrics, options } = this.deps;
     for (let resumes = 0; ; resumes++) {
-      if (this.stopped) throw this.failure ?? new OciError('UPSTREAM_UNAVAILABLE', 'the fill was stopped');
+      if (this.stopped) throw this.whyStopped();
       // Taken over after every part was stored (the leader died before committing): nothing
       // to download; the stored parts were hashed again and are checked below.
       if (this.size !== undefined && this.received === this.size && this.received > 0) {
@@ -309,7 +314,7 @@ export class LocalFill {
             throw new OciError('UPSTREAM_INVALID', `upstream "${this.source.upstream}" sent more than the ${this.size} bytes of ${this.digest.value}`);
           }
           if (this.received + bytes.byteLength > this.limit) throw tooLargeToFill(this.digest.value, this.limit);
-          if (this.stopped) throw this.failure ?? new OciError('UPSTREAM_UNAVAILABLE', 'the fill was stopped');
+          if (this.stopped) throw this.whyStopped();
           hash.update(bytes);
           try {
             await this.append(bytes);
@@ -330,7 +335,7 @@ export class LocalFill {
         continue;
       }
       // Abandoned (abandon() let the body go): not a short answer of the upstream's.
-      if (this.stopped) throw this.failure ?? new OciError('UPSTREAM_UNAVAILABLE', 'the fill was stopped');
+      if (this.stopped) throw this.whyStopped();
       if (this.size !== undefined && this.received < this.size) {
         if (resumes >= MAX_RESUMES) {
           throw new OciError('UPSTREAM_UNAVAILABLE', `upstream "${this.source.upstream}" sent ${this.received} of ${this.size} bytes`);
