@@ -17,7 +17,8 @@ import { killOnExit, startOutpost, type Instance } from './mirror-peers.js';
  * few seconds a round. The process is warmed up by one small fill first (a long-running
  * server's code is compiled), and every round pulls fresh blobs. Beside wall time it reports
  * the CPU time the Outpost process used during the GET (all threads, user + system, from
- * /proc), which a busy machine disturbs less. Beside both, the floor: the same blob through
+ * /proc, and the main thread's part of it), which a busy machine disturbs less, and the CPU it
+ * used after the last byte until it was idle (the commit). Beside both, the floor: the same blob through
  * bench/passthrough.mjs, a node:http pass-through that only receives, hashes, writes a file and
  * sends (no lease, parts, index or verification before serving), with the same node options.
  *
@@ -36,12 +37,22 @@ const WARM_UP_BYTES = 16 * MiB;
 const TICKS_PER_SECOND = 100;
 const REPOSITORY = 'library/fill';
 
-/** CPU seconds (user + system, every thread) the process has used so far. */
-function cpuSeconds(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+/** CPU seconds (user + system) from a /proc stat line. */
+function statSeconds(path: string): number {
+  const stat = readFileSync(path, 'utf8');
   // The fields after the command name (which may hold spaces) start with the state, field 3.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / TICKS_PER_SECOND;
+}
+
+/** CPU seconds (user + system, every thread) the process has used so far. */
+function cpuSeconds(pid: number): number {
+  return statSeconds(`/proc/${pid}/stat`);
+}
+
+/** CPU seconds of the whole process and of its main thread (the event loop; the rest is V8's helpers and libuv's pool). */
+function cpuSplit(pid: number): { all: number; main: number } {
+  return { all: cpuSeconds(pid), main: statSeconds(`/proc/${pid}/task/${pid}/stat`) };
 }
 
 /** Waits until the process has used no CPU for `quietMs` (the fill's compose and clean-up are done). */
@@ -58,18 +69,31 @@ function check(what: string, r: HashedGet, blob: Blob): void {
   if (r.status !== 200 || r.digest !== blob.digest || r.size !== blob.size) throw new Error(`${what}: ${r.status}, ${r.size} bytes, ${r.digest}`);
 }
 
-/** A GET of `blob` through Outpost, which has never seen it: the fill's wall and CPU time. */
-async function coldFill(outpost: Instance, blob: Blob): Promise<{ seconds: number; cpu: number }> {
+/** What one cold fill cost: wall time of the GET, CPU during it (all threads, and the main thread's part), and CPU after its last byte. */
+interface FillCost {
+  seconds: number;
+  cpu: number;
+  mainCpu: number;
+  commitCpu: number;
+}
+
+/**
+ * A GET of `blob` through Outpost, which has never seen it: the fill's wall and CPU time, and
+ * the CPU the process uses after the last byte until it is idle again (the commit: the parts
+ * composed into the content object and flushed, the parts deleted), which a client does not
+ * wait for but which a busy machine pays for all the same.
+ */
+async function coldFill(outpost: Instance, blob: Blob): Promise<FillCost> {
   const url = `${outpost.url}/v2/${outpost.prefix}${REPOSITORY}/blobs/${blob.digest}`;
   const head = await fetch(url, { method: 'HEAD' });
   if (head.status !== 200) throw new Error(`HEAD through Outpost answered ${head.status}`);
   await idle(outpost.pid);
-  const before = cpuSeconds(outpost.pid);
+  const before = cpuSplit(outpost.pid);
   const r = await getHashed(url);
-  const cpu = cpuSeconds(outpost.pid) - before;
+  const after = cpuSplit(outpost.pid);
   check('through Outpost', r, blob);
   await idle(outpost.pid);
-  return { seconds: r.seconds, cpu };
+  return { seconds: r.seconds, cpu: after.all - before.all, mainCpu: after.main - before.main, commitCpu: cpuSeconds(outpost.pid) - after.all };
 }
 
 async function main(): Promise<void> {
@@ -92,7 +116,7 @@ async function main(): Promise<void> {
     mkdirSync(floorDir);
     const floorPort = await freePort();
     floor = await start('pass-through', process.execPath, [...cliNodeFlags(), join(import.meta.dirname, 'passthrough.mjs'), up.url, floorDir, String(floorPort)], {}, floorPort);
-    const times = SIZES.map(() => ({ direct: [] as number[], fill: [] as number[], cpu: [] as number[], floor: [] as number[], floorCpu: [] as number[] }));
+    const times = SIZES.map(() => ({ direct: [] as number[], fill: [] as number[], cpu: [] as number[], mainCpu: [] as number[], commitCpu: [] as number[], floor: [] as number[], floorCpu: [] as number[] }));
     for (let round = 1; round <= ROUNDS; round++) {
       for (const [i, size] of SIZES.entries()) {
         const blob = randomBlob(size);
@@ -110,10 +134,12 @@ async function main(): Promise<void> {
         times[i]!.direct.push(direct.seconds);
         times[i]!.fill.push(fill.seconds);
         times[i]!.cpu.push(fill.cpu);
+        times[i]!.mainCpu.push(fill.mainCpu);
+        times[i]!.commitCpu.push(fill.commitCpu);
         times[i]!.floor.push(passed.seconds);
         times[i]!.floorCpu.push(floorCpu);
         console.log(
-          `bench: round ${round}, ${size / MiB} MiB: direct ${direct.seconds.toFixed(3)} s, cold fill ${fill.seconds.toFixed(3)} s (Outpost CPU ${fill.cpu.toFixed(2)} s), pass-through ${passed.seconds.toFixed(3)} s (CPU ${floorCpu.toFixed(2)} s)`,
+          `bench: round ${round}, ${size / MiB} MiB: direct ${direct.seconds.toFixed(3)} s, cold fill ${fill.seconds.toFixed(3)} s (Outpost CPU ${fill.cpu.toFixed(2)} s, main thread ${fill.mainCpu.toFixed(2)} s, then ${fill.commitCpu.toFixed(2)} s to commit), pass-through ${passed.seconds.toFixed(3)} s (CPU ${floorCpu.toFixed(2)} s)`,
         );
       }
     }
@@ -127,12 +153,13 @@ async function main(): Promise<void> {
         `${direct.toFixed(3)} s`,
         `${fill.toFixed(3)} s (${rate} MiB/s)`,
         `${(fill / direct).toFixed(2)}x`,
-        `${median(times[i]!.cpu).toFixed(2)} s`,
+        `${median(times[i]!.cpu).toFixed(2)} s (main thread ${median(times[i]!.mainCpu).toFixed(2)} s)`,
+        `${median(times[i]!.commitCpu).toFixed(2)} s`,
         `${floorTime.toFixed(3)} s, ${(floorTime / direct).toFixed(2)}x, CPU ${median(times[i]!.floorCpu).toFixed(2)} s`,
       ];
     });
     const peak = ((rss(outpost.pid).peak - idleRss) / MiB).toFixed(0);
-    console.log(table(`One cold fill through Outpost (Node, local store) against a direct GET from the upstream, median of ${ROUNDS}`, ['blob', 'direct', 'cold fill', 'fill vs direct', 'Outpost CPU during the fill', 'Node pass-through floor: time, vs direct, CPU'], rows));
+    console.log(table(`One cold fill through Outpost (Node, local store) against a direct GET from the upstream, median of ${ROUNDS}`, ['blob', 'direct', 'cold fill', 'fill vs direct', 'Outpost CPU during the fill', 'Outpost CPU after the last byte (commit)', 'Node pass-through floor: time, vs direct, CPU'], rows));
     console.log(`Outpost's peak RSS growth over its idle size after the warm-up fill, all rounds: ${peak} MiB`);
   } finally {
     await outpost?.stop();
