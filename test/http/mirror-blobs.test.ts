@@ -482,6 +482,83 @@ describe('a store or an index that fails for a moment during a fill', () => {
     expect(t.fillLog.filter((e) => e.msg === 'fill.fail')).toEqual([]);
     expect(t.metrics.get('outpost_fill_retries_total', { what: 'state' })).toBe(1);
   });
+
+  it.each([
+    ['fails before writing', false],
+    ['writes, but its reply is lost', true],
+  ])("a commit whose release %s is tried again, and the fill's parts are deleted", async (_, landed) => {
+    const { MemoryMetaIndex } = await import('../../src/adapters/memory/meta-index.js');
+    const { TestClock } = await import('../support/clock.js');
+    const inner = new MemoryMetaIndex(new TestClock());
+    let failures = 1;
+    const index = Object.assign(Object.create(inner) as typeof inner, {
+      releaseLease: async (...args: Parameters<typeof inner.releaseLease>) => {
+        const committed = (args[1] as { phase?: string } | undefined)?.phase === 'committed';
+        if (committed && failures-- > 0) {
+          if (landed) await inner.releaseLease(...args);
+          throw new Error('injected: the index did not answer');
+        }
+        return inner.releaseLease(...args);
+      },
+    });
+    const { t, layer } = await seeded([300_000], { index, partBytes: 64 * 1024 });
+    const res = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
+    expect(res.body.equals(layer.bytes)).toBe(true);
+    while (!t.fillLog.some((e) => e.msg === 'fill.commit')) await new Promise((r) => setTimeout(r, 5));
+    // A retry after a landed release finds the lease given up (false): the lease item shows
+    // that it was this fill's own release, so the parts are still its to delete.
+    expect(t.fillLog.filter((e) => e.digest === layer.digest).map((e) => [e.msg, e.what ?? null])).toEqual([
+      ['fill.lead', null],
+      ['fill.retry', 'state'],
+      ['fill.commit', null],
+    ]);
+    expect(t.fillLog.find((e) => e.msg === 'fill.commit')).toMatchObject({ released: true });
+    while ((await t.store.list('fills/', { limit: 100 })).keys.length > 0) await new Promise((r) => setTimeout(r, 5));
+    expect(await t.store.stat(`blobs/sha256/${layer.digest.slice(7, 9)}/${layer.digest.slice(7)}`)).toMatchObject({ size: layer.size });
+  });
+
+  it('a heartbeat answered "not yours" after the commit released the lease does not fail the fill', async () => {
+    const { MemoryBlobStore } = await import('../../src/adapters/memory/blob-store.js');
+    const { MemoryMetaIndex } = await import('../../src/adapters/memory/meta-index.js');
+    const { TestClock } = await import('../support/clock.js');
+    const innerStore = new MemoryBlobStore();
+    const innerIndex = new MemoryMetaIndex(new TestClock());
+    let composing = false;
+    let renewed: (() => void) | undefined;
+    const held: Array<() => void> = [];
+    const store = Object.assign(Object.create(innerStore) as typeof innerStore, {
+      compose: async (parts: string[], to: string) => {
+        // Held until a heartbeat has gone out (one a second with a lease of 3 s).
+        composing = true;
+        await new Promise<void>((r) => (renewed = r));
+        return innerStore.compose!(parts, to);
+      },
+    });
+    const index = Object.assign(Object.create(innerIndex) as typeof innerIndex, {
+      renewLease: (...args: Parameters<typeof innerIndex.renewLease>) => {
+        if (!composing) return innerIndex.renewLease(...args);
+        // Its answer comes after the release: by then the lease is given up ("not yours").
+        const answer = new Promise<Awaited<ReturnType<typeof innerIndex.renewLease>>>((r) => held.push(() => r(innerIndex.renewLease(...args))));
+        renewed?.();
+        return answer;
+      },
+      releaseLease: async (...args: Parameters<typeof innerIndex.releaseLease>) => {
+        const released = await innerIndex.releaseLease(...args);
+        for (const answer of held.splice(0)) answer();
+        // The heartbeat's answer is handled while the commit still waits for this reply.
+        await new Promise((r) => setTimeout(r, 10));
+        return released;
+      },
+    });
+    const { t, layer } = await seeded([300_000], { store, index, leaseMs: 3000 });
+    const res = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
+    expect(res.body.equals(layer.bytes)).toBe(true);
+    while (!t.fillLog.some((e) => e.msg === 'fill.commit')) await new Promise((r) => setTimeout(r, 5));
+    expect(held).toHaveLength(0);
+    expect(t.fillLog.filter((e) => e.digest === layer.digest).map((e) => e.msg)).toEqual(['fill.lead', 'fill.commit']);
+    expect(t.metrics.get('outpost_fills_failed_total', { reason: 'UPSTREAM_UNAVAILABLE' })).toBe(0);
+    expect(await t.store.stat(`blobs/sha256/${layer.digest.slice(7, 9)}/${layer.digest.slice(7)}`)).toMatchObject({ size: layer.size });
+  });
 });
 
 describe('an upstream whose blob storage refuses HEAD', () => {

@@ -1,7 +1,7 @@
 import { messageOf, OciError } from '../errors.js';
 import type { Digest } from '../oci/digest.js';
 import { storeContent } from '../registry/content.js';
-import { objects } from '../registry/keys.js';
+import { keys, objects } from '../registry/keys.js';
 import { concatStreams } from '../streams.js';
 import type { Json, Lease } from '../../ports/meta-index.js';
 import type { ByteStream } from '../../ports/blob-store.js';
@@ -145,7 +145,7 @@ export class LocalFill {
       this.state = { ...this.state, phase: 'committed' };
       this.committed = true;
       clearInterval(heartbeat);
-      const released = await this.retried('state', () => ctx.index.releaseLease(this.lease, this.state as unknown as Json));
+      const released = (await this.retried('state', () => ctx.index.releaseLease(this.lease, this.state as unknown as Json))) || (await this.releasedByUs());
       options.log?.('info', { msg: 'fill.commit', digest: this.digest.value, bytes: this.received, ms: ctx.clock.now() - this.began, released });
       this.stopped = true;
       this.notify();
@@ -204,6 +204,17 @@ export class LocalFill {
           ? { ...this.state, phase: 'failed', failure: recordOf(failure) }
           : this.state;
     await ctx.index.releaseLease(this.lease, state as unknown as Json).catch(() => false);
+  }
+
+  /**
+   * Whether the lease item shows this fill's own release with the committed state: a release
+   * tried again after its reply was lost answers false (it finds the lease given up), though
+   * the first one landed. Only then are the parts ours to delete; a successor that took the
+   * lease over has a larger token.
+   */
+  private async releasedByUs(): Promise<boolean> {
+    const view = await this.deps.ctx.index.readLease<FillState & Json>(keys.fill(this.digest.value)).catch(() => undefined);
+    return view !== undefined && view.holder === undefined && view.token === this.token && view.state?.phase === 'committed';
   }
 
   /** Why the fill stopped, for a download step that finds it stopped. */

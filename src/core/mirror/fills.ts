@@ -42,8 +42,12 @@ export type { Defer, FillDeps, FillSource, FillState, FillsOptions } from './fil
  * Leader:  acquire -> rebuild the hash from the stored parts (no hash state survives a process)
  *          -> GET the blob from the upstream from `stored` (Range) -> per part: put part, then
  *          updateLease -> at the end: verify, put the last part, updateLease(verified) -> compose
- *          -> releaseLease(committed) -> delete the parts. Any updateLease that returns
- *          undefined means another instance took over: stop at once, write nothing more.
+ *          -> releaseLease(committed) -> delete the parts, only if the release answered true
+ *          or, after a lost reply, readLease shows no holder, this token and "committed" (the
+ *          token is larger after a takeover: the parts are left to the successor and to
+ *          reclaim). A heartbeat answered "not yours" after the commit is no loss. Any
+ *          updateLease that returns undefined means another instance took over: stop at once,
+ *          write nothing more.
  *          A stream that breaks off is resumed with a Range request (a few times), then the
  *          lease is released as "filling" so the next request resumes from the stored parts.
  *          A part put or a state write that throws (the store or the index did not answer) is
