@@ -5,6 +5,7 @@ import {
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
+  type GetObjectCommandOutput,
   HeadObjectCommand,
   ListObjectsV2Command,
   NoSuchKey,
@@ -27,6 +28,7 @@ import {
 } from '../../ports/blob-store.js';
 import { MIN_PART_BYTES, PartBuffers, atEnd, fill, mapLimit, planCompose, type Piece, type Source } from './parts.js';
 import { abortStaleUploads } from './reclaim.js';
+import { isNodeReadable, webStreamOf } from '../node-readable.js';
 
 export { planCompose } from './parts.js';
 
@@ -135,7 +137,7 @@ export class S3BlobStore implements BlobStore {
         }),
       );
       const total = out.ContentRange ? Number(out.ContentRange.split('/')[1]) : (out.ContentLength ?? 0);
-      return { size: total, body: out.Body!.transformToWebStream() as ByteStream };
+      return { size: total, body: objectBody(out.Body!) };
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
@@ -332,7 +334,7 @@ export class S3BlobStore implements BlobStore {
           Range: `bytes=${offset}-${offset + length - 1}`,
         }),
       );
-      const reader = (out.Body!.transformToWebStream() as ByteStream).getReader();
+      const reader = objectBody(out.Body!).getReader();
       const got = await fill(reader, buffer.subarray(at, at + length));
       if (got.bytes.byteLength !== length || !(got.ended || (await atEnd(reader)))) {
         await reader.cancel().catch(() => undefined);
@@ -423,6 +425,15 @@ class Multipart {
     if (UploadId === undefined) return;
     await this.client.send(new AbortMultipartUploadCommand({ Bucket: this.bucket, Key: this.key, UploadId })).catch(() => undefined);
   }
+}
+
+/**
+ * An object's bytes as a web stream. On Node the SDK answers with node:http's IncomingMessage,
+ * whose own web stream (Readable.toWeb) copies every chunk: its Buffers are passed on as they
+ * are instead. On Workers the body already is a web stream.
+ */
+function objectBody(body: NonNullable<GetObjectCommandOutput['Body']>): ByteStream {
+  return isNodeReadable(body) ? webStreamOf(body).stream : (body.transformToWebStream() as ByteStream);
 }
 
 /**

@@ -1,5 +1,6 @@
 import { Agent as HttpAgent, request as httpRequest, type ClientRequest, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
+import { webStreamOf } from '../node-readable.js';
 
 /**
  * A `fetch` for the upstream client on Node, over node:http and node:https. Node's own fetch
@@ -27,13 +28,6 @@ import { Agent as HttpsAgent, request as httpsRequest } from 'node:https';
  * TLS verifies certificates the usual way (Node's CA store, the URL's host as SNI and name);
  * a caller may pass agents of its own (a CA for tests). One keep-alive agent per protocol.
  */
-
-/**
- * What the body stream queues ahead of its reader before the socket is paused: a few of the
- * socket's 64 KiB reads, so a steady reader does not pause and resume the socket per chunk,
- * while a slow one holds at most this (plus one read and node:http's own 16 KiB) per response.
- */
-export const BODY_QUEUE_BYTES = 256 * 1024;
 
 /**
  * A free keep-alive socket is closed after this long, as Node's global agent does (a server's
@@ -82,57 +76,20 @@ function responseHeaders(raw: string[]): Headers {
 const ABORT = Symbol('abort');
 
 /**
- * The body of `res` as a web stream of the Buffers node:http emits. A default stream, not a
- * byte stream: a byte stream's enqueue transfers (detaches) each chunk's ArrayBuffer, and the
- * parser's slices of one socket read share theirs (several chunks of a chunked body, or the
- * head and the first bytes). Backpressure: the socket is paused when BODY_QUEUE_BYTES wait
- * unread, and resumed when the reader pulls.
+ * The body of `res` as a web stream of the Buffers node:http emits (webStreamOf). A cancelled
+ * body already received whole is read off, so its connection goes back to the pool; the rest
+ * of a body still arriving is not worth waiting for.
  */
 function bodyStream(req: ClientRequest, res: IncomingMessage, settle: () => void): ReadableStream<Uint8Array> {
-  let controller!: ReadableStreamDefaultController<Uint8Array>;
-  let done = false;
-  const finish = (err?: unknown) => {
-    if (done) return;
-    done = true;
-    settle();
-    if (err === undefined) controller.close();
-    else controller.error(err);
-  };
-  const stream = new ReadableStream<Uint8Array>(
-    {
-      start(c) {
-        controller = c;
-        res.on('data', (chunk: Buffer) => {
-          if (done) return;
-          controller.enqueue(chunk);
-          if ((controller.desiredSize ?? 0) <= 0) res.pause();
-        });
-        res.on('end', () => finish());
-        res.on('error', (err) => finish(new TypeError('terminated', { cause: err })));
-        // 'close' without 'end': the connection went away mid-body.
-        res.on('close', () => {
-          if (!res.complete) finish(new TypeError('terminated', { cause: new Error('the connection closed before the body ended') }));
-        });
-      },
-      pull() {
-        res.resume();
-      },
-      cancel() {
-        if (done) return;
-        done = true;
-        settle();
-        // A body already received whole is read off, so its connection goes back to the pool;
-        // the rest of a body still arriving is not worth waiting for.
-        if (res.complete) res.resume();
-        else req.destroy();
-      },
-    },
-    { highWaterMark: BODY_QUEUE_BYTES, size: (chunk) => chunk.byteLength },
-  );
+  const { stream, fail } = webStreamOf(res, {
+    complete: () => res.complete,
+    settle,
+    cancel: () => (res.complete ? res.resume() : req.destroy()),
+  });
   return Object.assign(stream, {
     /** Errors the stream from outside (an abort), tearing the connection down. */
     [ABORT]: (reason: unknown) => {
-      finish(reason);
+      fail(reason);
       req.destroy();
     },
   });
