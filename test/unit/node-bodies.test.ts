@@ -32,12 +32,26 @@ afterEach(async () => {
 
 const SIZE = 5 * 1024 * 1024 + 123;
 
-async function start() {
+/** Piece sizes of the composed blob: uneven, one smaller than a send buffer, one empty. */
+const PIECES = [2 * 1024 * 1024 + 5, 100_000, 0, SIZE - 2 * 1024 * 1024 - 5 - 100_000];
+
+/** A server of one blob of SIZE bytes: one file, or (`composed`) pieces composed from parts. */
+async function start(o: { composed?: boolean } = {}) {
   const root = mkdtempSync(join(tmpdir(), 'outpost-file-send-'));
   dirs.push(root);
   const store = new FsBlobStore(root);
   const bytes = randomBytes(SIZE);
-  await store.put('blob', new Response(bytes).body!);
+  if (o.composed) {
+    const keys: string[] = [];
+    for (const [i, n] of PIECES.entries()) {
+      const at = PIECES.slice(0, i).reduce((a, b) => a + b, 0);
+      keys.push(`parts/${i}`);
+      await store.put(`parts/${i}`, new Response(bytes.subarray(at, at + n)).body ?? new Response('').body!, n, { scratch: true });
+    }
+    await store.compose!(keys, 'blob');
+  } else {
+    await store.put('blob', new Response(bytes).body!);
+  }
   const app = new Hono();
   let taken: boolean | undefined;
   const sent: ReadableStream[] = [];
@@ -140,6 +154,40 @@ describe('blob bodies sent straight from local files', () => {
     // Sent from the file: nothing ever read the web streams.
     expect(s.sent).toHaveLength(5);
     expect(s.sent.every((b) => !b.locked)).toBe(true);
+  });
+
+  it('sends a composed object from its pieces one after another, whole and in ranges across them', async () => {
+    const s = await start({ composed: true });
+    const whole = await get(s.port, '/blob');
+    expect(whole.complete).toBe(true);
+    expect(sha(whole.body)).toBe(sha(s.bytes));
+    for (const [offset, length] of [
+      [0, 1],
+      [2 * 1024 * 1024, 10],
+      [2 * 1024 * 1024 + 4, 100_002],
+      [7, SIZE - 8],
+      [SIZE - 10, 10],
+    ] as const) {
+      const part = await get(s.port, `/blob?offset=${offset}&length=${length}`);
+      expect(part.complete).toBe(true);
+      expect(part.body.equals(s.bytes.subarray(offset, offset + length)), `${offset}+${length}`).toBe(true);
+    }
+    await until(() => openFiles(s.root) === 0);
+    expect(s.sent.every((b) => !b.locked)).toBe(true);
+    // Read through the web stream, the same bytes.
+    const read = await get(s.port, '/read-first');
+    expect(s.taken()).toBe(false);
+    expect(sha(read.body)).toBe(sha(s.bytes));
+  });
+
+  it('cuts the response of a composed object whose next piece is gone, never a clean short body', async () => {
+    const s = await start({ composed: true });
+    const pieces = readdirSync(join(s.root, '.pieces'))[0]!;
+    rmSync(join(s.root, '.pieces', pieces, '000003'));
+    const got = await get(s.port, '/blob');
+    expect(got.complete).toBe(false);
+    expect(got.body.byteLength).toBeLessThan(SIZE);
+    await until(() => openFiles(s.root) === 0);
   });
 
   it('leaves a body that was read already to the web stream, which still sends it whole', async () => {

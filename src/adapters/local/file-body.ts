@@ -40,29 +40,69 @@ interface Closes {
 
 type Sender = (out: SendTarget, connection?: Closes) => Promise<void>;
 
+/** Bytes [start, end) of one file of a body: already open, or opened when the body reaches it. */
+export interface FileSegment {
+  file: FileHandle | (() => Promise<FileHandle>);
+  start: number;
+  end: number;
+}
+
 /**
  * Bytes [start, end) of the open `file` as a web stream that reads only when asked (high-water
  * mark 0, so an unread body costs no read), closing the file at the end, on cancel, or once the
  * body is sent directly.
  */
 export function fileBody(file: FileHandle, start: number, end: number): ByteStream {
-  let pos = start;
+  return segmentsBody([{ file, start, end }]);
+}
+
+/**
+ * The bytes of `segments`, one file after another, as fileBody's are of one file: each file is
+ * opened when the body reaches it (a file that is gone then fails the body: never a clean short
+ * one) and closed when the body leaves it, is cancelled, or is sent.
+ */
+export function segmentsBody(segments: FileSegment[]): ByteStream {
+  let i = 0;
+  let pos = segments[0]?.start ?? 0;
+  let file: FileHandle | undefined;
   let closed = false;
+  const closeFile = () => {
+    if (file) void file.close().catch(() => undefined);
+    file = undefined;
+  };
   const close = () => {
     if (closed) return;
     closed = true;
-    void file.close().catch(() => undefined);
+    closeFile();
+    // Files given open and never reached.
+    for (const s of segments.slice(i + 1)) if (typeof s.file !== 'function') void s.file.close().catch(() => undefined);
+  };
+  /** The file of the current segment, opened if need be; undefined past the last one. */
+  const current = async (): Promise<FileHandle | undefined> => {
+    for (;;) {
+      const segment = segments[i];
+      if (!segment) return undefined;
+      if (pos < segment.end) {
+        file ??= typeof segment.file === 'function' ? await segment.file() : segment.file;
+        return file;
+      }
+      closeFile();
+      i++;
+      pos = segments[i]?.start ?? pos;
+    }
   };
   const stream = new ReadableStream<Uint8Array>(
     {
       pull: async (controller) => {
-        const want = Math.min(READ_CHUNK_BYTES, end - pos);
-        if (want <= 0) {
-          close();
-          return controller.close();
-        }
         try {
-          const { bytesRead, buffer } = await file.read(Buffer.allocUnsafeSlow(want), 0, want, pos);
+          const f = await current();
+          if (!f) {
+            close();
+            return controller.close();
+          }
+          const end = segments[i]!.end;
+          const want = Math.min(READ_CHUNK_BYTES, end - pos);
+          const { bytesRead, buffer } = await f.read(Buffer.allocUnsafeSlow(want), 0, want, pos);
           if (bytesRead === 0) throw new Error(`the file ended at ${pos} of ${end} bytes`);
           pos += bytesRead;
           controller.enqueue(bytesRead === want ? buffer : buffer.subarray(0, bytesRead));
@@ -77,16 +117,23 @@ export function fileBody(file: FileHandle, start: number, end: number): ByteStre
   );
   let taken = false;
   const send: Sender = async (out, connection) => {
+    const sending = new RangeSender(out, connection);
     try {
-      await sendRange(file, pos, end, out, connection);
+      for (let f = await current(); f && !sending.gone; f = await current()) {
+        pos = await sending.send(f, pos, segments[i]!.end);
+      }
+      sending.finish();
+    } catch (err) {
+      sending.fail(err);
     } finally {
+      sending.release();
       close();
     }
   };
   Object.defineProperty(stream, SEND, {
     value: (): Sender | undefined => {
       // Once anything read the stream (or a previous take), only the stream has the bytes.
-      if (taken || stream.locked || pos !== start) return undefined;
+      if (taken || stream.locked || closed || i !== 0 || pos !== (segments[0]?.start ?? 0)) return undefined;
       taken = true;
       return send;
     },
@@ -104,53 +151,75 @@ export function takeFileSend(body: ByteStream | null): Sender | undefined {
 }
 
 /**
- * Writes [pos, end) of `file` to `out` and ends it; destroys `out` if the file fails or ends
- * early (the client sees the response cut, never a clean short body). Resolves when every
- * byte was handed to the socket or `out` closed first.
+ * Writes ranges of files to `out` through at most SEND_BUFFERS buffers, used again as soon as
+ * the socket has taken them. `finish` ends `out`; `fail` destroys it (a file failed or ended
+ * early: the client sees the response cut, never a clean short body). `gone` once `out` (or the
+ * connection under it) closed first.
  */
-async function sendRange(file: FileHandle, pos: number, end: number, out: SendTarget, connection: Closes | undefined): Promise<void> {
-  const free: Buffer[] = [];
-  let lent = 0;
-  let gone = out.destroyed || connection?.destroyed === true;
-  let wake: (() => void) | undefined;
-  const wakeUp = () => {
-    const w = wake;
-    wake = undefined;
-    w?.();
+class RangeSender {
+  gone: boolean;
+  private readonly free: Buffer[] = [];
+  private lent = 0;
+  private wake: (() => void) | undefined;
+  private readonly onClose = () => {
+    this.gone = true;
+    this.wakeUp();
   };
-  const onClose = () => {
-    gone = true;
-    wakeUp();
-  };
-  out.once('close', onClose);
-  // Taken off at the end: a kept-alive connection carries many responses.
-  connection?.once('close', onClose);
-  const written = (buffer: Buffer) => (err?: Error | null) => {
-    lent--;
-    if (err) gone = true;
-    else free.push(buffer);
-    wakeUp();
-  };
-  try {
-    while (pos < end && !gone) {
-      if (free.length === 0 && lent >= SEND_BUFFERS) {
-        await new Promise<void>((resolve) => (wake = resolve));
+
+  constructor(
+    private readonly out: SendTarget,
+    private readonly connection: Closes | undefined,
+  ) {
+    this.gone = out.destroyed || connection?.destroyed === true;
+    out.once('close', this.onClose);
+    // Taken off at the end (release): a kept-alive connection carries many responses.
+    connection?.once('close', this.onClose);
+  }
+
+  /** Writes [pos, end) of `file`; returns where it stopped (`end`, or earlier once gone). */
+  async send(file: FileHandle, pos: number, end: number): Promise<number> {
+    while (pos < end && !this.gone) {
+      if (this.free.length === 0 && this.lent >= SEND_BUFFERS) {
+        await new Promise<void>((resolve) => (this.wake = resolve));
         continue;
       }
       // Sized by what is left, so a small blob takes a small buffer.
-      const buffer = free.pop() ?? Buffer.allocUnsafeSlow(Math.min(SEND_CHUNK_BYTES, end - pos));
+      const buffer = this.free.pop() ?? Buffer.allocUnsafeSlow(Math.min(SEND_CHUNK_BYTES, end - pos));
       const want = Math.min(buffer.byteLength, end - pos);
       const { bytesRead } = await file.read(buffer, 0, want, pos);
       if (bytesRead === 0) throw new Error(`the file ended at ${pos} of ${end} bytes`);
       pos += bytesRead;
-      if (gone) break;
-      lent++;
-      out.write(bytesRead === buffer.byteLength ? buffer : buffer.subarray(0, bytesRead), written(buffer));
+      if (this.gone) break;
+      this.lent++;
+      this.out.write(bytesRead === buffer.byteLength ? buffer : buffer.subarray(0, bytesRead), this.written(buffer));
     }
-    if (!gone) out.end();
-  } catch (err) {
-    out.destroy(err as Error);
-  } finally {
-    connection?.off('close', onClose);
+    return pos;
+  }
+
+  finish(): void {
+    if (!this.gone) this.out.end();
+  }
+
+  fail(err: unknown): void {
+    this.out.destroy(err as Error);
+  }
+
+  release(): void {
+    this.connection?.off('close', this.onClose);
+  }
+
+  private written(buffer: Buffer) {
+    return (err?: Error | null) => {
+      this.lent--;
+      if (err) this.gone = true;
+      else this.free.push(buffer);
+      this.wakeUp();
+    };
+  }
+
+  private wakeUp(): void {
+    const w = this.wake;
+    this.wake = undefined;
+    w?.();
   }
 }

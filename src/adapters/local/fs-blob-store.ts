@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import { lstat, mkdir, open, readdir, rename, rm, rmdir, stat, utimes, type FileHandle } from 'node:fs/promises';
-import { dirname, join, resolve, sep } from 'node:path';
+import { constants } from 'node:fs';
+import { link, lstat, mkdir, open, readdir, readFile, readlink, rename, rm, rmdir, stat, symlink, utimes, type FileHandle } from 'node:fs/promises';
+import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import {
   MAX_LIST_KEYS,
   type BlobStore,
@@ -14,14 +15,12 @@ import {
   type PutOptions,
   type StoreReclaimReport,
 } from '../../ports/blob-store.js';
-import { fileBody } from './file-body.js';
+import { fileBody, segmentsBody, type FileSegment } from './file-body.js';
 
 /** Bytes a write gathers from its source's chunks before handing them to the file in one writev. */
 const WRITE_BATCH_BYTES = 1024 * 1024;
 /** And at most this many chunks (a client may send tiny ones): well under any system's IOV_MAX. */
 const WRITE_BATCH_CHUNKS = 256;
-/** Bytes compose copies at a time: large enough to keep syscalls few, small enough to stay cheap per request. */
-const COPY_CHUNK_BYTES = 1024 * 1024;
 /**
  * How often a write touches its temporary file while it is open, so that the file's mtime says
  * the writer is alive even while its source stalls: `reclaim` removes only temporaries untouched
@@ -45,32 +44,52 @@ export interface FsBlobStoreOptions {
  * where its keys fall among its siblings' keys). The staging directory <root>/.tmp is never
  * listed, and no key may lie in it.
  *
+ * A composed object (compose) is a symbolic link at its key to <root>/.pieces/<uuid>.<size>,
+ * a directory of hard links to the parts it was composed from and the list of their sizes:
+ * assembling a fill copies no byte. Reads of it open the pieces one after another. The
+ * directory <root>/.pieces is never listed either, and no key lies in it.
+ *
  * Leftovers, for processes that share the directory and may die at any instant:
  *   write:   open .tmp/<uuid> -> write (touching it every TEMP_HEARTBEAT_MS) -> fsync -> close
- *            -> mkdir -p dirname(key) -> rename onto key; a rename that finds the directory
- *            gone (a concurrent delete pruned it) makes it again and retries
- *   delete:  unlink key -> rmdir each parent up to root, stopping at the first that is not
- *            empty (rmdir refuses a non-empty directory, so it never removes another's object)
+ *            -> mkdir -p dirname(key) -> (retire) -> rename onto key; a rename that finds the
+ *            directory gone (a concurrent delete pruned it) makes it again and retries
+ *   compose: link the parts into .pieces/<uuid>.<size> -> fsync them -> write the sizes ->
+ *            symlink .tmp/<uuid> -> rename onto key, as a write
+ *   delete:  (retire) -> unlink key -> rmdir each parent up to root, stopping at the first that
+ *            is not empty (rmdir refuses a non-empty directory, so it never removes another's
+ *            object)
+ *   retire:  before a delete, replace or move takes a composed object's link away, touch its
+ *            pieces directory, so that a read that found the link keeps its pieces for the grace
  *   reclaim: unlink .tmp files untouched for longer than the grace (their writer is dead: a
- *            live one touches its file); rmdir every empty directory, deepest first
- * A killed process leaves at most its open temporaries and the empty directories it was
- * pruning; `reclaim` removes both.
+ *            live one touches its file); rmdir every empty directory, deepest first, noting the
+ *            pieces every link names; then remove the pieces directories no link names and
+ *            untouched for longer than the grace
+ * A killed process leaves at most its open temporaries, a pieces directory no link names, and
+ * the empty directories it was pruning; `reclaim` removes them all.
  */
 export class FsBlobStore implements BlobStore {
   /** Absolute, so that pruning can tell where root is. */
   private readonly root: string;
   private readonly tmp: string;
+  private readonly pieces: string;
   private readonly heartbeatMs: number;
 
   constructor(root: string, options: FsBlobStoreOptions = {}) {
     this.root = resolve(root);
     this.tmp = join(this.root, '.tmp');
+    this.pieces = join(this.root, PIECES);
     this.heartbeatMs = options.heartbeatMs ?? TEMP_HEARTBEAT_MS;
   }
 
   async stat(key: string): Promise<ObjectInfo | undefined> {
+    const path = this.path(key);
     try {
-      const s = await stat(this.path(key));
+      let s = await lstat(path);
+      if (s.isSymbolicLink()) {
+        const composed = await this.composedAt(path);
+        if (composed) return { size: composed.size, lastModified: composed.lastModified };
+        s = await stat(path);
+      }
       // A directory here only holds other keys (keys are flat): no object at this key.
       return s.isFile() ? { size: s.size, lastModified: Math.trunc(s.mtimeMs) } : undefined;
     } catch (err) {
@@ -80,12 +99,22 @@ export class FsBlobStore implements BlobStore {
   }
 
   async get(key: string, range?: ObjectRange): Promise<ObjectBody | undefined> {
+    const path = this.path(key);
     let file;
     try {
-      file = await open(this.path(key), 'r');
+      // Not following a link: a composed object is one (see compose), read piece by piece.
+      file = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
     } catch (err) {
       if (isNotFound(err)) return undefined;
-      throw err;
+      if ((err as NodeJS.ErrnoException)?.code !== 'ELOOP') throw err;
+      const composed = await this.composedAt(path);
+      if (composed) return this.getComposed(key, composed, range);
+      // Any other link is followed, as stat and list follow it.
+      file = await open(path, 'r').catch((e: unknown) => {
+        if (isNotFound(e)) return undefined;
+        throw e;
+      });
+      if (!file) return undefined;
     }
     const info = await file.stat();
     if (!info.isFile()) {
@@ -98,6 +127,57 @@ export class FsBlobStore implements BlobStore {
     // read finds it ending early and the body errors: never a clean short one).
     const start = Math.min(range?.offset ?? 0, size);
     return { body: fileBody(file, start, range ? Math.min(size, start + range.length) : size), size };
+  }
+
+  /** [start, end) of a composed object: the pieces it spans, each opened when the body reaches it. */
+  private async getComposed(key: string, composed: Composed, range: ObjectRange | undefined): Promise<ObjectBody> {
+    const sizes = await this.pieceSizes(key, composed);
+    const start = Math.min(range?.offset ?? 0, composed.size);
+    const end = range ? Math.min(composed.size, start + range.length) : composed.size;
+    const segments: FileSegment[] = [];
+    let offset = 0;
+    for (const [i, n] of sizes.entries()) {
+      const from = Math.max(start, offset);
+      const to = Math.min(end, offset + n);
+      if (from < to) segments.push({ file: () => open(join(composed.dir, pieceName(i)), 'r'), start: from - offset, end: to - offset });
+      offset += n;
+    }
+    return { body: segmentsBody(segments), size: composed.size };
+  }
+
+  /** The sizes of a composed object's pieces, in order, from the list compose wrote beside them. */
+  private async pieceSizes(key: string, composed: Composed): Promise<number[]> {
+    let sizes: unknown;
+    try {
+      sizes = JSON.parse(await readFile(join(composed.dir, SIZES), 'utf8'));
+    } catch (err) {
+      throw new Error(`the pieces of ${key} cannot be read: ${(err as Error).message}`, { cause: err });
+    }
+    if (!Array.isArray(sizes) || !sizes.every((n) => Number.isSafeInteger(n) && n >= 0) || sizes.reduce((a: number, b: number) => a + b, 0) !== composed.size) {
+      throw new Error(`the pieces of ${key} do not add up to its ${composed.size} bytes`);
+    }
+    return sizes as number[];
+  }
+
+  /**
+   * The composed object at `path` (a symbolic link to its pieces: see compose), or undefined
+   * when there is none there (nothing, a file, a directory, or a link of someone else's).
+   */
+  private async composedAt(path: string): Promise<Composed | undefined> {
+    let info;
+    try {
+      info = await lstat(path);
+    } catch (err) {
+      if (isNotFound(err)) return undefined;
+      throw err;
+    }
+    if (!info.isSymbolicLink()) return undefined;
+    const target = await readlink(path).catch(() => undefined);
+    const name = target === undefined ? undefined : basename(target);
+    const m = name === undefined || basename(dirname(target!)) !== PIECES ? null : PIECES_NAME.exec(name);
+    if (!m) return undefined;
+    // Wherever the link's own path resolves (a move keeps its text), the pieces are under root.
+    return { dir: join(this.pieces, name!), size: Number(m[1]), lastModified: Math.trunc(info.mtimeMs) };
   }
 
   async put(key: string, body: ByteStream, size?: number, options: PutOptions = {}): Promise<ObjectInfo> {
@@ -139,28 +219,104 @@ export class FsBlobStore implements BlobStore {
   }
 
   /**
-   * Concatenates the part files into a temporary file and renames it onto `to`, like put. Each
-   * part is opened before it is read, so a part deleted meanwhile fails the whole compose
-   * (ENOENT) and nothing appears at `to`.
+   * Makes `to` the concatenation of the parts without copying a byte: the part files are
+   * hard-linked as the pieces of a new directory under <root>/.pieces, flushed to disk, and a
+   * symbolic link to that directory is renamed onto `to` (readers see the previous object or
+   * the whole new one). Deleting or replacing a part afterwards changes no piece (a put renames
+   * a new file onto the part's name; the piece keeps the old one). Each part is opened first and
+   * must still be the same file when linked, so a part deleted or replaced meanwhile fails the
+   * whole compose and nothing appears at `to`. No parts, a part that is not a plain file, or a
+   * file system that refuses hard links: the bytes are copied into one file instead.
+   *
+   *   open and fstat every part -> mkdir .pieces/<uuid>.<total size>
+   *   -> link each part as <index> (and check it is the file opened) -> fsync each
+   *   -> write the sizes (fsync) -> symlink .tmp/<uuid> -> that directory -> rename onto `to`
+   * A compose that dies leaves a directory no link names: reclaim removes it after the grace.
    */
   async compose(parts: string[], to: string): Promise<ObjectInfo> {
-    const paths = parts.map((key) => ({ key, path: this.path(key) }));
-    return this.writeAtomically(to, false, async (file) => {
-      const buffer = Buffer.allocUnsafeSlow(COPY_CHUNK_BYTES);
-      let written = 0;
-      for (const { key, path } of paths) {
-        const part = await open(path, 'r');
+    if (parts.length === 0) return this.composeByCopy(parts, to);
+    const target = this.path(to);
+    const opened: Array<{ key: string; path: string; file: FileHandle; ino: number; size: number }> = [];
+    let dir: string | undefined;
+    let temp: string | undefined;
+    try {
+      for (const key of parts) {
+        const path = this.path(key);
+        let file;
         try {
-          // A directory only holds other keys (keys are flat): no object there.
-          if (!(await part.stat()).isFile()) throw new Error(`no object at ${key}`);
+          file = await open(path, constants.O_RDONLY | constants.O_NOFOLLOW);
+        } catch (err) {
+          // A link (a composed part, or one of someone else's): copy instead.
+          if ((err as NodeJS.ErrnoException)?.code === 'ELOOP') return await this.composeByCopy(parts, to);
+          throw err;
+        }
+        const info = await file.stat().catch(async (err: unknown) => {
+          await file.close();
+          throw err;
+        });
+        opened.push({ key, path, file, ino: info.ino, size: info.size });
+        // A directory only holds other keys (keys are flat): no object there.
+        if (!info.isFile()) throw new Error(`no object at ${key}`);
+      }
+      const size = opened.reduce((n, p) => n + p.size, 0);
+      dir = join(this.pieces, `${randomUUID()}.${size}`);
+      await mkdir(dir, { recursive: true });
+      for (const [i, part] of opened.entries()) {
+        const piece = join(dir, pieceName(i));
+        try {
+          await link(part.path, piece);
+        } catch (err) {
+          const code = (err as NodeJS.ErrnoException)?.code;
+          if (code === 'EXDEV' || code === 'EPERM' || code === 'ENOTSUP' || code === 'EMLINK') return await this.composeByCopy(parts, to);
+          throw err;
+        }
+        if ((await lstat(piece)).ino !== part.ino) throw new Error(`${part.key} was replaced while it was composed`);
+      }
+      // Parts are written as scratch: their bytes become the object's only now.
+      await Promise.all(opened.map((p) => p.file.sync()));
+      const sizes = await open(join(dir, SIZES), 'wx');
+      try {
+        await sizes.writeFile(JSON.stringify(opened.map((p) => p.size)));
+        await sizes.sync();
+      } finally {
+        await sizes.close();
+      }
+      await mkdir(this.tmp, { recursive: true });
+      temp = join(this.tmp, randomUUID());
+      await symlink(relative(dirname(target), dir), temp);
+      await this.place(temp, target);
+      temp = undefined;
+      dir = undefined;
+      return { size };
+    } finally {
+      await Promise.all(opened.map((p) => p.file.close().catch(() => undefined)));
+      if (temp) await rm(temp, { force: true });
+      if (dir) await rm(dir, { recursive: true, force: true });
+    }
+  }
+
+  /**
+   * Copies the parts into a temporary file and renames it onto `to`, like put. Each part is
+   * opened (get) before it is read, so a part deleted meanwhile fails the whole compose (no
+   * object) and nothing appears at `to`; a composed part is read piece by piece.
+   */
+  private async composeByCopy(parts: string[], to: string): Promise<ObjectInfo> {
+    return this.writeAtomically(to, false, async (file) => {
+      let written = 0;
+      for (const key of parts) {
+        const part = await this.get(key);
+        if (!part) throw new Error(`no object at ${key}`);
+        const reader = part.body.getReader();
+        try {
           for (;;) {
-            const { bytesRead } = await part.read(buffer, 0, buffer.byteLength, null);
-            if (bytesRead === 0) break;
-            await file.write(buffer, 0, bytesRead);
-            written += bytesRead;
+            const { done, value } = await reader.read();
+            if (done) break;
+            await writeAll(file, [value]);
+            written += value.byteLength;
           }
-        } finally {
-          await part.close();
+        } catch (err) {
+          await reader.cancel(err).catch(() => undefined);
+          throw err;
         }
       }
       return written;
@@ -205,6 +361,7 @@ export class FsBlobStore implements BlobStore {
    * move of a missing key, or a temporary reclaimed from under a writer frozen for an hour).
    */
   private async place(from: string, target: string): Promise<void> {
+    await this.retire(target);
     for (let attempt = 1; ; attempt++) {
       try {
         await mkdir(dirname(target), { recursive: true });
@@ -218,6 +375,7 @@ export class FsBlobStore implements BlobStore {
 
   async delete(key: string): Promise<void> {
     const path = this.path(key);
+    await this.retire(path);
     try {
       await rm(path, { force: true });
     } catch (err) {
@@ -246,13 +404,57 @@ export class FsBlobStore implements BlobStore {
   }
 
   /**
+   * Touches the pieces of the composed object at `path`, if one is there, before a delete, a
+   * replace or a move takes its link away: reclaim removes pieces no link names only once they
+   * are untouched for longer than the grace, so a read that opened the link before then still
+   * finds every piece.
+   */
+  private async retire(path: string): Promise<void> {
+    const composed = await this.composedAt(path);
+    if (!composed) return;
+    const now = new Date();
+    await utimes(composed.dir, now, now).catch((err: unknown) => {
+      if (!isNotFound(err)) throw err;
+    });
+  }
+
+  /**
    * Removes temporaries of writes that died (untouched for longer than `olderThanMs`; a live
    * write touches its file every heartbeat) and every empty directory (see the port).
    */
   async reclaim(olderThanMs: number): Promise<StoreReclaimReport> {
     const temporary = await this.sweepTemporary(olderThanMs);
-    const directories = await this.sweepDirectories(this.root);
-    return { temporary, directories: directories.removed };
+    const linked = new Set<string>();
+    const directories = await this.sweepDirectories(this.root, linked);
+    const pieces = await this.sweepPieces(olderThanMs, linked);
+    return { temporary: temporary + pieces, directories: directories.removed };
+  }
+
+  /**
+   * Removes the pieces directories that no link found by the walk names (`linked`, collected
+   * before) and that are untouched for longer than the grace: of a composed object deleted or
+   * replaced (retire touched them then), or of a compose that died before its rename. A link
+   * made or moved during the walk names pieces that are fresh (just made, or touched by the move).
+   */
+  private async sweepPieces(olderThanMs: number, linked: Set<string>): Promise<number> {
+    const cutoff = Date.now() - olderThanMs;
+    let names: string[];
+    try {
+      names = await readdir(this.pieces);
+    } catch (err) {
+      if (isNotFound(err)) return 0;
+      throw err;
+    }
+    let removed = 0;
+    for (const name of names) {
+      if (linked.has(name)) continue;
+      const path = join(this.pieces, name);
+      const info = await lstat(path).catch(() => undefined);
+      if (!info || info.mtimeMs >= cutoff) continue;
+      await rm(path, { recursive: true, force: true });
+      removed++;
+    }
+    return removed;
   }
 
   private async sweepTemporary(olderThanMs: number): Promise<number> {
@@ -281,7 +483,7 @@ export class FsBlobStore implements BlobStore {
    * Removes the empty directories below `dir`, deepest first, and `dir` itself when it ends up
    * empty (never root or .tmp). Symbolic links are not followed.
    */
-  private async sweepDirectories(dir: string): Promise<{ removed: number; empty: boolean }> {
+  private async sweepDirectories(dir: string, linked: Set<string>): Promise<{ removed: number; empty: boolean }> {
     let entries;
     try {
       entries = await readdir(dir, { withFileTypes: true });
@@ -292,8 +494,14 @@ export class FsBlobStore implements BlobStore {
     let removed = 0;
     let left = entries.length;
     for (const entry of entries) {
-      if (!entry.isDirectory() || (dir === this.root && entry.name === '.tmp')) continue;
-      const below = await this.sweepDirectories(join(dir, entry.name));
+      if (entry.isSymbolicLink()) {
+        // A composed object's link: its pieces stay.
+        const target = await readlink(join(dir, entry.name)).catch(() => undefined);
+        if (target !== undefined) linked.add(basename(target));
+        continue;
+      }
+      if (!entry.isDirectory() || (dir === this.root && (entry.name === '.tmp' || entry.name === PIECES))) continue;
+      const below = await this.sweepDirectories(join(dir, entry.name), linked);
       removed += below.removed;
       if (below.empty) left--;
     }
@@ -312,7 +520,7 @@ export class FsBlobStore implements BlobStore {
     // The directory holding every key with this prefix, and what its entries' names must start with.
     const cut = prefix.lastIndexOf('/') + 1;
     const dir = prefix.slice(0, cut);
-    if (dir.startsWith('.tmp/')) return { keys: [] };
+    if (dir.startsWith('.tmp/') || dir.startsWith(`${PIECES}/`)) return { keys: [] };
     if (dir !== '') this.path(dir.slice(0, -1));
     // One more than asked for tells whether anything follows.
     const found: ListedObject[] = [];
@@ -363,9 +571,11 @@ export class FsBlobStore implements BlobStore {
     }
     const out: Array<{ name: string; directory: boolean; order: string }> = [];
     for (const d of dirents) {
-      if ((dir === '' && d.name === '.tmp') || !SEGMENT.test(d.name)) continue;
+      if ((dir === '' && (d.name === '.tmp' || d.name === PIECES)) || !SEGMENT.test(d.name)) continue;
       let directory = d.isDirectory();
-      if (d.isSymbolicLink()) {
+      if (d.isSymbolicLink() && (await this.composedAt(join(this.root, dir, d.name)))) {
+        directory = false;
+      } else if (d.isSymbolicLink()) {
         // stat and get follow links, so list does too (a loop ends in ELOOP, thrown).
         const s = await stat(join(this.root, dir, d.name)).catch(() => undefined);
         if (!s) continue;
@@ -383,16 +593,33 @@ export class FsBlobStore implements BlobStore {
   async move(from: string, to: string): Promise<void> {
     const source = this.path(from);
     const target = this.path(to);
-    const now = new Date();
-    await utimes(source, now, now);
-    await this.place(source, target);
+    const composed = await this.composedAt(source);
+    if (composed) {
+      // A new link beside `to`, so that its text still leads to the pieces from there.
+      await this.retire(source);
+      await mkdir(this.tmp, { recursive: true });
+      const temp = join(this.tmp, randomUUID());
+      await symlink(relative(dirname(target), composed.dir), temp);
+      try {
+        await this.place(temp, target);
+      } catch (err) {
+        await rm(temp, { force: true });
+        throw err;
+      }
+      await rm(source, { force: true });
+    } else {
+      const now = new Date();
+      await utimes(source, now, now);
+      await this.place(source, target);
+    }
     await this.prune(dirname(source));
   }
 
   private path(key: string): string {
     // Keys are chosen by core (digests, upload ids); refuse anything that could escape root,
-    // and the staging directory, which reclaim owns.
-    if (!KEY.test(key) || key.split('/').some((p) => p === '.' || p === '..') || key === '.tmp' || key.startsWith('.tmp/')) {
+    // and the staging and pieces directories, which this store owns.
+    const first = key.split('/')[0];
+    if (!KEY.test(key) || key.split('/').some((p) => p === '.' || p === '..') || first === '.tmp' || first === PIECES) {
       throw new Error(`invalid object key ${JSON.stringify(key)}`);
     }
     return join(this.root, key);
@@ -414,6 +641,25 @@ async function exists(path: string): Promise<boolean> {
     if (isNotFound(err)) return false;
     throw err;
   }
+}
+
+/** The directory of composed objects' pieces (see compose): never listed; no key lies in it. */
+const PIECES = '.pieces';
+/** A pieces directory's name: a UUID and the object's size in bytes. */
+const PIECES_NAME = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\.(\d{1,16})$/;
+/** The file beside the pieces that lists their sizes, in order (a JSON array). */
+const SIZES = 'sizes.json';
+
+/** The name of a composed object's piece `i`: digits, so the pieces sort in order. */
+function pieceName(i: number): string {
+  return String(i).padStart(6, '0');
+}
+
+/** A composed object: its pieces directory, size and time (the link's). */
+interface Composed {
+  dir: string;
+  size: number;
+  lastModified: number;
 }
 
 /** Keys are ASCII path segments (besides "." and ".."), so no key can escape root. */

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
-import { readdirSync, readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { lstatSync, readdirSync, readFileSync, readlinkSync } from 'node:fs';
+import { dirname, join, resolve } from 'node:path';
 import Database from 'better-sqlite3';
 
 /**
@@ -86,13 +86,31 @@ export function contentFile(dataDir: string, digest: string): string {
   return join(dataDir, 'blobs', 'sha256', hex.slice(0, 2), hex);
 }
 
+/**
+ * The bytes of the object file at `path`, read from the disk as it lies, not through the store:
+ * a plain file, or a composed object (a link to a directory of pieces and their sizes, see
+ * FsBlobStore.compose), whose pieces must add up to the sizes listed.
+ */
+export function readStoredFile(path: string): Buffer {
+  if (!lstatSync(path).isSymbolicLink()) return readFileSync(path);
+  const dir = resolve(dirname(path), readlinkSync(path));
+  const sizes = JSON.parse(readFileSync(join(dir, 'sizes.json'), 'utf8')) as number[];
+  const pieces = sizes.map((n, i) => {
+    const piece = readFileSync(join(dir, String(i).padStart(6, '0')));
+    if (piece.byteLength !== n) throw new Error(`piece ${i} of ${path} has ${piece.byteLength} bytes, not ${n}`);
+    return piece;
+  });
+  return Buffer.concat(pieces);
+}
+
 /** The bytes stored for `digest` when they are there and hash to it; why not otherwise. */
 export function readContent(dataDir: string, digest: string): { ok: true; bytes: Buffer } | { ok: false; why: string } {
   let bytes: Buffer;
   try {
-    bytes = readFileSync(contentFile(dataDir, digest));
-  } catch {
-    return { ok: false, why: 'no file' };
+    bytes = readStoredFile(contentFile(dataDir, digest));
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT' && !existsLink(contentFile(dataDir, digest))) return { ok: false, why: 'no file' };
+    return { ok: false, why: `unreadable: ${(err as Error).message}` };
   }
   const actual = `sha256:${createHash('sha256').update(bytes).digest('hex')}`;
   return actual === digest ? { ok: true, bytes } : { ok: false, why: `file hashes to ${actual} (${bytes.length} bytes)` };
@@ -189,4 +207,14 @@ export function auditStore(dataDir: string, snap: IndexSnapshot, mirrored: (repo
     else audit.garbage.push(`${digest}: state ${JSON.stringify(s)}, candidate ${snap.candidates.has(digest)}`);
   }
   return audit;
+}
+
+/** Whether anything (a file, or a link even when dangling) lies at `path`. */
+function existsLink(path: string): boolean {
+  try {
+    lstatSync(path);
+    return true;
+  } catch {
+    return false;
+  }
 }
