@@ -1,5 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readdirSync, readlinkSync, rmSync, statSync, utimesSync } from 'node:fs';
+import { readlink } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve, dirname } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
@@ -52,6 +53,39 @@ function piecesDirs(): string[] {
     return [];
   }
 }
+
+/** Descriptors this process holds open on files under root, once the closes in flight have landed. */
+async function openFiles(): Promise<number> {
+  for (let tries = 0; ; tries++) {
+    let n = 0;
+    for (const fd of readdirSync('/proc/self/fd')) if ((await readlink(`/proc/self/fd/${fd}`).catch(() => '')).startsWith(root)) n++;
+    if (n === 0 || tries >= 50) return n;
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
+describe('FsBlobStore bodies', () => {
+  it('close every file they opened: cancelled before or during a read, empty objects and ranges, whole reads', async () => {
+    await store.put('blobs/plain', streamOf(randomBytes(600_000)), 600_000);
+    await store.put('blobs/empty', streamOf(new Uint8Array(0)), 0);
+    await composed('blobs/composed', [300_000, 0, 300_000, 300_000]);
+    for (const key of ['blobs/plain', 'blobs/composed']) {
+      // Cancelled before any read, and after one.
+      await (await store.get(key))!.body.cancel();
+      const reader = (await store.get(key))!.body.getReader();
+      await reader.read();
+      await reader.cancel();
+      // Read whole, and an empty range of it.
+      await readAll((await store.get(key))!.body);
+      await readAll((await store.get(key, { offset: 10, length: 0 }))!.body);
+      await readAll((await store.get(key, { offset: 600_000, length: 10 }))!.body);
+      expect(await openFiles(), key).toBe(0);
+    }
+    await readAll((await store.get('blobs/empty'))!.body);
+    await (await store.get('blobs/empty'))!.body.cancel();
+    expect(await openFiles()).toBe(0);
+  });
+});
 
 describe('FsBlobStore composed objects', () => {
   it('are the parts themselves: the pieces are the part files, no byte is copied', async () => {
@@ -150,9 +184,25 @@ describe('FsBlobStore composed objects', () => {
     expect(await store.stat('blobs/c')).toBeUndefined();
     expect(await store.stat('elsewhere/much/deeper/c')).toMatchObject({ size: 3003 });
     expect(equal(await readAll((await store.get('elsewhere/much/deeper/c'))!.body), whole)).toBe(true);
-    // The link's text leads to the pieces from where it now is.
-    expect(statSync(join(root, 'elsewhere/much/deeper/c')).isDirectory()).toBe(true);
+    // Moved whole: a second move of the same source finds nothing (one rename wins).
+    await expect(store.move('blobs/c', 'blobs/d')).rejects.toThrow();
+    expect(await store.stat('blobs/d')).toBeUndefined();
     expect((await store.reclaim(0)).temporary).toBe(0);
+  });
+
+  it('a compose whose pieces were reclaimed before its link landed fails and leaves nothing at the key', async () => {
+    const parts = [randomBytes(1000), randomBytes(2000)];
+    for (const [i, p] of parts.entries()) await store.put(`fills/r/${i}`, streamOf(p), p.byteLength, { scratch: true });
+    // A reclaim that runs while this compose is paused, just before the link is renamed onto the key.
+    const paused = store as unknown as { place: (from: string, to: string) => Promise<void> };
+    const place = paused.place.bind(store);
+    paused.place = async (from, to) => {
+      for (const name of piecesDirs()) rmSync(join(root, '.pieces', name), { recursive: true, force: true });
+      return place(from, to);
+    };
+    await expect(store.compose(['fills/r/0', 'fills/r/1'], 'blobs/r')).rejects.toThrow(/reclaimed while it was composed/);
+    expect(await store.stat('blobs/r')).toBeUndefined();
+    expect(readdirSync(join(root, '.tmp'))).toEqual([]);
   });
 
   it('compose a part that is itself composed by copying, with the right bytes', async () => {

@@ -64,29 +64,46 @@ export function fileBody(file: FileHandle, start: number, end: number): ByteStre
 export function segmentsBody(segments: FileSegment[]): ByteStream {
   let i = 0;
   let pos = segments[0]?.start ?? 0;
+  /** The open file of segment i, once the body reached it. */
   let file: FileHandle | undefined;
+  /** Files given open that the body has not taken as `file` yet: each is closed once, whatever happens. */
+  const given = new Set<FileHandle>();
+  for (const s of segments) if (typeof s.file !== 'function') given.add(s.file);
   let closed = false;
-  const closeFile = () => {
-    if (file) void file.close().catch(() => undefined);
-    file = undefined;
+  const release = (f: FileHandle | undefined) => {
+    if (f) void f.close().catch(() => undefined);
   };
   const close = () => {
     if (closed) return;
     closed = true;
-    closeFile();
-    // Files given open and never reached.
-    for (const s of segments.slice(i + 1)) if (typeof s.file !== 'function') void s.file.close().catch(() => undefined);
+    release(file);
+    file = undefined;
+    for (const f of given) release(f);
+    given.clear();
   };
-  /** The file of the current segment, opened if need be; undefined past the last one. */
+  /** The file of the current segment, opened if need be; undefined past the last one (or once closed). */
   const current = async (): Promise<FileHandle | undefined> => {
     for (;;) {
       const segment = segments[i];
-      if (!segment) return undefined;
+      if (!segment || closed) return undefined;
       if (pos < segment.end) {
-        file ??= typeof segment.file === 'function' ? await segment.file() : segment.file;
-        return file;
+        if (file) return file;
+        if (typeof segment.file !== 'function') {
+          given.delete(segment.file);
+          return (file = segment.file);
+        }
+        const opened = await segment.file();
+        // Cancelled while the file opened: nobody will close it but us.
+        if (closed) {
+          release(opened);
+          return undefined;
+        }
+        return (file = opened);
       }
-      closeFile();
+      // Done with this segment (or it is empty): its file, whether taken or given, is closed now.
+      release(file);
+      file = undefined;
+      if (typeof segment.file !== 'function' && given.delete(segment.file)) release(segment.file);
       i++;
       pos = segments[i]?.start ?? pos;
     }
@@ -122,6 +139,8 @@ export function segmentsBody(segments: FileSegment[]): ByteStream {
       for (let f = await current(); f && !sending.gone; f = await current()) {
         pos = await sending.send(f, pos, segments[i]!.end);
       }
+      // Closed before the last segment (cancelled meanwhile): cut, never a clean short body.
+      if (!sending.gone && i < segments.length) throw new Error('the body was closed before it was sent');
       sending.finish();
     } catch (err) {
       sending.fail(err);

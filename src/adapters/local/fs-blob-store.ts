@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import { link, lstat, mkdir, open, readdir, readFile, readlink, rename, rm, rmdir, stat, symlink, utimes, type FileHandle } from 'node:fs/promises';
+import { link, lstat, lutimes, mkdir, open, readdir, readFile, readlink, rename, rm, rmdir, stat, symlink, utimes, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import {
   MAX_LIST_KEYS,
@@ -37,7 +37,10 @@ export interface FsBlobStoreOptions {
  * BlobStore on a local directory. Writes go to a private temporary file and are renamed into
  * place after the body has ended cleanly, so readers (in this process or another one sharing
  * the directory) never see a partial object. Reads open the file first and stream from the
- * open descriptor, so a concurrent delete or replace cannot tear a response.
+ * open descriptor, so a concurrent delete or replace cannot tear a response; a composed object's
+ * pieces are opened one after another, and kept for the reclaim grace (an hour by default)
+ * after a delete or replace, so only a read slower than that is cut (an error, never a clean
+ * short body).
  *
  * A key is a path below root; `list` walks the tree depth first, one directory at a time,
  * visiting each directory's entries in key order (a directory sorts as its name + "/", which is
@@ -236,7 +239,7 @@ export class FsBlobStore implements BlobStore {
   async compose(parts: string[], to: string): Promise<ObjectInfo> {
     if (parts.length === 0) return this.composeByCopy(parts, to);
     const target = this.path(to);
-    const opened: Array<{ key: string; path: string; file: FileHandle; ino: number; size: number }> = [];
+    const opened: Array<{ key: string; path: string; file: FileHandle; dev: number; ino: number; size: number }> = [];
     let dir: string | undefined;
     let temp: string | undefined;
     try {
@@ -254,7 +257,7 @@ export class FsBlobStore implements BlobStore {
           await file.close();
           throw err;
         });
-        opened.push({ key, path, file, ino: info.ino, size: info.size });
+        opened.push({ key, path, file, dev: info.dev, ino: info.ino, size: info.size });
         // A directory only holds other keys (keys are flat): no object there.
         if (!info.isFile()) throw new Error(`no object at ${key}`);
       }
@@ -270,7 +273,8 @@ export class FsBlobStore implements BlobStore {
           if (code === 'EXDEV' || code === 'EPERM' || code === 'ENOTSUP' || code === 'EMLINK') return await this.composeByCopy(parts, to);
           throw err;
         }
-        if ((await lstat(piece)).ino !== part.ino) throw new Error(`${part.key} was replaced while it was composed`);
+        const linked = await lstat(piece);
+        if (linked.ino !== part.ino || linked.dev !== part.dev) throw new Error(`${part.key} was replaced while it was composed`);
       }
       // Parts are written as scratch: their bytes become the object's only now.
       await Promise.all(opened.map((p) => p.file.sync()));
@@ -284,9 +288,19 @@ export class FsBlobStore implements BlobStore {
       await mkdir(this.tmp, { recursive: true });
       temp = join(this.tmp, randomUUID());
       await symlink(relative(dirname(target), dir), temp);
+      // Fresh for reclaim until the link is in place, however long this compose was paused.
+      const now = new Date();
+      await utimes(dir, now, now);
       await this.place(temp, target);
       temp = undefined;
+      const pieces = dir;
       dir = undefined;
+      // Paused for longer than the grace before the touch, the pieces may be gone already: then
+      // this compose fails, and takes back its link (unless another write replaced it since).
+      if (!(await exists(join(pieces, SIZES)))) {
+        if ((await this.composedAt(target))?.dir === pieces) await rm(target, { force: true });
+        throw new Error(`the pieces of ${to} were reclaimed while it was composed`);
+      }
       return { size };
     } finally {
       await Promise.all(opened.map((p) => p.file.close().catch(() => undefined)));
@@ -593,25 +607,16 @@ export class FsBlobStore implements BlobStore {
   async move(from: string, to: string): Promise<void> {
     const source = this.path(from);
     const target = this.path(to);
-    const composed = await this.composedAt(source);
-    if (composed) {
-      // A new link beside `to`, so that its text still leads to the pieces from there.
+    const now = new Date();
+    if (await this.composedAt(source)) {
+      // The link itself is moved (its text is never followed by this store: see composedAt),
+      // and its pieces touched, so that a reclaim walking meanwhile keeps them.
       await this.retire(source);
-      await mkdir(this.tmp, { recursive: true });
-      const temp = join(this.tmp, randomUUID());
-      await symlink(relative(dirname(target), composed.dir), temp);
-      try {
-        await this.place(temp, target);
-      } catch (err) {
-        await rm(temp, { force: true });
-        throw err;
-      }
-      await rm(source, { force: true });
+      await lutimes(source, now, now);
     } else {
-      const now = new Date();
       await utimes(source, now, now);
-      await this.place(source, target);
     }
+    await this.place(source, target);
     await this.prune(dirname(source));
   }
 
