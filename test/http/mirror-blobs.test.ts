@@ -368,6 +368,27 @@ describe('a fill whose commit failed after every part was stored', () => {
 });
 
 describe('a store or an index that fails for a moment during a fill', () => {
+  /**
+   * A memory index whose `method` fails once, for the first call whose state `when` picks: the
+   * conditional write lands first (or not, `landed`), and the caller hears only an error.
+   */
+  async function failingOnce(method: 'updateLease' | 'releaseLease', landed: boolean, when: (state: unknown) => boolean = () => true) {
+    const { MemoryMetaIndex } = await import('../../src/adapters/memory/meta-index.js');
+    const { TestClock } = await import('../support/clock.js');
+    const inner = new MemoryMetaIndex(new TestClock());
+    let failures = 1;
+    const call = (args: unknown[]) => (inner[method] as (...a: unknown[]) => Promise<unknown>).apply(inner, args);
+    return Object.assign(Object.create(inner) as typeof inner, {
+      [method]: async (...args: unknown[]) => {
+        if (when(args[1]) && failures-- > 0) {
+          if (landed) await call(args);
+          throw new Error('injected: the index did not answer');
+        }
+        return call(args);
+      },
+    });
+  }
+
   /** A memory store whose first `failures` writes of fill parts throw after reading some of the body. */
   async function flakyParts(failures: number) {
     const { MemoryBlobStore } = await import('../../src/adapters/memory/blob-store.js');
@@ -460,20 +481,7 @@ describe('a store or an index that fails for a moment during a fill', () => {
     ['fails before writing', false],
     ['writes, but its reply is lost', true],
   ])('a state write whose index %s is tried again: one download', async (_, landed) => {
-    const { MemoryMetaIndex } = await import('../../src/adapters/memory/meta-index.js');
-    const { TestClock } = await import('../support/clock.js');
-    const inner = new MemoryMetaIndex(new TestClock());
-    let failures = 1;
-    const index = Object.assign(Object.create(inner) as typeof inner, {
-      updateLease: async (...args: Parameters<typeof inner.updateLease>) => {
-        if (failures-- > 0) {
-          // The conditional write lands (or not), and the caller hears only an error.
-          if (landed) await inner.updateLease(...args);
-          throw new Error('injected: the index did not answer');
-        }
-        return inner.updateLease(...args);
-      },
-    });
+    const index = await failingOnce('updateLease', landed);
     const { t, layer } = await seeded([300_000], { index, partBytes: 64 * 1024 });
     const res = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
     expect(res.body.equals(layer.bytes)).toBe(true);
@@ -487,20 +495,7 @@ describe('a store or an index that fails for a moment during a fill', () => {
     ['fails before writing', false],
     ['writes, but its reply is lost', true],
   ])("a commit whose release %s is tried again, and the fill's parts are deleted", async (_, landed) => {
-    const { MemoryMetaIndex } = await import('../../src/adapters/memory/meta-index.js');
-    const { TestClock } = await import('../support/clock.js');
-    const inner = new MemoryMetaIndex(new TestClock());
-    let failures = 1;
-    const index = Object.assign(Object.create(inner) as typeof inner, {
-      releaseLease: async (...args: Parameters<typeof inner.releaseLease>) => {
-        const committed = (args[1] as { phase?: string } | undefined)?.phase === 'committed';
-        if (committed && failures-- > 0) {
-          if (landed) await inner.releaseLease(...args);
-          throw new Error('injected: the index did not answer');
-        }
-        return inner.releaseLease(...args);
-      },
-    });
+    const index = await failingOnce('releaseLease', landed, (state) => (state as { phase?: string } | undefined)?.phase === 'committed');
     const { t, layer } = await seeded([300_000], { index, partBytes: 64 * 1024 });
     const res = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
     expect(res.body.equals(layer.bytes)).toBe(true);

@@ -434,59 +434,41 @@ export class FsBlobStore implements BlobStore {
 
   /**
    * Removes temporaries of writes that died (untouched for longer than `olderThanMs`; a live
-   * write touches its file every heartbeat) and every empty directory (see the port).
+   * write touches its file every heartbeat), every empty directory (see the port), and pieces
+   * no composed object's link names (counted with the temporaries).
    */
   async reclaim(olderThanMs: number): Promise<StoreReclaimReport> {
-    const temporary = await this.sweepTemporary(olderThanMs);
+    const temporary = await this.sweepStale(this.tmp, olderThanMs);
     const linked = new Set<string>();
     const directories = await this.sweepDirectories(this.root, linked);
-    const pieces = await this.sweepPieces(olderThanMs, linked);
+    const pieces = await this.sweepStale(this.pieces, olderThanMs, linked);
     return { temporary: temporary + pieces, directories: directories.removed };
   }
 
   /**
-   * Removes the pieces directories that no link found by the walk names (`linked`, collected
-   * before) and that are untouched for longer than the grace: of a composed object deleted or
+   * Removes the entries of `dir`, one of this store's own directories where no key lies (.tmp,
+   * .pieces), untouched for longer than `olderThanMs`, except those `keep` names. In .tmp: the
+   * temporaries of writes that died (a live one touches its file). In .pieces: the pieces no
+   * link found by the walk names (`keep`, collected before): of a composed object deleted or
    * replaced (retire touched them then), or of a compose that died before its rename. A link
    * made or moved during the walk names pieces that are fresh (just made, or touched by the move).
    */
-  private async sweepPieces(olderThanMs: number, linked: Set<string>): Promise<number> {
+  private async sweepStale(dir: string, olderThanMs: number, keep?: Set<string>): Promise<number> {
     const cutoff = Date.now() - olderThanMs;
     let names: string[];
     try {
-      names = await readdir(this.pieces);
+      names = await readdir(dir);
     } catch (err) {
       if (isNotFound(err)) return 0;
       throw err;
     }
     let removed = 0;
     for (const name of names) {
-      if (linked.has(name)) continue;
-      const path = join(this.pieces, name);
-      const info = await lstat(path).catch(() => undefined);
-      if (!info || info.mtimeMs >= cutoff) continue;
-      await rm(path, { recursive: true, force: true });
-      removed++;
-    }
-    return removed;
-  }
-
-  private async sweepTemporary(olderThanMs: number): Promise<number> {
-    const cutoff = Date.now() - olderThanMs;
-    let names: string[];
-    try {
-      names = await readdir(this.tmp);
-    } catch (err) {
-      if (isNotFound(err)) return 0;
-      throw err;
-    }
-    let removed = 0;
-    for (const name of names) {
-      const path = join(this.tmp, name);
+      if (keep?.has(name)) continue;
+      const path = join(dir, name);
       // Gone meanwhile: renamed into place, or removed by its writer or another sweep.
       const info = await lstat(path).catch(() => undefined);
       if (!info || info.mtimeMs >= cutoff) continue;
-      // Everything in .tmp is this store's own staging (no key lies there).
       await rm(path, { force: true, recursive: info.isDirectory() });
       removed++;
     }
@@ -495,7 +477,8 @@ export class FsBlobStore implements BlobStore {
 
   /**
    * Removes the empty directories below `dir`, deepest first, and `dir` itself when it ends up
-   * empty (never root or .tmp). Symbolic links are not followed.
+   * empty (never root, .tmp or .pieces). Symbolic links are not followed; the names their
+   * targets end in are added to `linked`.
    */
   private async sweepDirectories(dir: string, linked: Set<string>): Promise<{ removed: number; empty: boolean }> {
     let entries;
