@@ -83,7 +83,8 @@ describe('the signature gate with skopeo and containerd', () => {
       (err: Error) => err.message,
     );
     expect(refused).toMatch(/denied|403/i);
-    expect(outpost.logs()).toMatch(/"msg":"signature gate".*"result":"denied"/);
+    // The server's output reaches the test through a pipe, a moment after skopeo has its answer.
+    await expect.poll(() => outpost.logs(), { timeout: 5000 }).toMatch(/"msg":"signature gate".*"result":"denied"/);
   });
 
   it('containerd pulls a signed image through a hosts.toml mirror and is refused an unsigned one', async () => {
