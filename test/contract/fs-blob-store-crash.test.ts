@@ -15,34 +15,39 @@ import { DEFAULT_RECLAIM_AGE_MS } from '../../src/ports/blob-store.js';
 
 const MiB = 1024 * 1024;
 
-/** A writer child; resolves `sent(n)` once the store has pulled n bytes of its body. */
-function writer(root: string, key: string, bytes: number, chunk: number, pauseMs: number) {
-  const child = spawn(
-    process.execPath,
-    ['--import', './test/support/register-ts.mjs', './test/support/fs-blob-writer.ts', root, key, String(bytes), String(chunk), String(pauseMs)],
-    { stdio: ['ignore', 'pipe', 'pipe'] },
-  );
+/** A child running `script` with `args`; `when(check)` resolves once its output passes `check`. */
+function running(script: string, args: string[]) {
+  const child = spawn(process.execPath, ['--import', './test/support/register-ts.mjs', script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
   let output = '';
-  let pulled = 0;
-  const waiters: Array<{ n: number; resolve: () => void }> = [];
-  child.stdout.setEncoding('utf8').on('data', (s: string) => {
+  const waiters: Array<{ check: (output: string) => boolean; resolve: () => void }> = [];
+  const heard = (s: string) => {
     output += s;
-    for (const m of s.matchAll(/sent (\d+)/g)) pulled = Math.max(pulled, Number(m[1]));
-    for (const w of waiters.filter((w) => pulled >= w.n)) w.resolve();
-  });
-  child.stderr.setEncoding('utf8').on('data', (s: string) => (output += s));
+    for (const w of waiters.filter((w) => w.check(output))) {
+      waiters.splice(waiters.indexOf(w), 1);
+      w.resolve();
+    }
+  };
+  child.stdout.setEncoding('utf8').on('data', heard);
+  child.stderr.setEncoding('utf8').on('data', heard);
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
   return {
     child,
     exited,
     output: () => output,
-    sent: (n: number) =>
+    when: (check: (output: string) => boolean) =>
       new Promise<void>((resolve, reject) => {
-        if (pulled >= n) return resolve();
-        waiters.push({ n, resolve });
-        void exited.then(() => reject(new Error(`the writer exited before sending ${n} bytes:\n${output}`)));
+        if (check(output)) return resolve();
+        waiters.push({ check, resolve });
+        void exited.then(() => reject(new Error(`the child exited first:\n${output}`)));
       }),
   };
+}
+
+/** A writer child; resolves `sent(n)` once the store has pulled n bytes of its body. */
+function writer(root: string, key: string, bytes: number, chunk: number, pauseMs: number) {
+  const child = running('./test/support/fs-blob-writer.ts', [root, key, String(bytes), String(chunk), String(pauseMs)]);
+  const pulled = (output: string) => Math.max(0, ...[...output.matchAll(/sent (\d+)/g)].map((m) => Number(m[1])));
+  return { ...child, sent: (n: number) => child.when((output) => pulled(output) >= n) };
 }
 
 describe('FsBlobStore: a writer killed mid-write', () => {
@@ -101,5 +106,40 @@ describe('FsBlobStore: a writer killed mid-write', () => {
       ['blobs/sha256/ab/live', 4 * MiB],
     ]);
     expect(await store.stat('blobs/sha256/ab/doomed')).toBeUndefined();
+  });
+});
+
+describe('FsBlobStore: a composer killed anywhere', () => {
+  let root: string;
+  afterEach(() => rmSync(root, { recursive: true, force: true }));
+
+  it('leaves every object it made whole or absent, and reclaim removes what it left, never a linked piece', async () => {
+    const PARTS = 12;
+    const PART = 64 * 1024;
+    const whole = Buffer.concat(Array.from({ length: PARTS }, (_, i) => Buffer.alloc(PART, i + 1)));
+    for (let round = 0; round < 6; round++) {
+      root = mkdtempSync(join(tmpdir(), 'outpost-crash-compose-'));
+      const composer = running('./test/support/fs-composer.ts', [root, String(PARTS), String(PART)]);
+      // A few composes in, then at a moment that differs each round.
+      await composer.when((output) => output.includes(`composed ${1 + round}`));
+      await new Promise((r) => setTimeout(r, round * 3));
+      composer.child.kill('SIGKILL');
+      expect(await composer.exited).toEqual({ code: null, signal: 'SIGKILL' });
+
+      const store = new FsBlobStore(root);
+      const objects = (await store.list('blobs/', { limit: 100 })).keys;
+      expect(objects.length, composer.output()).toBeGreaterThan(0);
+      for (const o of objects) {
+        expect(o.size, o.key).toBe(whole.byteLength);
+        expect(Buffer.from(await new Response((await store.get(o.key))!.body).arrayBuffer()).equals(whole), o.key).toBe(true);
+      }
+      // Whatever the kill left (a temporary link, pieces no link names) goes; linked pieces stay.
+      await store.reclaim(0);
+      expect(readdirSync(join(root, '.tmp'))).toEqual([]);
+      expect(readdirSync(join(root, '.pieces'))).toHaveLength(objects.length);
+      for (const o of objects) expect(Buffer.from(await new Response((await store.get(o.key))!.body).arrayBuffer()).equals(whole), o.key).toBe(true);
+      rmSync(root, { recursive: true, force: true });
+    }
+    root = mkdtempSync(join(tmpdir(), 'outpost-crash-compose-'));
   });
 });
