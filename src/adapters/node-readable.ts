@@ -13,6 +13,10 @@ export interface NodeReadable {
   pause(): unknown;
   resume(): unknown;
   destroy(err?: Error): unknown;
+  /** An IncomingMessage's: every byte of the message has arrived (some may be unread). */
+  readonly complete?: boolean;
+  readonly destroyed?: boolean;
+  readonly readableEnded?: boolean;
 }
 
 /** Whether `body` is a Node Readable (on Node, the SDK's object bodies are; on Workers, web streams). */
@@ -29,11 +33,14 @@ export function isNodeReadable(body: unknown): body is NodeReadable {
 export const QUEUE_BYTES = 256 * 1024;
 
 export interface WebStreamOptions {
-  /** Whether the source has received every byte, so that its 'close' is no break (default: it emitted 'end'). */
+  /** Whether the source has received every byte, so that its 'close' is no break (default: its `complete`, else whether it emitted 'end'). */
   complete?: () => boolean;
   /** Called once, when the stream ends, fails, or is cancelled. */
   settle?: () => void;
-  /** What a cancel does with the source (default: destroy it, which closes its connection). */
+  /**
+   * What a cancel does with the source. Default: a message received whole is read off, so its
+   * connection goes back to the pool; any other is destroyed, which closes its connection.
+   */
   cancel?: () => void;
 }
 
@@ -49,6 +56,7 @@ export function webStreamOf(source: NodeReadable, o: WebStreamOptions = {}): { s
   let controller!: ReadableStreamDefaultController<Uint8Array>;
   let done = false;
   let ended = false;
+  const complete = o.complete ?? (() => source.complete ?? ended);
   const finish = (err?: unknown) => {
     if (done) return;
     done = true;
@@ -71,9 +79,12 @@ export function webStreamOf(source: NodeReadable, o: WebStreamOptions = {}): { s
         });
         source.on('error', (err) => finish(new TypeError('terminated', { cause: err })));
         // 'close' without every byte: the connection went away mid-body.
+        const broken = () => new TypeError('terminated', { cause: new Error('the connection closed before the body ended') });
         source.on('close', () => {
-          if (!(o.complete?.() ?? ended)) finish(new TypeError('terminated', { cause: new Error('the connection closed before the body ended') }));
+          if (!complete()) finish(broken());
         });
+        // Gone before it was handed here: no event will come.
+        if (source.destroyed && !source.readableEnded && !complete()) finish(broken());
       },
       pull() {
         source.resume();
@@ -83,6 +94,7 @@ export function webStreamOf(source: NodeReadable, o: WebStreamOptions = {}): { s
         done = true;
         o.settle?.();
         if (o.cancel) o.cancel();
+        else if (source.complete === true) source.resume();
         else source.destroy();
       },
     },

@@ -111,7 +111,11 @@ describe('FsBlobStore: a writer killed mid-write', () => {
 
 describe('FsBlobStore: a composer killed anywhere', () => {
   let root: string;
-  afterEach(() => rmSync(root, { recursive: true, force: true }));
+  let composer: ReturnType<typeof running> | undefined;
+  afterEach(() => {
+    composer?.child.kill('SIGKILL');
+    rmSync(root, { recursive: true, force: true });
+  });
 
   it('leaves every object it made whole or absent, and reclaim removes what it left, never a linked piece', async () => {
     const PARTS = 12;
@@ -119,7 +123,7 @@ describe('FsBlobStore: a composer killed anywhere', () => {
     const whole = Buffer.concat(Array.from({ length: PARTS }, (_, i) => Buffer.alloc(PART, i + 1)));
     for (let round = 0; round < 6; round++) {
       root = mkdtempSync(join(tmpdir(), 'outpost-crash-compose-'));
-      const composer = running('./test/support/fs-composer.ts', [root, String(PARTS), String(PART)]);
+      composer = running('./test/support/fs-composer.ts', [root, String(PARTS), String(PART)]);
       // A few composes in, then at a moment that differs each round.
       await composer.when((output) => output.includes(`composed ${1 + round}`));
       await new Promise((r) => setTimeout(r, round * 3));

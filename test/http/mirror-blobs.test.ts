@@ -369,14 +369,14 @@ describe('a fill whose commit failed after every part was stored', () => {
 
 describe('a store or an index that fails for a moment during a fill', () => {
   /**
-   * A memory index whose `method` fails once, for the first call whose state `when` picks: the
-   * conditional write lands first (or not, `landed`), and the caller hears only an error.
+   * A memory index whose `method` fails `times` times, for the calls whose state `when` picks:
+   * the conditional write lands first (or not, `landed`), and the caller hears only an error.
    */
-  async function failingOnce(method: 'updateLease' | 'releaseLease', landed: boolean, when: (state: unknown) => boolean = () => true) {
+  async function failing(method: 'updateLease' | 'releaseLease', landed: boolean, when: (state: unknown) => boolean = () => true, times = 1) {
     const { MemoryMetaIndex } = await import('../../src/adapters/memory/meta-index.js');
     const { TestClock } = await import('../support/clock.js');
     const inner = new MemoryMetaIndex(new TestClock());
-    let failures = 1;
+    let failures = times;
     const call = (args: unknown[]) => (inner[method] as (...a: unknown[]) => Promise<unknown>).apply(inner, args);
     return Object.assign(Object.create(inner) as typeof inner, {
       [method]: async (...args: unknown[]) => {
@@ -481,7 +481,7 @@ describe('a store or an index that fails for a moment during a fill', () => {
     ['fails before writing', false],
     ['writes, but its reply is lost', true],
   ])('a state write whose index %s is tried again: one download', async (_, landed) => {
-    const index = await failingOnce('updateLease', landed);
+    const index = await failing('updateLease', landed);
     const { t, layer } = await seeded([300_000], { index, partBytes: 64 * 1024 });
     const res = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
     expect(res.body.equals(layer.bytes)).toBe(true);
@@ -491,11 +491,27 @@ describe('a store or an index that fails for a moment during a fill', () => {
     expect(t.metrics.get('outpost_fill_retries_total', { what: 'state' })).toBe(1);
   });
 
+  const committedState = (state: unknown) => (state as { phase?: string } | undefined)?.phase === 'committed';
+
+  it('a commit whose release never gets an answer is still a commit: no failed fill, the parts left to reclaim', async () => {
+    const index = await failing('releaseLease', false, committedState, Infinity);
+    const { t, layer } = await seeded([300_000], { index, partBytes: 64 * 1024 });
+    const res = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
+    expect(res.body.equals(layer.bytes)).toBe(true);
+    while (!t.fillLog.some((e) => e.msg === 'fill.commit')) await new Promise((r) => setTimeout(r, 5));
+    expect(t.fillLog.filter((e) => e.digest === layer.digest).map((e) => e.msg)).toEqual(['fill.lead', 'fill.retry', 'fill.retry', 'fill.commit']);
+    expect(t.fillLog.find((e) => e.msg === 'fill.commit')).toMatchObject({ released: false });
+    expect(t.metrics.get('outpost_fills_failed_total', { reason: 'INTERNAL' })).toBe(0);
+    expect((await t.store.list('fills/', { limit: 100 })).keys.length).toBeGreaterThan(0);
+    expect((await pull(t, `/v2/up/library/app/blobs/${layer.digest}`)).body.equals(layer.bytes)).toBe(true);
+    expect(t.blobGets(layer.digest)).toHaveLength(1);
+  });
+
   it.each([
     ['fails before writing', false],
     ['writes, but its reply is lost', true],
   ])("a commit whose release %s is tried again, and the fill's parts are deleted", async (_, landed) => {
-    const index = await failingOnce('releaseLease', landed, (state) => (state as { phase?: string } | undefined)?.phase === 'committed');
+    const index = await failing('releaseLease', landed, committedState);
     const { t, layer } = await seeded([300_000], { index, partBytes: 64 * 1024 });
     const res = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
     expect(res.body.equals(layer.bytes)).toBe(true);

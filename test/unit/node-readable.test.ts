@@ -76,6 +76,23 @@ describe('webStreamOf', () => {
     expect(kept.r.destroyed).toBe(false);
   });
 
+  it('reads off a message received whole when cancelled, so its connection is kept', async () => {
+    const { r, events } = source();
+    Object.defineProperty(r, 'complete', { value: true });
+    const { stream } = webStreamOf(r);
+    r.push(Buffer.alloc(5));
+    await stream.cancel();
+    expect(r.destroyed).toBe(false);
+    expect(events.at(-1)).toBe('resume');
+  });
+
+  it('errors at once for a source destroyed before it was handed over', async () => {
+    const { r } = source();
+    r.destroy();
+    await tick();
+    await expect(webStreamOf(r).stream.getReader().read()).rejects.toMatchObject({ cause: { message: 'the connection closed before the body ended' } });
+  });
+
   it('is failed from outside by `fail`', async () => {
     const { r } = source();
     const { stream, fail } = webStreamOf(r);

@@ -82,7 +82,6 @@ const ABORT = Symbol('abort');
  */
 function bodyStream(req: ClientRequest, res: IncomingMessage, settle: () => void): ReadableStream<Uint8Array> {
   const { stream, fail } = webStreamOf(res, {
-    complete: () => res.complete,
     settle,
     cancel: () => (res.complete ? res.resume() : req.destroy()),
   });

@@ -145,7 +145,12 @@ export class LocalFill {
       this.state = { ...this.state, phase: 'committed' };
       this.committed = true;
       clearInterval(heartbeat);
-      const released = (await this.retried('state', () => ctx.index.releaseLease(this.lease, this.state as unknown as Json))) || (await this.releasedByUs());
+      // The content is committed whatever the index answers: a release that keeps failing is
+      // no failed fill (the lease expires by itself; the parts are left to reclaim).
+      const released = await this.retried('state', () => ctx.index.releaseLease(this.lease, this.state as unknown as Json)).then(
+        (r) => r || this.releasedByUs(),
+        () => this.releasedByUs(),
+      );
       options.log?.('info', { msg: 'fill.commit', digest: this.digest.value, bytes: this.received, ms: ctx.clock.now() - this.began, released });
       this.stopped = true;
       this.notify();

@@ -45,7 +45,8 @@ export type { Defer, FillDeps, FillSource, FillState, FillsOptions } from './fil
  *          -> releaseLease(committed) -> delete the parts, only if the release answered true
  *          or, after a lost reply, readLease shows no holder, this token and "committed" (the
  *          token is larger after a takeover: the parts are left to the successor and to
- *          reclaim). A heartbeat answered "not yours" after the commit is no loss. Any
+ *          reclaim; so are they when the release never gets an answer, which is still a
+ *          commit). A heartbeat answered "not yours" after the commit is no loss. Any
  *          updateLease that returns undefined means another instance took over: stop at once,
  *          write nothing more.
  *          A stream that breaks off is resumed with a Range request (a few times), then the
