@@ -118,8 +118,9 @@ export interface BlobStore {
 
   /**
    * Optional ability: writes at `to` the concatenation of the objects at `parts`, in order,
-   * inside the store (S3: a multipart upload of UploadPartCopy requests; Fs: concatenation into
-   * a temporary file and a rename), so the bytes never travel back through Outpost. Atomic at
+   * inside the store (S3: a multipart upload of UploadPartCopy requests; Fs: the part files
+   * hard-linked as the object's pieces, no byte copied), so the bytes never travel back through
+   * Outpost. Atomic at
    * `to` like `put`: readers see the previous object or the whole result. The parts are left as
    * they are (the caller deletes them). Rejects, writing nothing at `to`, when a part is missing.
    * Works for any part sizes (an adapter whose server-side copy has a minimum part size falls
