@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { constants } from 'node:fs';
+import { constants, type Stats } from 'node:fs';
 import { link, lstat, lutimes, mkdir, open, readdir, readFile, readlink, rename, rm, rmdir, stat, symlink, utimes, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, sep } from 'node:path';
 import {
@@ -89,7 +89,7 @@ export class FsBlobStore implements BlobStore {
     try {
       let s = await lstat(path);
       if (s.isSymbolicLink()) {
-        const composed = await this.composedAt(path);
+        const composed = await this.composedAt(path, s);
         if (composed) return { size: composed.size, lastModified: composed.lastModified };
         s = await stat(path);
       }
@@ -165,11 +165,12 @@ export class FsBlobStore implements BlobStore {
   /**
    * The composed object at `path` (a symbolic link to its pieces: see compose), or undefined
    * when there is none there (nothing, a file, a directory, or a link of someone else's).
+   * `known`: the lstat of `path` the caller has already made.
    */
-  private async composedAt(path: string): Promise<Composed | undefined> {
-    let info;
+  private async composedAt(path: string, known?: Stats): Promise<Composed | undefined> {
+    let info = known;
     try {
-      info = await lstat(path);
+      info ??= await lstat(path);
     } catch (err) {
       if (isNotFound(err)) return undefined;
       throw err;
