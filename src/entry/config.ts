@@ -12,6 +12,7 @@ import type { GcConfig } from '../core/gc/config.js';
 import type { GatePolicy } from '../core/gate/gate.js';
 import type { AuthConfig, ImmutableTagRule } from '../core/auth/config.js';
 import { defaultDocument, readDocument, type ConfigDocument } from './config/document.js';
+import type { StoreKind } from './config/values.js';
 import { isLogLevel, LOG_LEVELS, type LogLevel } from './log.js';
 
 export interface S3Config {
@@ -130,7 +131,8 @@ export function readConfig(env: Record<string, unknown>, runtime: 'node' | 'work
     const v = env[name];
     return typeof v === 'string' && v.trim() !== '' ? v.trim() : undefined;
   };
-  const { document, problems: documentProblems, referenced } = readConfigDocument(env, runtime, input, get);
+  const kind = get('OUTPOST_STORE') ?? (runtime === 'workers' ? 'cloud' : 'local');
+  const { document, problems: documentProblems, referenced } = readConfigDocument(env, runtime, kind === 'cloud' ? 'cloud' : 'local', input, get);
   for (const key of Object.keys(env)) {
     if (key.startsWith('OUTPOST_') && !(key in CONFIG_VARIABLES) && !referenced.has(key)) {
       problems.push(`${key} is not a known setting (known: ${Object.keys(CONFIG_VARIABLES).join(', ')})`);
@@ -153,7 +155,6 @@ export function readConfig(env: Record<string, unknown>, runtime: 'node' | 'work
   const logLevel = get('OUTPOST_LOG_LEVEL') ?? 'info';
   if (!isLogLevel(logLevel)) problems.push(`OUTPOST_LOG_LEVEL must be one of ${LOG_LEVELS.join(', ')}, got "${logLevel.slice(0, 80)}"`);
 
-  const kind = get('OUTPOST_STORE') ?? (runtime === 'workers' ? 'cloud' : 'local');
   let store: StoreConfig;
   if (kind === 'local') {
     store = { kind: 'local', dataDir: get('OUTPOST_DATA_DIR') ?? './data' };
@@ -190,10 +191,11 @@ export function readConfig(env: Record<string, unknown>, runtime: 'node' | 'work
 function readConfigDocument(
   env: Record<string, unknown>,
   runtime: 'node' | 'workers',
+  store: StoreKind,
   input: ConfigInput,
   get: (name: ConfigVariable) => string | undefined,
 ): { document: ConfigDocument; problems: string[]; referenced: Set<string> } {
-  const none = (problems: string[]) => ({ document: defaultDocument(runtime), problems, referenced: new Set<string>() });
+  const none = (problems: string[]) => ({ document: defaultDocument(runtime, store), problems, referenced: new Set<string>() });
   const raw = env.OUTPOST_CONFIG;
   // Not trimmed: the first line's indentation is part of the YAML.
   const inline = typeof raw === 'string' && raw.trim() !== '' ? raw : undefined;
@@ -223,7 +225,7 @@ function readConfigDocument(
   } else {
     return none([]);
   }
-  return readDocument({ text, source, env, runtime, readFile: input.readFile, publicGoodRoot: input.publicGoodRoot });
+  return readDocument({ text, source, env, runtime, store, readFile: input.readFile, publicGoodRoot: input.publicGoodRoot });
 }
 
 function readS3(get: (name: ConfigVariable) => string | undefined, problems: string[]): S3Config {

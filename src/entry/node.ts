@@ -74,7 +74,7 @@ export async function startNode(config: Config, log?: Log): Promise<NodeServer> 
   // Upstream bodies arrive as the socket's own Buffers (undici's fetch copies each chunk).
   const upstreamFetch = nodeFetch();
   // @hono/node-server writes each chunk of a response to the socket and lets go of it.
-  const { app, registry, auth } = outpostApp(config, { store, index }, { metricsRoute: true, log, connection: nodeConnection, responsesKeepBuffers: true, fetch: upstreamFetch });
+  const { app, registry, auth } = outpostApp(config, { store, index }, { metricsRoute: true, log, connection: nodeConnection, runtimeKeepsBuffers: true, fetch: upstreamFetch });
   await checkAuth(auth).catch((err: unknown) => {
     closeIndex();
     upstreamFetch.close();

@@ -24,8 +24,8 @@ export interface OutpostOptions {
   log?: Log;
   /** The runtime's view of each connection, for the access log (src/http/access-log.ts). */
   connection?: ConnectionInfo;
-  /** The runtime never takes over the buffers a response sends (see MirrorDeps.responsesKeepBuffers). */
-  responsesKeepBuffers?: boolean;
+  /** The runtime never takes over the buffers a response sends or a store writes (see MirrorDeps.runtimeKeepsBuffers). */
+  runtimeKeepsBuffers?: boolean;
   /** Where audit records go; by default the structured log, as lines with msg "audit". */
   audit?: AuditSink;
 }
@@ -45,7 +45,7 @@ export function outpostApp(config: Config, adapters: { store: BlobStore; index: 
       maxBlobBytes: config.maxBlobBytes,
       immutableTags: config.immutableTags,
     },
-    mirror: { config: config.mirror, upstreams: upstreamClients(config.mirror, options.fetch ?? fetch, log), metrics, responsesKeepBuffers: options.responsesKeepBuffers, log: log ? (level, fields) => log.write(level, fields) : undefined },
+    mirror: { config: config.mirror, upstreams: upstreamClients(config.mirror, options.fetch ?? fetch, log), metrics, runtimeKeepsBuffers: options.runtimeKeepsBuffers, log: log ? (level, fields) => log.write(level, fields) : undefined },
     gate: { policies: config.policies, bundles: config.policies.length > 0 ? new SigstoreBundleVerifier() : undefined, log: (record) => log?.write(record.result === 'denied' ? 'warn' : 'info', record) },
   });
   // Off below info: no record is even built.

@@ -3,6 +3,7 @@ import { errorCode } from '../support/app.js';
 import { image, randomBlob } from '../support/images.js';
 import { detach, detachingStore, mirrorTest } from '../support/mirror.js';
 import { keys } from '../../src/core/registry/keys.js';
+import { MemoryBlobStore } from '../../src/adapters/memory/blob-store.js';
 
 async function pull(t: { request: (p: string, i?: RequestInit) => Response | Promise<Response> }, path: string, init?: RequestInit) {
   const res = await t.request(path, init);
@@ -318,6 +319,38 @@ describe('buffers handed to a runtime', () => {
     const results = await Promise.all([read(), read(), read()]);
     for (const r of results) expect(r.equals(layer.bytes)).toBe(true);
     expect((await pullCached(t, layer.digest)).equals(layer.bytes)).toBe(true);
+  });
+});
+
+describe('part writes', () => {
+  /** A memory store that records the length of every chunk a fill's part write hands it. */
+  function recordingStore() {
+    const inner = new MemoryBlobStore();
+    const chunks: number[] = [];
+    const store = Object.assign(Object.create(inner) as MemoryBlobStore, {
+      put: (key: string, body: ReadableStream<Uint8Array>, size?: number) => {
+        if (!key.startsWith('fills/')) return inner.put(key, body, size);
+        const seen = body.pipeThrough(new TransformStream<Uint8Array, Uint8Array>({ transform: (c, out) => (chunks.push(c.byteLength), out.enqueue(c)) }));
+        return inner.put(key, seen, size);
+      },
+    });
+    return { store, chunks };
+  }
+
+  it.each([
+    [true, 'are handed the upstream chunks themselves where the runtime keeps buffers (Node)'],
+    [false, 'are handed copies gathered into pieces where it may detach them (workerd)'],
+  ])('%s: part writes %s', async (keeps) => {
+    const { store, chunks } = recordingStore();
+    const { t, layer } = await seeded([300_000], { store, partBytes: 64 * 1024, runtimeKeepsBuffers: keeps });
+    t.up.fault({ kind: 'slow', chunkBytes: 16 * 1024, delayMs: 0, match: { path: '/blobs/' } });
+    const served = await pull(t, `/v2/up/library/app/blobs/${layer.digest}`);
+    expect(served.body.equals(layer.bytes)).toBe(true);
+    expect((await pullCached(t, layer.digest)).equals(layer.bytes)).toBe(true);
+    expect(chunks.reduce((a, b) => a + b, 0)).toBe(layer.size);
+    // The upstream sent 16 KiB at a time; a copying write gathers a whole 64 KiB part into one piece.
+    if (keeps) expect(Math.max(...chunks)).toBeLessThanOrEqual(16 * 1024);
+    else expect(Math.max(...chunks)).toBe(64 * 1024);
   });
 });
 

@@ -52,6 +52,8 @@ export interface MirrorTestOptions {
   auth?: Promise<Auth>;
   audit?: AuditSink;
   accessLog?: AccessLogSink;
+  /** The runtime never detaches what responses and stores are handed (Node; MirrorDeps.runtimeKeepsBuffers). */
+  runtimeKeepsBuffers?: boolean;
 }
 
 export function mirrorTest(options: MirrorTestOptions = {}) {
@@ -83,6 +85,7 @@ export function mirrorTest(options: MirrorTestOptions = {}) {
         upstreams: new Map([[upstream.name, client]]),
         metrics,
         instance: `i${i}`,
+        runtimeKeepsBuffers: options.runtimeKeepsBuffers,
         sleep: (ms) => new Promise((r) => setTimeout(r, Math.min(ms, 5))),
         log: (level, fields) => fillLog.push({ instance: `i${i}`, level, ...fields }),
       },

@@ -121,7 +121,7 @@ describe('the configuration document', () => {
         },
       ],
       hosted: [],
-      fillPartBytes: 8 * 1024 * 1024,
+      fillPartBytes: 2 * 1024 * 1024,
       fillLeaseMs: 10_000,
       fillMemoryBytes: 256 * 1024 * 1024,
     });
@@ -134,7 +134,20 @@ describe('the configuration document', () => {
     ['an empty mapping', '{}'],
   ])('configures nothing with %s', (_, document) => {
     const config = readConfig({ OUTPOST_CONFIG: document }, 'node', document === '' ? { configText: '' } : {});
-    expect(config.mirror).toEqual({ upstreams: [], hosted: [], fillPartBytes: 8 * 1024 * 1024, fillLeaseMs: 10_000, fillMemoryBytes: 256 * 1024 * 1024 });
+    expect(config.mirror).toEqual({ upstreams: [], hosted: [], fillPartBytes: 2 * 1024 * 1024, fillLeaseMs: 10_000, fillMemoryBytes: 256 * 1024 * 1024 });
+  });
+
+  it('cuts fills into parts of 2 MiB on the embedded store and 8 MiB on S3, whose compose needs 5 MiB', () => {
+    const cloud = { OUTPOST_STORE: 'cloud', OUTPOST_S3_BUCKET: 'b', OUTPOST_DYNAMODB_TABLE: 't' };
+    expect(readConfig({}).mirror.fillPartBytes).toBe(2 * 1024 * 1024);
+    expect(readConfig({ OUTPOST_CONFIG: 'mirror:\n  fillLease: 1m' }).mirror.fillPartBytes).toBe(2 * 1024 * 1024);
+    expect(readConfig({ ...cloud }).mirror.fillPartBytes).toBe(8 * 1024 * 1024);
+    expect(readConfig({ ...cloud, OUTPOST_CONFIG: 'mirror:\n  fillLease: 1m' }).mirror.fillPartBytes).toBe(8 * 1024 * 1024);
+    expect(readConfig({ OUTPOST_S3_BUCKET: 'b', OUTPOST_DYNAMODB_TABLE: 't' }, 'workers').mirror).toMatchObject({ fillPartBytes: 8 * 1024 * 1024, fillMemoryBytes: 32 * 1024 * 1024 });
+    expect(readConfig({ OUTPOST_CONFIG: 'mirror:\n  fillPartSize: 1MiB' }).mirror.fillPartBytes).toBe(1024 * 1024);
+    expect(problems('mirror:\n  fillPartSize: 4MiB', cloud)).toEqual(['mirror.fillPartSize: must be from 5MiB to 64MiB, got "4MiB"']);
+    expect(problems('mirror:\n  fillMemory: 8MiB', cloud)).toEqual(['mirror.fillMemory: must be from 10MiB to 1GiB, got "8MiB"']);
+    expect(problems('mirror:\n  fillMemory: 8MiB')).toEqual([]);
   });
 
   it('accepts JSON, which is YAML', () => {
@@ -181,8 +194,8 @@ describe('the configuration document', () => {
     ['a duration as a bare number', upstream('tagTtl: 300'), ['upstreams[0].tagTtl: must be a duration like 30s, 5m, 24h, got 300']],
     ['a tag TTL over a week', upstream('tagTtl: 8d'), ['upstreams[0].tagTtl: must be from 0s to 7d, got "8d"']],
     ['maxStale over 30 days', upstream('maxStale: 31d'), ['upstreams[0].maxStale: must be from 0s to 30d, got "31d"']],
-    ['a part under S3 minimum', 'mirror:\n  fillPartSize: 4MiB', ['mirror.fillPartSize: must be from 5MiB to 64MiB, got "4MiB"']],
-    ['a part over the memory cap', 'mirror:\n  fillPartSize: 65MiB', ['mirror.fillPartSize: must be from 5MiB to 64MiB, got "65MiB"']],
+    ['a part under the embedded store\'s minimum', 'mirror:\n  fillPartSize: 512KiB', ['mirror.fillPartSize: must be from 1MiB to 64MiB, got "512KiB"']],
+    ['a part over the memory cap', 'mirror:\n  fillPartSize: 65MiB', ['mirror.fillPartSize: must be from 1MiB to 64MiB, got "65MiB"']],
     [
       'a size that is not one',
       'mirror:\n  fillPartSize: 8 megs',
@@ -191,7 +204,7 @@ describe('the configuration document', () => {
     ['a fractional size', 'mirror:\n  fillPartSize: 8388608.5', ['mirror.fillPartSize: must be a size: bytes as an integer, or like 512KiB, 8MiB, 1GiB, 2TiB, 8MB; got 8388608.5']],
     ['a short lease', 'mirror:\n  fillLease: 1s', ['mirror.fillLease: must be from 5s to 10m, got "1s"']],
     ['a long lease', 'mirror:\n  fillLease: 11m', ['mirror.fillLease: must be from 5s to 10m, got "11m"']],
-    ['fill memory beyond 1 GiB', 'mirror:\n  fillMemory: 2GiB', ['mirror.fillMemory: must be from 10MiB to 1GiB, got "2GiB"']],
+    ['fill memory beyond 1 GiB', 'mirror:\n  fillMemory: 2GiB', ['mirror.fillMemory: must be from 2MiB to 1GiB, got "2GiB"']],
     ['fill memory below two parts', 'mirror:\n  fillPartSize: 32MiB\n  fillMemory: 48MiB', ['mirror.fillMemory: must hold at least two parts of fillPartSize (67108864 bytes)']],
     ['mirror not a mapping', 'mirror: [1]', ['mirror: must be a mapping with the keys fillPartSize, fillLease, fillMemory, got a list']],
     [

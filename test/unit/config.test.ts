@@ -20,7 +20,7 @@ describe('readConfig', () => {
       uploadTtlSeconds: 86_400,
       redirectSeconds: 0,
       chunkMinBytes: 0,
-      mirror: { upstreams: [], hosted: [], fillPartBytes: 8 * 1024 * 1024, fillLeaseMs: 10_000, fillMemoryBytes: 256 * 1024 * 1024 },
+      mirror: { upstreams: [], hosted: [], fillPartBytes: 2 * 1024 * 1024, fillLeaseMs: 10_000, fillMemoryBytes: 256 * 1024 * 1024 },
       gc: { graceMs: 24 * 60 * 60_000, intervalMs: 60 * 60_000, mirror: {}, hosted: [] },
       policies: [],
       immutableTags: [],

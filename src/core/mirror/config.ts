@@ -61,10 +61,20 @@ export interface MirrorConfig {
 export const DEFAULT_TAG_TTL_MS = 5 * 60_000;
 export const DEFAULT_MAX_STALE_MS = 24 * 3_600_000;
 /**
- * 8 MiB: small enough that a follower on another instance trails the leader by little, large
- * enough for S3's 5 MiB minimum part of a server-side compose and few index writes per blob.
+ * 8 MiB on S3: small enough that a follower on another instance trails the leader by little,
+ * large enough for S3's 5 MiB minimum part of a server-side compose and few index writes per
+ * blob.
  */
 export const DEFAULT_FILL_PART_BYTES = 8 * 1024 * 1024;
+/**
+ * 2 MiB on the embedded store, which has no smallest part: a fill holds at most two parts, and
+ * a Node process's memory grew by about 5 times the part size while it led fills (the upstream's
+ * chunks stay in the window until their part is written, long enough to outlive the young
+ * generation and wait for a full collection). In bench:mirror at N = 1 the busiest process grew
+ * by 70 to 78 MiB with 2 MiB parts against 146 MiB with 8 MiB, in the same time; 1 MiB parts cost
+ * a single fill a fifth more time in bench:fill (a part's file, rename and index write each).
+ */
+export const DEFAULT_LOCAL_FILL_PART_BYTES = 2 * 1024 * 1024;
 /** 64 MiB: four fills of two 8 MiB parts each, well inside a Workers isolate's 128 MB. */
 export const DEFAULT_FILL_MEMORY_BYTES = 64 * 1024 * 1024;
 /**

@@ -429,7 +429,7 @@ export class LocalFill {
    */
   private async putPart(key: string, chunks: Uint8Array[], length: number): Promise<void> {
     await this.retried('part', async () => {
-      const body = this.pieces.stream(chunks);
+      const body = this.deps.options.copyStored ? this.pieces.stream(chunks) : { stream: chunksStream(chunks), done: () => undefined };
       await this.deps.ctx.store.put(key, body.stream, length, { scratch: true });
       body.done();
     });
@@ -516,9 +516,10 @@ const STORE_ATTEMPTS = 3;
 const STORE_RETRY_MS = 100;
 
 /**
- * Bytes a part write is handed at a time: the window holds the upstream's small chunks (tens of
- * KiB), and one store write per chunk made part writes the bottleneck of a fill (a 256 MiB blob:
- * 4,000 file writes), so they are coalesced into pieces of this size.
+ * Bytes a copying part write (FillsOptions.copyStored) is handed at a time: the window holds the
+ * upstream's small chunks (tens of KiB), copied into pieces of this size. Where the chunks
+ * themselves are handed over, the stores gather them (the file store into writes of 1 MiB, S3
+ * into its part buffers).
  */
 const WRITE_PIECE_BYTES = 1024 * 1024;
 /**
@@ -574,6 +575,14 @@ class PartPieces {
     };
     return { stream, done };
   }
+}
+
+/** The window's own chunks, one after another (a store that only reads them: FillsOptions.copyStored). */
+function chunksStream(chunks: Uint8Array[]): ByteStream {
+  let i = 0;
+  return new ReadableStream<Uint8Array>({
+    pull: (controller) => (i < chunks.length ? controller.enqueue(chunks[i++]!) : controller.close()),
+  });
 }
 
 /** A blob larger than a fill may store (fillLimit). */

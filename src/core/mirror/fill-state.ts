@@ -91,6 +91,12 @@ export interface FillsOptions {
    */
   copyServed: boolean;
   /**
+   * Whether a part write is handed copies of the window's chunks (gathered into pieces of 1 MiB)
+   * rather than the chunks themselves: the same reason, for stores whose runtime may detach
+   * what a write is given.
+   */
+  copyStored: boolean;
+  /**
    * A fill's events for the log, one line each: `fill.lead` (started, and from which byte),
    * `fill.retry` (a part or state write tried again), `fill.resume` (a stream broke off, asked
    * again by Range), then `fill.commit` or `fill.fail`. Default: none.

@@ -40,11 +40,12 @@ export interface MirrorDeps {
   instance?: string;
   sleep?: (ms: number) => Promise<void>;
   /**
-   * The runtime only reads the buffers of the chunks a response sends, never takes them over
-   * (Node's http module): fills then serve their followers without a copy of each chunk.
-   * Default false (workerd detaches them).
+   * The runtime only reads the buffers of the chunks a response sends or a store's write is
+   * handed, never takes them over (Node: its http module, and the stores' file and socket
+   * writes): fills then serve their followers and write their parts without a copy of each
+   * chunk. Default false (workerd's fetch and responses detach them).
    */
-  responsesKeepBuffers?: boolean;
+  runtimeKeepsBuffers?: boolean;
   /** Fill events for the structured log (FillsOptions.log). */
   log?: FillLog;
 }
@@ -89,7 +90,7 @@ export class Mirror {
         if (linked) touches.touch(name, digest);
         return linked;
       },
-      options: { partBytes: deps.config.fillPartBytes, leaseMs: deps.config.fillLeaseMs, instance, sleep, copyServed: deps.responsesKeepBuffers !== true, log: deps.log },
+      options: { partBytes: deps.config.fillPartBytes, leaseMs: deps.config.fillLeaseMs, instance, sleep, copyServed: deps.runtimeKeepsBuffers !== true, copyStored: deps.runtimeKeepsBuffers !== true, log: deps.log },
     });
     this.manifests = new MirrorManifests({ ctx, metrics: this.metrics, manifests, upstream, instance, sleep, touches });
     this.blobs = new MirrorBlobs({ ctx, metrics: this.metrics, blobs, fills: this.fills, upstream, touches });

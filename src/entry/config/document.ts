@@ -14,7 +14,7 @@ import { readAuth, readImmutableTags } from './auth.js';
 import { readPolicies } from './policies.js';
 import { defaultFillSettings, readMirror } from './mirror.js';
 import { checkAliases, readHosted, readUpstreams } from './upstreams.js';
-import { field, mapping, MAX_QUOTED_CHARS, Problems, type SectionContext } from './values.js';
+import { field, mapping, MAX_QUOTED_CHARS, Problems, type SectionContext, type StoreKind } from './values.js';
 
 /**
  * A configuration document is a few kilobytes; 1 MiB bounds the memory and time parsing takes
@@ -39,8 +39,8 @@ export interface ConfigDocument {
   immutableTags: ImmutableTagRule[];
 }
 
-export function defaultDocument(runtime: 'node' | 'workers'): ConfigDocument {
-  return { mirror: { upstreams: [], hosted: [], ...defaultFillSettings(runtime) }, gc: DEFAULT_GC_CONFIG, policies: [], immutableTags: [] };
+export function defaultDocument(runtime: 'node' | 'workers', store: StoreKind): ConfigDocument {
+  return { mirror: { upstreams: [], hosted: [], ...defaultFillSettings(runtime, store) }, gc: DEFAULT_GC_CONFIG, policies: [], immutableTags: [] };
 }
 
 const SECTIONS = ['upstreams', 'hosted', 'mirror', 'gc', 'policies', 'auth', 'immutableTags'] as const;
@@ -55,6 +55,7 @@ export interface DocumentInput {
   source: string;
   env: Record<string, unknown>;
   runtime: 'node' | 'workers';
+  store: StoreKind;
 }
 
 export interface DocumentResult {
@@ -66,9 +67,9 @@ export interface DocumentResult {
 
 export function readDocument(input: DocumentInput): DocumentResult {
   const problems = new Problems(input.source);
-  const ctx: SectionContext = { problems, env: input.env, runtime: input.runtime, referenced: new Set(), readFile: input.readFile, publicGoodRoot: input.publicGoodRoot };
+  const ctx: SectionContext = { problems, env: input.env, runtime: input.runtime, store: input.store, referenced: new Set(), readFile: input.readFile, publicGoodRoot: input.publicGoodRoot };
   const value = parse(input.text, input.source, problems);
-  const document = problems.list.length > 0 ? defaultDocument(ctx.runtime) : readSections(value, ctx);
+  const document = problems.list.length > 0 ? defaultDocument(ctx.runtime, ctx.store) : readSections(value, ctx);
   return { document, problems: problems.list, referenced: ctx.referenced };
 }
 
@@ -123,7 +124,7 @@ function syntaxProblem(err: YAMLError, source: string, lineCounter: LineCounter)
 }
 
 function readSections(value: unknown, ctx: SectionContext): ConfigDocument {
-  const document = defaultDocument(ctx.runtime);
+  const document = defaultDocument(ctx.runtime, ctx.store);
   // An empty document (or one of comments only) configures nothing.
   if (value === null || value === undefined) return document;
   // An unknown section (a misspelt one, or one of a later version) is refused, never ignored.
@@ -134,7 +135,7 @@ function readSections(value: unknown, ctx: SectionContext): ConfigDocument {
   const upstreams = readUpstreams(section('upstreams'), 'upstreams', ctx);
   const hosted = readHosted(section('hosted'), 'hosted', ctx);
   checkAliases(upstreams, hosted, ctx.problems);
-  const fill = section('mirror') === undefined ? defaultFillSettings(ctx.runtime) : readMirror(section('mirror'), 'mirror', ctx);
+  const fill = section('mirror') === undefined ? defaultFillSettings(ctx.runtime, ctx.store) : readMirror(section('mirror'), 'mirror', ctx);
   document.mirror = { upstreams: upstreams.map((u) => u.value), hosted, ...fill };
   if (section('gc') !== undefined) document.gc = readGc(section('gc'), 'gc', ctx);
   if (section('policies') !== undefined) document.policies = readPolicies(section('policies'), 'policies', ctx, document.mirror.upstreams);

@@ -3,13 +3,15 @@
  * into parts and how long a fill's lease lasts (src/core/mirror/config.ts has the defaults and
  * why they are what they are).
  */
-import { DEFAULT_FILL_LEASE_MS, DEFAULT_FILL_PART_BYTES } from '../../core/mirror/config.js';
-import { child, duration, field, mapping, size, type SectionContext } from './values.js';
+import { DEFAULT_FILL_LEASE_MS, DEFAULT_FILL_PART_BYTES, DEFAULT_LOCAL_FILL_PART_BYTES } from '../../core/mirror/config.js';
+import { child, duration, field, mapping, size, type SectionContext, type StoreKind } from './values.js';
 
 const MIRROR_KEYS = ['fillPartSize', 'fillLease', 'fillMemory'] as const;
 
 /** S3's smallest part of a multipart compose (every part but the last). */
-const MIN_FILL_PART_BYTES = 5 * 1024 * 1024;
+const MIN_S3_FILL_PART_BYTES = 5 * 1024 * 1024;
+/** The embedded store composes parts of any size; below 1 MiB a part's file and index write cost more than its bytes. */
+const MIN_LOCAL_FILL_PART_BYTES = 1024 * 1024;
 /** Each fill holds one part in memory; this bounds that per concurrent fill (a Worker has 128 MB). */
 const MAX_FILL_PART_BYTES = 64 * 1024 * 1024;
 /** Heartbeats run at a third of the lease: shorter than 5s and a slow store write loses it. */
@@ -27,8 +29,8 @@ export interface FillSettings {
 }
 
 /**
- * Fill buffers a Node server holds by default: sixteen fills of two 8 MiB parts, so that one
- * image's layers fill at once.
+ * Fill buffers a Node server holds by default: sixteen fills of two 8 MiB parts (S3), or
+ * sixty-four of two 2 MiB parts (the embedded store), so that several images' layers fill at once.
  */
 const NODE_FILL_MEMORY_BYTES = 256 * 1024 * 1024;
 /**
@@ -41,17 +43,23 @@ function defaultFillMemory(runtime: 'node' | 'workers'): number {
   return runtime === 'workers' ? WORKERS_FILL_MEMORY_BYTES : NODE_FILL_MEMORY_BYTES;
 }
 
-export function defaultFillSettings(runtime: 'node' | 'workers'): FillSettings {
-  return { fillPartBytes: DEFAULT_FILL_PART_BYTES, fillLeaseMs: DEFAULT_FILL_LEASE_MS, fillMemoryBytes: defaultFillMemory(runtime) };
+/** The default and the smallest part of a fill on each store (src/core/mirror/config.ts says why). */
+function partBounds(store: StoreKind): { fallback: number; min: number } {
+  return store === 'local' ? { fallback: DEFAULT_LOCAL_FILL_PART_BYTES, min: MIN_LOCAL_FILL_PART_BYTES } : { fallback: DEFAULT_FILL_PART_BYTES, min: MIN_S3_FILL_PART_BYTES };
+}
+
+export function defaultFillSettings(runtime: 'node' | 'workers', store: StoreKind): FillSettings {
+  return { fillPartBytes: partBounds(store).fallback, fillLeaseMs: DEFAULT_FILL_LEASE_MS, fillMemoryBytes: defaultFillMemory(runtime) };
 }
 
 export function readMirror(value: unknown, path: string, ctx: SectionContext): FillSettings {
   const entries = mapping(value, path, ctx.problems, { known: MIRROR_KEYS });
-  if (!entries) return defaultFillSettings(ctx.runtime);
+  if (!entries) return defaultFillSettings(ctx.runtime, ctx.store);
+  const parts = partBounds(ctx.store);
   const fillPartBytes = size(field(entries, 'fillPartSize'), child(path, 'fillPartSize'), ctx.problems, {
-    min: MIN_FILL_PART_BYTES,
+    min: parts.min,
     max: MAX_FILL_PART_BYTES,
-    fallback: DEFAULT_FILL_PART_BYTES,
+    fallback: parts.fallback,
   });
   const fillLeaseMs = duration(field(entries, 'fillLease'), child(path, 'fillLease'), ctx.problems, {
     min: MIN_FILL_LEASE_MS,
@@ -62,7 +70,7 @@ export function readMirror(value: unknown, path: string, ctx: SectionContext): F
   // default grows with a large part size; a budget set below that is refused.
   const memory = field(entries, 'fillMemory');
   const fillMemoryBytes = size(memory, child(path, 'fillMemory'), ctx.problems, {
-    min: 2 * MIN_FILL_PART_BYTES,
+    min: 2 * parts.min,
     max: MAX_FILL_MEMORY_BYTES,
     fallback: Math.max(defaultFillMemory(ctx.runtime), 2 * fillPartBytes),
   });

@@ -25,11 +25,16 @@ export class Problems {
 }
 
 /** What a section parser may read besides its own value. */
+/** The embedded store (files and SQLite) or the cloud one (S3 and DynamoDB). */
+export type StoreKind = 'local' | 'cloud';
+
 export interface SectionContext {
   problems: Problems;
   /** The variables (Node) or vars and secrets (Workers) readConfig was given. */
   env: Record<string, unknown>;
   runtime: 'node' | 'workers';
+  /** The store it runs on (OUTPOST_STORE): the fill parts' default and smallest size depend on it. */
+  store: StoreKind;
   /** Variables the document names (passwordEnv): they are not unknown OUTPOST_* settings. */
   referenced: Set<string>;
   /** Reads a file the document names (a key, a trusted root): Node only; the text, or why not. */
