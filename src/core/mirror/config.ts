@@ -68,7 +68,7 @@ export const DEFAULT_MAX_STALE_MS = 24 * 3_600_000;
 export const DEFAULT_FILL_PART_BYTES = 8 * 1024 * 1024;
 /**
  * 2 MiB on the embedded store, which has no smallest part: a fill holds at most two parts, and
- * a Node process's memory grew by about 5 times the part size while it led fills (the upstream's
+ * a Node process's memory grew by several times the part size while it led fills (the upstream's
  * chunks stay in the window until their part is written, long enough to outlive the young
  * generation and wait for a full collection). In bench:mirror at N = 1 the busiest process grew
  * by 70 to 78 MiB with 2 MiB parts against 146 MiB with 8 MiB, in the same time; 1 MiB parts cost

@@ -429,7 +429,7 @@ export class LocalFill {
    */
   private async putPart(key: string, chunks: Uint8Array[], length: number): Promise<void> {
     await this.retried('part', async () => {
-      const body = this.deps.options.copyStored ? this.pieces.stream(chunks) : { stream: chunksStream(chunks), done: () => undefined };
+      const body = this.deps.options.copyChunks ? this.pieces.stream(chunks) : { stream: chunksStream(chunks), done: () => undefined };
       await this.deps.ctx.store.put(key, body.stream, length, { scratch: true });
       body.done();
     });
@@ -516,7 +516,7 @@ const STORE_ATTEMPTS = 3;
 const STORE_RETRY_MS = 100;
 
 /**
- * Bytes a copying part write (FillsOptions.copyStored) is handed at a time: the window holds the
+ * Bytes a copying part write (FillsOptions.copyChunks) is handed at a time: the window holds the
  * upstream's small chunks (tens of KiB), copied into pieces of this size. Where the chunks
  * themselves are handed over, the stores gather them (the file store into writes of 1 MiB, S3
  * into its part buffers).
@@ -577,7 +577,7 @@ class PartPieces {
   }
 }
 
-/** The window's own chunks, one after another (a store that only reads them: FillsOptions.copyStored). */
+/** The window's own chunks, one after another (a store that only reads them: FillsOptions.copyChunks). */
 function chunksStream(chunks: Uint8Array[]): ByteStream {
   let i = 0;
   return new ReadableStream<Uint8Array>({

@@ -84,18 +84,13 @@ export interface FillsOptions {
   instance: string;
   sleep: (ms: number) => Promise<void>;
   /**
-   * Whether each chunk served from a fill's memory window is a copy. It must be where the
-   * runtime may take over (detach) the buffers of the chunks it sends in a response (workerd
-   * does): the window's buffers are shared with other followers and the part writes. Where the
-   * runtime only reads them (Node), followers are handed the window's own chunks.
+   * Whether what a fill's memory window hands on is a copy: each chunk served to a follower, and
+   * the bytes of each part write (gathered into pieces of 1 MiB). It must be where the runtime
+   * may take over (detach) the buffers a response sends or a store's write is given (workerd
+   * does): the window's buffers are shared by every follower and the part writes. Where the
+   * runtime only reads them (Node), both are handed the window's own chunks.
    */
-  copyServed: boolean;
-  /**
-   * Whether a part write is handed copies of the window's chunks (gathered into pieces of 1 MiB)
-   * rather than the chunks themselves: the same reason, for stores whose runtime may detach
-   * what a write is given.
-   */
-  copyStored: boolean;
+  copyChunks: boolean;
   /**
    * A fill's events for the log, one line each: `fill.lead` (started, and from which byte),
    * `fill.retry` (a part or state write tried again), `fill.resume` (a stream broke off, asked

@@ -291,8 +291,8 @@ export class Fills {
             }
             const shared = local.slice(pos, end, SERVE_BATCH_BYTES);
             if (shared) {
-              // A copy where the runtime may detach what a response sends (see copyServed).
-              const slice = this.deps.options.copyServed && !shared.copied ? shared.bytes.slice() : shared.bytes;
+              // A copy where the runtime may detach what a response sends (see copyChunks).
+              const slice = this.deps.options.copyChunks && !shared.copied ? shared.bytes.slice() : shared.bytes;
               pos += slice.byteLength;
               countServed(slice.byteLength);
               return controller.enqueue(slice);

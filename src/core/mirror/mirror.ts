@@ -90,7 +90,7 @@ export class Mirror {
         if (linked) touches.touch(name, digest);
         return linked;
       },
-      options: { partBytes: deps.config.fillPartBytes, leaseMs: deps.config.fillLeaseMs, instance, sleep, copyServed: deps.runtimeKeepsBuffers !== true, copyStored: deps.runtimeKeepsBuffers !== true, log: deps.log },
+      options: { partBytes: deps.config.fillPartBytes, leaseMs: deps.config.fillLeaseMs, instance, sleep, copyChunks: deps.runtimeKeepsBuffers !== true, log: deps.log },
     });
     this.manifests = new MirrorManifests({ ctx, metrics: this.metrics, manifests, upstream, instance, sleep, touches });
     this.blobs = new MirrorBlobs({ ctx, metrics: this.metrics, blobs, fills: this.fills, upstream, touches });

@@ -12,7 +12,7 @@ const MIRROR_KEYS = ['fillPartSize', 'fillLease', 'fillMemory'] as const;
 const MIN_S3_FILL_PART_BYTES = 5 * 1024 * 1024;
 /** The embedded store composes parts of any size; below 1 MiB a part's file and index write cost more than its bytes. */
 const MIN_LOCAL_FILL_PART_BYTES = 1024 * 1024;
-/** Each fill holds one part in memory; this bounds that per concurrent fill (a Worker has 128 MB). */
+/** Each fill holds two parts in memory; this bounds that per concurrent fill (a Worker has 128 MB). */
 const MAX_FILL_PART_BYTES = 64 * 1024 * 1024;
 /** Heartbeats run at a third of the lease: shorter than 5s and a slow store write loses it. */
 const MIN_FILL_LEASE_MS = 5_000;

@@ -24,10 +24,10 @@ export class Problems {
   }
 }
 
-/** What a section parser may read besides its own value. */
 /** The embedded store (files and SQLite) or the cloud one (S3 and DynamoDB). */
 export type StoreKind = 'local' | 'cloud';
 
+/** What a section parser may read besides its own value. */
 export interface SectionContext {
   problems: Problems;
   /** The variables (Node) or vars and secrets (Workers) readConfig was given. */
